@@ -1,0 +1,366 @@
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Defaults for [Config].
+const (
+	DefaultReconnectWait    = 250 * time.Millisecond
+	DefaultPingInterval     = 2 * time.Second
+	DefaultMaxPingsOut      = 2
+	DefaultReconnectBufSize = 8 << 20
+	DefaultRequestTimeout   = 2 * time.Second
+)
+
+// Errors of this package, for errors.Is.
+var (
+	// ErrNoResponders means nobody listens on a request's subject.
+	ErrNoResponders = errors.New("bus: no responders")
+	// ErrTimeout means a request got no answer in time.
+	ErrTimeout = errors.New("bus: request timed out")
+	// ErrClosed means the connection was closed.
+	ErrClosed = errors.New("bus: connection closed")
+)
+
+// Config says how to reach NATS. Every gatewayworker process (gateway, worker,
+// API client) takes one; the credential fields map onto the NATS server's
+// authorization methods, and several may be set where NATS allows it.
+type Config struct {
+	// URLs lists NATS servers ("nats://host:4222", "tls://host:4222").
+	// Required: use an [Embedded] server's URL for a single node.
+	URLs []string
+	// Name is shown in the server's monitoring (connz) and in $SYS events.
+	Name string
+	// Token authenticates with a token.
+	Token string
+	// User and Password authenticate with a user name and password.
+	User, Password string
+	// NKeySeedFile is a file holding an nkey seed ("SU...").
+	NKeySeedFile string
+	// CredsFile is a JWT user credentials file (decentralised auth).
+	CredsFile string
+	// TLS configures TLS to NATS; nil means plain unless a URL says tls://.
+	TLS *TLSConfig
+	// ReconnectWait is the pause between reconnect attempts to one server.
+	// Zero means DefaultReconnectWait (250ms).
+	ReconnectWait time.Duration
+	// MaxReconnects bounds reconnect attempts. Zero means forever (a gateway
+	// must ride out any NATS outage); negative values also mean forever.
+	MaxReconnects int
+	// PingInterval is how often the client pings the server; a server that
+	// misses MaxPingsOut pings is dropped, so a frozen node is left after
+	// about PingInterval × (MaxPingsOut+1). Zero means DefaultPingInterval (2s).
+	PingInterval time.Duration
+	// MaxPingsOut: zero means DefaultMaxPingsOut (2).
+	MaxPingsOut int
+	// ReconnectBufSize is how many bytes of publishes are buffered while
+	// disconnected. Zero means DefaultReconnectBufSize (8 MiB).
+	ReconnectBufSize int
+	// Logger receives connection state changes. Nil means slog.Default().
+	Logger *slog.Logger
+	// NATSOptions are applied last, for anything this struct does not cover.
+	NATSOptions []nats.Option
+}
+
+// TLSConfig configures TLS to NATS.
+type TLSConfig struct {
+	// CAFile verifies the server; empty means the system roots.
+	CAFile string
+	// CertFile and KeyFile are a client certificate, for servers that verify clients.
+	CertFile, KeyFile string
+	// Config, if set, is used as the base configuration.
+	Config *tls.Config
+}
+
+func (c Config) options() ([]nats.Option, error) {
+	if len(c.URLs) == 0 {
+		return nil, errors.New("bus: no NATS URL configured")
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	wait := c.ReconnectWait
+	if wait == 0 {
+		wait = DefaultReconnectWait
+	}
+	maxRe := c.MaxReconnects
+	if maxRe == 0 {
+		maxRe = -1
+	}
+	ping := c.PingInterval
+	if ping == 0 {
+		ping = DefaultPingInterval
+	}
+	pingsOut := c.MaxPingsOut
+	if pingsOut == 0 {
+		pingsOut = DefaultMaxPingsOut
+	}
+	rbuf := c.ReconnectBufSize
+	if rbuf == 0 {
+		rbuf = DefaultReconnectBufSize
+	}
+	opts := []nats.Option{
+		nats.Name(c.Name),
+		nats.MaxReconnects(maxRe),
+		nats.ReconnectWait(wait),
+		nats.ReconnectJitter(wait/5, wait/5),
+		nats.PingInterval(ping),
+		nats.MaxPingsOutstanding(pingsOut),
+		nats.ReconnectBufSize(rbuf),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "server", nc.ConnectedServerName())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("nats async error", "subject", subject, "err", err)
+		}),
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.User != "" || c.Password != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.NKeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("bus: nkey seed file: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if t := c.TLS; t != nil {
+		if t.Config != nil {
+			opts = append(opts, nats.Secure(t.Config.Clone()))
+		} else {
+			opts = append(opts, nats.Secure())
+		}
+		if t.CAFile != "" {
+			opts = append(opts, nats.RootCAs(t.CAFile))
+		}
+		if t.CertFile != "" || t.KeyFile != "" {
+			opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+		}
+	}
+	return append(opts, c.NATSOptions...), nil
+}
+
+// Conn is a NATS connection with the few operations gatewayworker needs.
+// It is safe for concurrent use.
+type Conn struct {
+	nc *nats.Conn
+}
+
+// Msg is a received message. Data belongs to the receiver.
+type Msg struct {
+	Subject string
+	Reply   string
+	Data    []byte
+	// NoResponders is set on the status message NATS sends to a request's
+	// reply subject when nobody listened on the request's subject.
+	NoResponders bool
+}
+
+// Connect dials NATS. It gives up when ctx ends; once connected, the
+// connection reconnects by itself as Config says.
+func Connect(ctx context.Context, cfg Config) (*Conn, error) {
+	opts, err := cfg.options()
+	if err != nil {
+		return nil, err
+	}
+	url := strings.Join(cfg.URLs, ",")
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(url, opts...)
+		done <- result{nc, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("bus: connect %s: %w", redact(url), r.err)
+		}
+		return &Conn{nc: r.nc}, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("bus: connect %s: %w", redact(url), ctx.Err())
+	}
+}
+
+// redact hides credentials written into URLs ("nats://user:pass@host").
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+				parts[i] = u[:scheme+3] + "***" + u[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Publish sends data to subject. It only buffers: delivery is at most once.
+func (c *Conn) Publish(subject string, data []byte) error {
+	return wrap("publish", subject, c.nc.Publish(subject, data))
+}
+
+// PublishRequest sends data to subject with a reply subject.
+func (c *Conn) PublishRequest(subject, reply string, data []byte) error {
+	return wrap("publish", subject, c.nc.PublishRequest(subject, reply, data))
+}
+
+// Request sends data to subject and waits for one answer. A ctx without a
+// deadline waits at most DefaultRequestTimeout.
+func (c *Conn) Request(ctx context.Context, subject string, data []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	m, err := c.nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		return nil, wrap("request", subject, err)
+	}
+	return m.Data, nil
+}
+
+// Handler receives messages of one subscription, one at a time, in order.
+// It must not block: a slow handler delays every later message.
+type Handler func(Msg)
+
+// Subscription is an interest in a subject.
+type Subscription struct {
+	sub *nats.Subscription
+}
+
+func (c *Conn) subscribe(subject, queue string, h Handler) (*Subscription, error) {
+	sub, err := c.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		h(Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data,
+			NoResponders: len(m.Data) == 0 && m.Header.Get("Status") == "503"})
+	})
+	if err != nil {
+		return nil, wrap("subscribe", subject, err)
+	}
+	// Dropping a message here would lose an event or a push: let the client
+	// buffer instead, and count on the handlers being fast.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return nil, wrap("subscribe", subject, err)
+	}
+	return &Subscription{sub: sub}, nil
+}
+
+// Subscribe calls h for every message on subject.
+func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
+	return c.subscribe(subject, "", h)
+}
+
+// QueueSubscribe calls h for the messages on subject that NATS gives this
+// member of queue group queue.
+func (c *Conn) QueueSubscribe(subject, queue string, h Handler) (*Subscription, error) {
+	return c.subscribe(subject, queue, h)
+}
+
+// Unsubscribe ends the subscription at once.
+func (s *Subscription) Unsubscribe() error {
+	return wrap("unsubscribe", s.sub.Subject, s.sub.Unsubscribe())
+}
+
+// Drain stops new deliveries but lets the handler finish the messages
+// already received; wait for it with [Subscription.Drained].
+func (s *Subscription) Drain() error {
+	return wrap("drain", s.sub.Subject, s.sub.Drain())
+}
+
+// Drained reports whether a drained subscription has handled its backlog.
+func (s *Subscription) Drained() bool { return !s.sub.IsValid() }
+
+// NewInbox returns a unique subject for replies.
+func (c *Conn) NewInbox() string { return c.nc.NewInbox() }
+
+// Flush waits until the server has processed everything sent so far.
+func (c *Conn) Flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	return wrap("flush", "", c.nc.FlushWithContext(ctx))
+}
+
+// Connected reports whether the connection is up right now.
+func (c *Conn) Connected() bool { return c.nc.IsConnected() }
+
+// MaxPayload is the largest message the server accepts.
+func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
+
+// Reconnects counts how often the connection came back after a loss.
+func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }
+
+// Drain unsubscribes everything, lets handlers finish what they hold, flushes
+// and closes. It returns when that is done or ctx ends.
+func (c *Conn) Drain(ctx context.Context) error {
+	closed := make(chan struct{})
+	c.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := c.nc.Drain(); err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return wrap("drain", "", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		c.nc.Close()
+		return fmt.Errorf("bus: drain: %w", ctx.Err())
+	}
+}
+
+// Close closes the connection at once.
+func (c *Conn) Close() { c.nc.Close() }
+
+func wrap(op, subject string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, nats.ErrNoResponders):
+		err = ErrNoResponders
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		err = fmt.Errorf("%w: %w", ErrTimeout, err)
+	case errors.Is(err, nats.ErrConnectionClosed):
+		err = ErrClosed
+	}
+	if subject == "" {
+		return fmt.Errorf("bus: %s: %w", op, err)
+	}
+	return fmt.Errorf("bus: %s %s: %w", op, subject, err)
+}

@@ -1,0 +1,104 @@
+package bus_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+)
+
+func TestTokenAuth(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{Token: "s3cret"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	_, err := bus.Connect(ctx, bus.Config{URLs: []string{e.URL()}, Token: "wrong", MaxReconnects: 1})
+	require.ErrorContains(t, err, "Authorization Violation")
+	_, err = bus.Connect(ctx, bus.Config{URLs: []string{e.URL()}, MaxReconnects: 1})
+	require.ErrorContains(t, err, "Authorization Violation")
+
+	c := bustest.Connect(t, e, bus.Config{Token: "s3cret"})
+	require.True(t, c.Connected())
+}
+
+func TestUserPasswordAuthAndRedactedURL(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{User: "gw", Password: "pw"})
+	bustest.Connect(t, e, bus.Config{User: "gw", Password: "pw"})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	url := "nats://gw:nope@" + e.URL()[len("nats://"):]
+	_, err := bus.Connect(ctx, bus.Config{URLs: []string{url}, MaxReconnects: 1})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "nope", "the password must not appear in errors")
+}
+
+func TestEmbeddedRejectsBadConfig(t *testing.T) {
+	_, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -5})
+	require.ErrorContains(t, err, "negative")
+	_, err = bus.StartEmbedded(bus.EmbeddedConfig{Token: "a", User: "b"})
+	require.ErrorContains(t, err, "not both")
+	_, err = bus.Connect(context.Background(), bus.Config{})
+	require.ErrorContains(t, err, "no NATS URL")
+}
+
+func TestEmbeddedPortTaken(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	port := e.URL()[len(e.URL())-5:]
+	var p int
+	for _, ch := range port {
+		if ch >= '0' && ch <= '9' {
+			p = p*10 + int(ch-'0')
+		} else {
+			p = 0
+		}
+	}
+	_, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: p})
+	require.ErrorContains(t, err, "cannot listen")
+}
+
+func TestGather(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	c := bustest.Connect(t, e, bus.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	require.ErrorIs(t, c.Gather(ctx, "nobody", nil, func(bus.Msg) bool { return true }), bus.ErrNoResponders)
+
+	for _, name := range []string{"a", "b", "c"} {
+		_, err := c.Subscribe("q", func(m bus.Msg) { _ = c.Publish(m.Reply, []byte(name)) })
+		require.NoError(t, err)
+	}
+	got := map[string]bool{}
+	require.NoError(t, c.Gather(ctx, "q", nil, func(m bus.Msg) bool {
+		got[string(m.Data)] = true
+		return len(got) == 3
+	}))
+	require.Len(t, got, 3)
+
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	var n atomic.Int32
+	err := c.Gather(short, "q", nil, func(bus.Msg) bool { n.Add(1); return false })
+	require.ErrorIs(t, err, bus.ErrTimeout)
+	require.EqualValues(t, 3, n.Load())
+}
+
+func TestRequestErrors(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	c := bustest.Connect(t, e, bus.Config{})
+	_, err := c.Request(context.Background(), "nobody", nil)
+	require.ErrorIs(t, err, bus.ErrNoResponders)
+
+	_, err = c.Subscribe("slow", func(bus.Msg) {})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = c.Request(ctx, "slow", nil)
+	require.ErrorIs(t, err, bus.ErrTimeout)
+}

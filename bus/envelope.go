@@ -1,0 +1,258 @@
+package bus
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// EnvelopeVersion is the first byte of every envelope. A decoder refuses
+// other versions, so a mixed-version cluster fails loudly, not subtly.
+// Adding a field is not a new version: decoders skip keys they do not know.
+const EnvelopeVersion byte = 1
+
+// ErrBadEnvelope means bytes from the bus could not be decoded.
+var ErrBadEnvelope = errors.New("bus: bad envelope")
+
+// EventKind is the kind of one client event.
+type EventKind uint8
+
+// Event kinds, in the order a client's events happen.
+const (
+	EventConnect EventKind = iota + 1
+	EventWebSocketConnect
+	EventMessage
+	EventClose
+)
+
+// Event is one thing that happened to a client.
+type Event struct {
+	Kind EventKind `msgpack:"k"`
+	// Body is the message (EventMessage).
+	Body []byte `msgpack:"b,omitempty"`
+	// WS describes the handshake (EventWebSocketConnect).
+	WS *WebSocketInfo `msgpack:"w,omitempty"`
+	// Reason says why the client left (EventClose).
+	Reason CloseReason `msgpack:"r,omitempty"`
+}
+
+// WebSocketInfo is what a WebSocket handshake carried.
+type WebSocketInfo struct {
+	Path   string              `msgpack:"p"`
+	Query  string              `msgpack:"q,omitempty"`
+	Header map[string][]string `msgpack:"h,omitempty"`
+}
+
+// EventBatch is one request from a gateway to the worker queue group: events
+// of one client, in order. A gateway has at most one unacknowledged batch per
+// client, so batches of a client never overlap; Seq numbers them from 1, and
+// a resent batch keeps its Seq so a worker can tell a duplicate.
+type EventBatch struct {
+	Gateway string `msgpack:"g"`
+	Client  string `msgpack:"c"`
+	Seq     uint64 `msgpack:"q"`
+	// Addr is the client's remote address.
+	Addr string `msgpack:"a,omitempty"`
+	// UID is the uid the client is bound to, if any.
+	UID string `msgpack:"u,omitempty"`
+	// Session is the client's session (see [EncodeSession]) when the batch left.
+	Session []byte  `msgpack:"s,omitempty"`
+	Events  []Event `msgpack:"e"`
+}
+
+// AckStatus says whether a worker has finished a batch.
+type AckStatus uint8
+
+// Ack statuses.
+const (
+	// AckDone: every handler of the batch returned.
+	AckDone AckStatus = iota + 1
+	// AckWorking: handlers still run; the gateway restarts its ack timer.
+	// Workers send it every [ProgressInterval].
+	AckWorking
+)
+
+// Ack is a worker's answer to an [EventBatch], sent to the batch's reply subject.
+type Ack struct {
+	Client string    `msgpack:"c"`
+	Seq    uint64    `msgpack:"q"`
+	Status AckStatus `msgpack:"t"`
+	// SetSession is true when the handlers changed the session; Session then
+	// replaces the gateway's copy (empty means cleared).
+	SetSession bool   `msgpack:"x,omitempty"`
+	Session    []byte `msgpack:"s,omitempty"`
+}
+
+// Op is the operation of a [Command].
+type Op uint8
+
+// Command operations.
+const (
+	OpSend Op = iota + 1
+	OpClose
+	OpDestroy
+	OpBindUID
+	OpUnbindUID
+	OpJoinGroup
+	OpLeaveGroup
+	OpUngroup
+	OpGetSession
+	OpSetSession
+	OpUpdateSession
+	OpIsOnline
+)
+
+// Command is a push or a request to gateways: on a gateway's command subject
+// it names clients; on a group, uid or broadcast subject it names none and
+// applies to the subject's members.
+type Command struct {
+	Op      Op       `msgpack:"o"`
+	Clients []string `msgpack:"c,omitempty"`
+	// Name is the group or uid of membership ops.
+	Name string `msgpack:"n,omitempty"`
+	// Body is the data to send, the last data before a close, or the encoded
+	// session for session ops.
+	Body []byte `msgpack:"b,omitempty"`
+	// Exclude lists client ids that a group, uid or broadcast send skips.
+	Exclude []string `msgpack:"x,omitempty"`
+}
+
+// ReplyCode classifies a failed command or query on the wire.
+type ReplyCode string
+
+// Reply codes.
+const (
+	ReplyOK         ReplyCode = ""
+	ReplyNotFound   ReplyCode = "not_found"
+	ReplyBadRequest ReplyCode = "bad_request"
+	ReplyLimit      ReplyCode = "limit"
+)
+
+// Reply answers a [Command] sent as a request, or one part of a query answer.
+type Reply struct {
+	Code    ReplyCode `msgpack:"e,omitempty"`
+	Message string    `msgpack:"m,omitempty"`
+	Gateway string    `msgpack:"g,omitempty"`
+	// Body carries an encoded session.
+	Body []byte `msgpack:"b,omitempty"`
+	// OK answers yes/no questions (IsOnline).
+	OK bool `msgpack:"k,omitempty"`
+	// Count answers counting queries.
+	Count int64 `msgpack:"n,omitempty"`
+	// Items answers list queries.
+	Items []string `msgpack:"i,omitempty"`
+	// Sessions maps client ids to encoded sessions.
+	Sessions map[string][]byte `msgpack:"s,omitempty"`
+}
+
+// Beat is a gateway's presence message on [Subjects.Heartbeat].
+type Beat struct {
+	Gateway string `msgpack:"g"`
+	// Boot is the gateway's start time, Unix milliseconds.
+	Boot int64 `msgpack:"b"`
+	// Leaving is set on the last beat of a gateway that stops cleanly.
+	Leaving bool     `msgpack:"l,omitempty"`
+	Addrs   []string `msgpack:"a,omitempty"`
+	Conns   int64    `msgpack:"n"`
+}
+
+type encoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	e.enc.UseCompactInts(true)
+	e.enc.SetSortMapKeys(true)
+	return e
+}}
+
+// Marshal encodes v behind the version byte.
+func Marshal(v any) ([]byte, error) {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	e.buf.WriteByte(EnvelopeVersion)
+	if err := e.enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("bus: encode %T: %w", v, err)
+	}
+	return bytes.Clone(e.buf.Bytes()), nil
+}
+
+// Unmarshal decodes an envelope made by [Marshal] into v.
+func Unmarshal(data []byte, v any) error {
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty", ErrBadEnvelope)
+	}
+	if data[0] != EnvelopeVersion {
+		return fmt.Errorf("%w: version %d, want %d", ErrBadEnvelope, data[0], EnvelopeVersion)
+	}
+	if err := msgpack.Unmarshal(data[1:], v); err != nil {
+		return fmt.Errorf("%w: %T: %v", ErrBadEnvelope, v, err)
+	}
+	return nil
+}
+
+// EncodeSession encodes a session map. Keys are sorted, so equal maps give
+// equal bytes; an empty or nil map gives nil.
+func EncodeSession(s map[string]any) ([]byte, error) {
+	if len(s) == 0 {
+		return nil, nil
+	}
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	if err := e.enc.Encode(s); err != nil {
+		return nil, fmt.Errorf("bus: encode session: %w", err)
+	}
+	return bytes.Clone(e.buf.Bytes()), nil
+}
+
+// DecodeSession decodes what [EncodeSession] made; never returns a nil map.
+// Integers come back as int64 (uint64 only above MaxInt64) and floats as
+// float64, whatever their size on the wire, so `s["n"].(int64)` works for any
+// integer that was stored.
+func DecodeSession(b []byte) (map[string]any, error) {
+	if len(b) == 0 {
+		return map[string]any{}, nil
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	dec.UseLooseInterfaceDecoding(true)
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: session: %v", ErrBadEnvelope, err)
+	}
+	if m == nil {
+		return map[string]any{}, nil
+	}
+	for k, v := range m {
+		m[k] = normalizeInts(v)
+	}
+	return m, nil
+}
+
+// normalizeInts turns the uint64 that compact encoding makes of every
+// non-negative integer back into int64, the type users expect.
+func normalizeInts(v any) any {
+	switch x := v.(type) {
+	case uint64:
+		if x <= math.MaxInt64 {
+			return int64(x)
+		}
+	case []any:
+		for i := range x {
+			x[i] = normalizeInts(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = normalizeInts(x[k])
+		}
+	}
+	return v
+}

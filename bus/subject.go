@@ -1,0 +1,109 @@
+package bus
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultPrefix is the first subject token when Config.Prefix is empty.
+const DefaultPrefix = "gw"
+
+// WorkerQueue is the queue group workers share on the events subject.
+const WorkerQueue = "workers"
+
+// ErrInvalidToken means a string is not a token that [EncodeToken] produced.
+var ErrInvalidToken = errors.New("bus: invalid subject token")
+
+// Subjects builds the subject names of one deployment. The zero value uses
+// [DefaultPrefix].
+type Subjects struct {
+	prefix string
+}
+
+// NewSubjects returns the subjects under prefix ("" means [DefaultPrefix]).
+// The prefix may hold several tokens ("tenant1.gw") so tenants can share a
+// NATS account; it may not hold wildcards or spaces.
+func NewSubjects(prefix string) (Subjects, error) {
+	if prefix == "" {
+		return Subjects{prefix: DefaultPrefix}, nil
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return Subjects{}, fmt.Errorf("bus: subject prefix %q: tokens must be non-empty, without wildcards or spaces", prefix)
+		}
+	}
+	return Subjects{prefix: prefix}, nil
+}
+
+func (s Subjects) p() string {
+	if s.prefix == "" {
+		return DefaultPrefix
+	}
+	return s.prefix
+}
+
+// Events is where gateways send client events to the [WorkerQueue] group.
+func (s Subjects) Events() string { return s.p() + ".ev" }
+
+// Gateway is the command subject of one gateway.
+func (s Subjects) Gateway(id string) string { return s.p() + "." + id + ".cmd" }
+
+// Group is listened to by every gateway with a member of group.
+func (s Subjects) Group(group string) string { return s.p() + ".grp." + EncodeToken(group) }
+
+// UID is listened to by every gateway with a client bound to uid.
+func (s Subjects) UID(uid string) string { return s.p() + ".uid." + EncodeToken(uid) }
+
+// All is listened to by every gateway.
+func (s Subjects) All() string { return s.p() + ".all" }
+
+// Query is the scatter-gather subject of one query, answered by every gateway.
+func (s Subjects) Query(op string) string { return s.p() + ".q." + op }
+
+// Heartbeat carries gateway presence beats (see [Beat]).
+func (s Subjects) Heartbeat() string { return s.p() + ".hb" }
+
+// tokenPrefix marks an encoded token. It is outside the plain alphabet, so a
+// plain token and an encoded one never collide.
+const tokenPrefix = '~'
+
+// EncodeToken maps any string to one NATS subject token, injectively: strings
+// of 1 to 64 characters from [A-Za-z0-9_-] stay as they are (readable in
+// monitoring); every other string becomes "~" + unpadded base64url of its
+// bytes. So "a.b", "*", ">", "" and "héllo" can never match other subjects.
+func EncodeToken(s string) string {
+	if plainToken(s) {
+		return s
+	}
+	return string(tokenPrefix) + base64.RawURLEncoding.EncodeToString([]byte(s))
+}
+
+// DecodeToken reverses [EncodeToken].
+func DecodeToken(tok string) (string, error) {
+	if tok != "" && tok[0] == tokenPrefix {
+		b, err := base64.RawURLEncoding.DecodeString(tok[1:])
+		if err != nil || EncodeToken(string(b)) != tok {
+			return "", fmt.Errorf("%w: %q", ErrInvalidToken, tok)
+		}
+		return string(b), nil
+	}
+	if !plainToken(tok) {
+		return "", fmt.Errorf("%w: %q", ErrInvalidToken, tok)
+	}
+	return tok, nil
+}
+
+func plainToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
