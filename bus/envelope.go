@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -256,3 +257,8 @@ func normalizeInts(v any) any {
 	}
 	return v
 }
+
+// ProgressInterval is how often a worker tells a gateway that a batch's
+// handlers still run (an [AckWorking] ack), so that a slow handler is never
+// mistaken for a dead worker.
+const ProgressInterval = 250 * time.Millisecond

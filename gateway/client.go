@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+)
+
+// transport writes to one client's socket. Implementations never block:
+// nbio queues what the socket cannot take, up to Config.SendQueueLimit.
+type transport interface {
+	send(data []byte) error
+	// ping sends a protocol-level keepalive, where the protocol has one.
+	ping()
+	// close closes the socket, after sending last if it is not empty.
+	close(last []byte)
+}
+
+// client is one connection. Its fields are grouped by the lock that guards
+// them; an idle client costs only this struct and its registry entries.
+type client struct {
+	id   string
+	addr string
+	t    transport
+	// silent counts heartbeat intervals without input.
+	silent atomic.Int32
+	// reason is the CloseReason recorded by whoever closes the socket.
+	reason atomic.Uint32
+
+	// Guarded by registry.mu.
+	uid      string
+	groups   map[string]struct{}
+	detached bool
+
+	// mu guards the session and the event pipeline.
+	mu      sync.Mutex
+	session []byte
+	queue   []bus.Event
+	queued  int
+	seq     uint64
+	// inflight is the encoded batch that waits for an ack; nil when none.
+	inflight []byte
+	// deadline (Unix nanoseconds) is when inflight is sent again.
+	deadline int64
+	// ended is set once the close event is queued: nothing follows it.
+	ended bool
+
+	// carry is unconsumed TCP input; only the connection's reader touches it.
+	carry []byte
+}
+
+// setReason records why the socket is being closed, unless a reason is
+// recorded already: the first cause wins.
+func (c *client) setReason(r bus.CloseReason) {
+	c.reason.CompareAndSwap(0, uint32(r))
+}
+
+func (c *client) closeReason() bus.CloseReason {
+	if r := bus.CloseReason(c.reason.Load()); r != bus.CloseUnknown {
+		return r
+	}
+	return bus.CloseClientClosed
+}
+
+// eventSize is what an event counts against MaxPendingEventBytes: its body
+// plus a fixed overhead, so a flood of empty messages is bounded too.
+func eventSize(e bus.Event) int { return len(e.Body) + 64 }

@@ -1,0 +1,303 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+)
+
+// onCommand executes a command sent to this gateway's own subject and
+// answers it when it came as a request.
+func (g *Gateway) onCommand(m bus.Msg) {
+	var cmd bus.Command
+	var rep bus.Reply
+	if err := bus.Unmarshal(m.Data, &cmd); err != nil {
+		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
+	} else {
+		rep = g.execClientCommand(cmd)
+	}
+	if m.Reply != "" {
+		g.reply(m.Reply, rep)
+	}
+}
+
+func (g *Gateway) reply(subject string, rep bus.Reply) {
+	rep.Gateway = g.cfg.ID
+	data, err := bus.Marshal(&rep)
+	if err == nil {
+		err = g.bus.Publish(subject, data)
+	}
+	if err != nil {
+		g.warnRateLimited("reply not sent", "subject", subject, "err", err)
+	}
+}
+
+func errReply(err error) bus.Reply {
+	code := bus.ReplyBadRequest
+	switch {
+	case errors.Is(err, ErrClientNotFound):
+		code = bus.ReplyNotFound
+	case errors.Is(err, ErrTooManyGroups):
+		code = bus.ReplyLimit
+	}
+	return bus.Reply{Code: code, Message: err.Error()}
+}
+
+// execClientCommand runs a command that names clients of this gateway.
+func (g *Gateway) execClientCommand(cmd bus.Command) bus.Reply {
+	if len(cmd.Clients) == 0 {
+		return bus.Reply{Code: bus.ReplyBadRequest, Message: "gateway: command names no client"}
+	}
+	var found int64
+	var last bus.Reply
+	for _, id := range cmd.Clients {
+		c := g.reg.getLive(id)
+		if c == nil {
+			continue
+		}
+		found++
+		if last = g.execOne(c, cmd); last.Code != bus.ReplyOK {
+			return last
+		}
+	}
+	if found == 0 {
+		if cmd.Op == bus.OpIsOnline {
+			return bus.Reply{}
+		}
+		return bus.Reply{Code: bus.ReplyNotFound, Message: fmt.Sprintf("gateway: client %s not found", cmd.Clients[0])}
+	}
+	last.Count = found
+	return last
+}
+
+func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
+	switch cmd.Op {
+	case bus.OpSend:
+		g.stats.pushesOut.Add(1)
+		if err := c.t.send(cmd.Body); err != nil {
+			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client is closing: " + err.Error()}
+		}
+	case bus.OpClose, bus.OpDestroy:
+		c.setReason(bus.ClosedByAPI)
+		if cmd.Op == bus.OpDestroy {
+			c.t.close(nil)
+		} else {
+			c.t.close(cmd.Body)
+		}
+	case bus.OpIsOnline:
+		return bus.Reply{OK: true}
+	case bus.OpJoinGroup:
+		first, err := g.reg.join(c, cmd.Name, g.cfg.MaxGroupsPerClient)
+		if err != nil {
+			return errReply(err)
+		}
+		if first {
+			return g.syncGroupSub(cmd.Name)
+		}
+	case bus.OpLeaveGroup:
+		if g.reg.leave(c, cmd.Name) {
+			return g.syncGroupSub(cmd.Name)
+		}
+	case bus.OpBindUID:
+		first, lost, err := g.reg.bind(c, cmd.Name)
+		if err != nil {
+			return errReply(err)
+		}
+		if lost != "" {
+			g.syncUIDSub(lost)
+		}
+		if first {
+			return g.syncUIDSub(cmd.Name)
+		}
+	case bus.OpUnbindUID:
+		if g.reg.unbind(c, cmd.Name) {
+			return g.syncUIDSub(cmd.Name)
+		}
+	case bus.OpGetSession:
+		c.mu.Lock()
+		s := c.session
+		c.mu.Unlock()
+		return bus.Reply{Body: s}
+	case bus.OpSetSession:
+		if _, err := bus.DecodeSession(cmd.Body); err != nil {
+			return errReply(err)
+		}
+		if len(cmd.Body) > MaxSessionBytes {
+			return bus.Reply{Code: bus.ReplyLimit, Message: fmt.Sprintf("gateway: session of %d bytes, limit %d", len(cmd.Body), MaxSessionBytes)}
+		}
+		c.mu.Lock()
+		c.session = cmd.Body
+		c.mu.Unlock()
+	case bus.OpUpdateSession:
+		return g.updateSession(c, cmd.Body)
+	default:
+		return bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown op %d", cmd.Op)}
+	}
+	return bus.Reply{}
+}
+
+// updateSession merges upd into c's session: keys in upd replace the old
+// ones, and keys whose value is nil are deleted.
+func (g *Gateway) updateSession(c *client, upd []byte) bus.Reply {
+	changes, err := bus.DecodeSession(upd)
+	if err != nil {
+		return errReply(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, err := bus.DecodeSession(c.session)
+	if err != nil {
+		return errReply(err)
+	}
+	for k, v := range changes {
+		if v == nil {
+			delete(s, k)
+		} else {
+			s[k] = v
+		}
+	}
+	b, err := bus.EncodeSession(s)
+	if err != nil {
+		return errReply(err)
+	}
+	if len(b) > MaxSessionBytes {
+		return bus.Reply{Code: bus.ReplyLimit, Message: fmt.Sprintf("gateway: session of %d bytes, limit %d", len(b), MaxSessionBytes)}
+	}
+	c.session = b
+	return bus.Reply{}
+}
+
+// syncGroupSub makes the subscription to group's subject match whether the
+// group has a member here. A new subscription is flushed before the reply,
+// so a push made after JoinGroup returned reaches the new member.
+func (g *Gateway) syncGroupSub(group string) bus.Reply {
+	return g.syncSub(g.subj.Group(group), func() bool { return g.reg.hasGroup(group) },
+		func(m bus.Msg) { g.onMemberPush(m, group, g.reg.groupMembers) })
+}
+
+func (g *Gateway) syncUIDSub(uid string) bus.Reply {
+	return g.syncSub(g.subj.UID(uid), func() bool { return g.reg.hasUID(uid) },
+		func(m bus.Msg) { g.onMemberPush(m, uid, g.reg.uidMembers) })
+}
+
+func (g *Gateway) syncSub(subject string, want func() bool, h bus.Handler) bus.Reply {
+	created := false
+	var err error
+	// Subscribe and Unsubscribe only buffer a protocol line, so holding
+	// subsMu across them serialises changes per subject without waiting on
+	// the network; the Flush below is the round trip, outside the lock.
+	g.subsMu.Lock()
+	sub := g.subs[subject]
+	switch w := want(); {
+	case w && sub == nil:
+		sub, err = g.bus.Subscribe(subject, h)
+		if err == nil {
+			g.subs[subject] = sub
+			created = true
+		}
+	case !w && sub != nil:
+		delete(g.subs, subject)
+		err = sub.Unsubscribe()
+	}
+	g.subsMu.Unlock()
+	if err != nil {
+		g.log.Error("subscription change failed", "subject", subject, "err", err)
+		return bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
+	}
+	if created {
+		if err := g.bus.Flush(g.life); err != nil {
+			g.warnRateLimited("subscription not confirmed by NATS", "subject", subject, "err", err)
+		}
+	}
+	return bus.Reply{}
+}
+
+// onMemberPush handles a push to a group or uid subject.
+func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*client) []*client) {
+	var cmd bus.Command
+	if err := bus.Unmarshal(m.Data, &cmd); err != nil {
+		g.warnRateLimited("bad push", "subject", m.Subject, "err", err)
+		return
+	}
+	switch cmd.Op {
+	case bus.OpSend:
+		g.fanOut(members(name, nil), cmd)
+	case bus.OpUngroup:
+		if g.reg.ungroup(name) {
+			g.syncGroupSub(name)
+		}
+	default:
+		g.warnRateLimited("unknown push op", "subject", m.Subject, "op", cmd.Op)
+	}
+}
+
+// onBroadcast handles a push to every client.
+func (g *Gateway) onBroadcast(m bus.Msg) {
+	var cmd bus.Command
+	if err := bus.Unmarshal(m.Data, &cmd); err != nil || cmd.Op != bus.OpSend {
+		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
+		return
+	}
+	g.fanOut(g.reg.liveClients(nil), cmd)
+}
+
+func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
+	for _, c := range targets {
+		if len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
+			continue
+		}
+		_ = c.t.send(cmd.Body)
+	}
+	g.stats.pushesOut.Add(uint64(len(targets)))
+}
+
+// Query operations answered on bus.Subjects.Query(op) by every gateway.
+const (
+	QueryPing          = "ping"
+	QueryClientCount   = "client_count"
+	QueryGroupClients  = "group_clients"
+	QueryGroupSessions = "group_sessions"
+)
+
+// onQuery answers a scatter-gather query about this gateway's clients.
+func (g *Gateway) onQuery(m bus.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	op := m.Subject[len(g.subj.Query("")):]
+	var cmd bus.Command
+	if len(m.Data) > 0 {
+		if err := bus.Unmarshal(m.Data, &cmd); err != nil {
+			g.reply(m.Reply, bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()})
+			return
+		}
+	}
+	var rep bus.Reply
+	switch op {
+	case QueryPing:
+		rep.Count = int64(time.Since(g.boot) / time.Millisecond)
+	case QueryClientCount:
+		live, _, _, _ := g.reg.counts()
+		rep.Count = int64(live)
+	case QueryGroupClients:
+		for _, c := range g.reg.groupMembers(cmd.Name, nil) {
+			rep.Items = append(rep.Items, c.id)
+		}
+		rep.Count = int64(len(rep.Items))
+	case QueryGroupSessions:
+		members := g.reg.groupMembers(cmd.Name, nil)
+		rep.Sessions = make(map[string][]byte, len(members))
+		for _, c := range members {
+			c.mu.Lock()
+			rep.Sessions[c.id] = c.session
+			c.mu.Unlock()
+		}
+		rep.Count = int64(len(members))
+	default:
+		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown query %q", op)}
+	}
+	g.reply(m.Reply, rep)
+}

@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/pkg/clientid"
+	"github.com/gatewayworker/gatewayworker/pkg/protocol"
+)
+
+// Defaults for [Config]; ARCHITECTURE.md section 7 lists them for users.
+const (
+	DefaultWebSocketPath        = "/"
+	DefaultPingInterval         = 25 * time.Second
+	DefaultMaxMessageSize       = 64 << 10
+	DefaultSendQueueLimit       = 1 << 20
+	DefaultMaxPendingEventBytes = 1 << 20
+	DefaultMaxConnections       = 100_000
+	DefaultMaxGroupsPerClient   = 256
+	DefaultAckTimeout           = time.Second
+	DefaultNoWorkerRetry        = 250 * time.Millisecond
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultDrainTimeout         = 5 * time.Second
+	DefaultBeatInterval         = time.Second
+	// MaxBatchBytes bounds one event batch, well under NATS's 1 MiB default payload.
+	MaxBatchBytes = 256 << 10
+)
+
+// Config configures a [Gateway]. Zero values mean the documented default;
+// New copies it and never changes the caller's value.
+type Config struct {
+	// Bus is the NATS connection. Required.
+	Bus *bus.Conn
+	// ID names this gateway process; it is embedded in client ids and must be
+	// unique among live gateways. 1-32 characters from [A-Za-z0-9_].
+	// Empty means a random id, which is what you want unless you need
+	// readable ids.
+	ID string
+	// Prefix is the subject prefix shared by gateways and workers.
+	// Empty means bus.DefaultPrefix ("gw").
+	Prefix string
+
+	// WebSocketAddr is where WebSocket clients connect ("127.0.0.1:7272").
+	// Empty means no WebSocket listener.
+	WebSocketAddr string
+	// WebSocketPath is the URL path of the WebSocket endpoint. Empty means "/".
+	WebSocketPath string
+	// AllowedOrigins lists the Origin header values a browser may connect
+	// from ("https://chat.example.com"); "*" allows any. Empty allows any,
+	// which suits non-browser clients; set it when browsers connect.
+	AllowedOrigins []string
+	// TCPAddr is where raw TCP clients connect. Empty means no TCP listener.
+	TCPAddr string
+	// TCPCodec cuts the TCP stream into messages. Nil means protocol.Text.
+	TCPCodec protocol.Codec
+
+	// PingInterval is how often the heartbeat runs (GatewayWorker's
+	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
+	// heartbeats off.
+	PingInterval time.Duration
+	// PingNotResponseLimit closes a client that sent nothing for this many
+	// heartbeat intervals. Zero means clients never have to send anything
+	// (GatewayWorker's meaning); the heartbeat then only sends PingData.
+	PingNotResponseLimit int
+	// PingData is sent to every client at each heartbeat. Empty sends a
+	// WebSocket ping frame to WebSocket clients and nothing to TCP clients.
+	PingData []byte
+
+	// MaxMessageSize is the largest message a client may send, in bytes.
+	// Zero means DefaultMaxMessageSize (64 KiB). Larger messages close the
+	// client with bus.CloseMessageTooLarge.
+	MaxMessageSize int
+	// SendQueueLimit is how many bytes may wait unsent for one client before
+	// it is closed as a slow consumer (bus.CloseSlowConsumer). Zero means
+	// DefaultSendQueueLimit (1 MiB).
+	SendQueueLimit int
+	// MaxPendingEventBytes is how many bytes of one client's events may wait
+	// for workers before the client is closed with bus.CloseEventQueueFull.
+	// Zero means DefaultMaxPendingEventBytes (1 MiB).
+	MaxPendingEventBytes int
+	// MaxConnections caps this gateway's clients. Zero means
+	// DefaultMaxConnections (100,000).
+	MaxConnections int
+	// MaxGroupsPerClient caps one client's groups. Zero means
+	// DefaultMaxGroupsPerClient (256).
+	MaxGroupsPerClient int
+	// HandshakeTimeout bounds a WebSocket handshake. Zero means
+	// DefaultHandshakeTimeout (10s).
+	HandshakeTimeout time.Duration
+
+	// AckTimeout is how long a batch may go without word from a worker
+	// before it is sent again. Workers report progress every
+	// bus.ProgressInterval, so only a dead worker lets it pass. Zero means
+	// DefaultAckTimeout (1s); it must be at least 2 × bus.ProgressInterval.
+	AckTimeout time.Duration
+	// NoWorkerRetry is the pause before resending a batch that no worker
+	// was there to take. Zero means DefaultNoWorkerRetry (250ms).
+	NoWorkerRetry time.Duration
+	// DrainTimeout bounds how long Run waits, when stopping, for workers to
+	// acknowledge the close events of its clients. Zero means DefaultDrainTimeout (5s).
+	DrainTimeout time.Duration
+	// BeatInterval is how often the gateway announces itself on the bus.
+	// Zero means DefaultBeatInterval (1s).
+	BeatInterval time.Duration
+
+	// Logger receives the gateway's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.ID == "" {
+		c.ID = randomID()
+	}
+	if c.WebSocketPath == "" {
+		c.WebSocketPath = DefaultWebSocketPath
+	}
+	if c.TCPCodec == nil {
+		c.TCPCodec = protocol.Text{}
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.SendQueueLimit == 0 {
+		c.SendQueueLimit = DefaultSendQueueLimit
+	}
+	if c.MaxPendingEventBytes == 0 {
+		c.MaxPendingEventBytes = DefaultMaxPendingEventBytes
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxGroupsPerClient == 0 {
+		c.MaxGroupsPerClient = DefaultMaxGroupsPerClient
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.NoWorkerRetry == 0 {
+		c.NoWorkerRetry = DefaultNoWorkerRetry
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.BeatInterval == 0 {
+		c.BeatInterval = DefaultBeatInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Bus == nil {
+		return errors.New("gateway: Config.Bus is required")
+	}
+	if err := clientid.ValidateGatewayID(c.ID); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if c.WebSocketAddr == "" && c.TCPAddr == "" {
+		return errors.New("gateway: no listener: set WebSocketAddr or TCPAddr")
+	}
+	if c.WebSocketPath[0] != '/' {
+		return fmt.Errorf("gateway: WebSocketPath %q must start with '/'", c.WebSocketPath)
+	}
+	for name, v := range map[string]int{
+		"MaxMessageSize": c.MaxMessageSize, "SendQueueLimit": c.SendQueueLimit,
+		"MaxPendingEventBytes": c.MaxPendingEventBytes, "MaxConnections": c.MaxConnections,
+		"MaxGroupsPerClient": c.MaxGroupsPerClient, "PingNotResponseLimit": c.PingNotResponseLimit + 1,
+	} {
+		if v < 0 {
+			return fmt.Errorf("gateway: %s must not be negative", name)
+		}
+	}
+	if c.MaxMessageSize > MaxBatchBytes {
+		return fmt.Errorf("gateway: MaxMessageSize (%d) cannot be higher than MaxBatchBytes (%d)", c.MaxMessageSize, MaxBatchBytes)
+	}
+	if c.MaxPendingEventBytes < c.MaxMessageSize {
+		return fmt.Errorf("gateway: MaxPendingEventBytes (%d) cannot be lower than MaxMessageSize (%d)", c.MaxPendingEventBytes, c.MaxMessageSize)
+	}
+	if c.AckTimeout < 2*bus.ProgressInterval {
+		return fmt.Errorf("gateway: AckTimeout (%v) must be at least twice bus.ProgressInterval (%v)", c.AckTimeout, bus.ProgressInterval)
+	}
+	for name, d := range map[string]time.Duration{
+		"NoWorkerRetry": c.NoWorkerRetry, "DrainTimeout": c.DrainTimeout,
+		"BeatInterval": c.BeatInterval, "HandshakeTimeout": c.HandshakeTimeout,
+	} {
+		if d < 0 {
+			return fmt.Errorf("gateway: %s must not be negative", name)
+		}
+	}
+	return nil
+}
+
+// randomID returns 10 characters from [a-z0-9]: 51 bits, enough that two
+// live gateways never draw the same.
+func randomID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

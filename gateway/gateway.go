@@ -1,0 +1,488 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/pkg/clientid"
+)
+
+// MaxSessionBytes bounds one client's encoded session.
+const MaxSessionBytes = 128 << 10
+
+// ErrAlreadyRunning is returned by a second call to [Gateway.Run].
+var ErrAlreadyRunning = errors.New("gateway: already running")
+
+// Gateway holds client connections and bridges them to the bus.
+type Gateway struct {
+	cfg  Config
+	log  *slog.Logger
+	bus  *bus.Conn
+	subj bus.Subjects
+	boot time.Time
+	reg  *registry
+	// inbox is the prefix of the reply subjects of event batches; the client
+	// id follows it, so even a no-responders status names its client.
+	inbox string
+
+	nextSeq atomic.Uint64
+	running atomic.Bool
+	// stopping refuses new connections while Run shuts down.
+	stopping atomic.Bool
+	ready    chan struct{}
+	// life ends when Run has finished shutting down; flushes use it.
+	life context.Context
+
+	// subsMu guards subs: the group and uid subscriptions, one per name
+	// with a member here.
+	subsMu sync.Mutex
+	subs   map[string]*bus.Subscription
+
+	// waitMu guards waiting: clients with an unacknowledged batch.
+	// Lock order: client.mu, then waitMu.
+	waitMu  sync.Mutex
+	waiting map[*client]struct{}
+
+	ws       *nbhttp.Engine
+	tcp      *nbio.Engine
+	wsAddr   string
+	tcpAddr  string
+	loops    sync.WaitGroup
+	lastWarn atomic.Int64
+
+	stats stats
+}
+
+type stats struct {
+	messagesIn   atomic.Uint64
+	batchesSent  atomic.Uint64
+	batchResends atomic.Uint64
+	pushesOut    atomic.Uint64
+}
+
+// New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
+func New(cfg Config) (*Gateway, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	subj, err := bus.NewSubjects(cfg.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger.With("gateway_id", cfg.ID),
+		bus:     cfg.Bus,
+		subj:    subj,
+		boot:    time.Now(),
+		reg:     newRegistry(),
+		inbox:   cfg.Bus.NewInbox() + ".",
+		ready:   make(chan struct{}),
+		subs:    map[string]*bus.Subscription{},
+		waiting: map[*client]struct{}{},
+	}, nil
+}
+
+// ID returns the gateway id.
+func (g *Gateway) ID() string { return g.cfg.ID }
+
+// Ready is closed once the listeners accept connections.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// WebSocketAddr is the address the WebSocket listener is bound to, once Ready.
+func (g *Gateway) WebSocketAddr() string { return g.wsAddr }
+
+// TCPAddr is the address the TCP listener is bound to, once Ready.
+func (g *Gateway) TCPAddr() string { return g.tcpAddr }
+
+// Run listens and serves until ctx ends, then closes every client, waits up
+// to DrainTimeout for workers to acknowledge their close events, and returns.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer endLife()
+	g.life = life
+
+	fixed, err := g.subscribeFixed()
+	if err != nil {
+		return err
+	}
+	if err := g.bus.Flush(ctx); err != nil {
+		unsubscribeAll(fixed)
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if err := g.listen(); err != nil {
+		unsubscribeAll(fixed)
+		return err
+	}
+	g.startLoop(life, 100*time.Millisecond, g.sweep)
+	g.startLoop(life, g.cfg.BeatInterval, func(time.Time) { g.beat(false) })
+	if g.cfg.PingInterval > 0 {
+		g.startLoop(life, g.cfg.PingInterval, func(time.Time) { g.heartbeat() })
+	}
+	g.beat(false)
+	g.log.Info("gateway listening", "websocket", g.wsAddr, "ws_path", g.cfg.WebSocketPath, "tcp", g.tcpAddr,
+		"tcp_protocol", g.cfg.TCPCodec.Name())
+	close(g.ready)
+
+	<-ctx.Done()
+	g.shutdown()
+	endLife()
+	g.loops.Wait()
+	g.beat(true)
+	unsubscribeAll(fixed)
+	g.subsMu.Lock()
+	for subject, s := range g.subs {
+		_ = s.Unsubscribe()
+		delete(g.subs, subject)
+	}
+	g.subsMu.Unlock()
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = g.bus.Flush(flushCtx)
+	return nil
+}
+
+// shutdown closes every client and waits for their close events to be
+// acknowledged, at most DrainTimeout.
+func (g *Gateway) shutdown() {
+	g.stopping.Store(true)
+	live, _, _, _ := g.reg.counts()
+	g.log.Info("gateway stopping", "clients", live)
+	for _, c := range g.reg.liveClients(nil) {
+		c.setReason(bus.CloseGatewayShutdown)
+		c.t.close(nil)
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
+	defer cancel()
+	if g.ws != nil {
+		_ = g.ws.Shutdown(stopCtx)
+	}
+	if g.tcp != nil {
+		g.tcp.Stop()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, registered, _, _ := g.reg.counts()
+		if registered == 0 {
+			g.log.Info("gateway drained")
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-stopCtx.Done():
+			g.log.Warn("gateway drain timed out: close events not acknowledged", "clients", registered)
+			return
+		}
+	}
+}
+
+func (g *Gateway) startLoop(ctx context.Context, every time.Duration, f func(time.Time)) {
+	g.loops.Add(1)
+	go func() {
+		defer g.loops.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				f(now)
+			}
+		}
+	}()
+}
+
+func (g *Gateway) subscribeFixed() ([]*bus.Subscription, error) {
+	var subs []*bus.Subscription
+	for _, s := range []struct {
+		subject string
+		h       bus.Handler
+	}{
+		{g.inbox + "*", g.onAck},
+		{g.subj.Gateway(g.cfg.ID), g.onCommand},
+		{g.subj.All(), g.onBroadcast},
+		{g.subj.Query("*"), g.onQuery},
+	} {
+		sub, err := g.bus.Subscribe(s.subject, s.h)
+		if err != nil {
+			unsubscribeAll(subs)
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		subs = append(subs, sub)
+	}
+	return subs, nil
+}
+
+func unsubscribeAll(subs []*bus.Subscription) {
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// newClient returns a client with a fresh id, registered, or nil when the
+// gateway is full or stopping.
+func (g *Gateway) newClient(addr string, t transport) *client {
+	if g.stopping.Load() {
+		return nil
+	}
+	c := &client{
+		id:   clientid.Make(g.cfg.ID, uint64(g.boot.UnixMilli()), g.nextSeq.Add(1)),
+		addr: addr,
+		t:    t,
+	}
+	if !g.reg.add(c, g.cfg.MaxConnections) {
+		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
+		return nil
+	}
+	return c
+}
+
+// onSocketClosed ends c's memberships and queues its close event.
+func (g *Gateway) onSocketClosed(c *client) {
+	groups, uid, ok := g.reg.detach(c)
+	if !ok {
+		return
+	}
+	for _, group := range groups {
+		g.syncGroupSub(group)
+	}
+	if uid != "" {
+		g.syncUIDSub(uid)
+	}
+	g.pushEvent(c, bus.Event{Kind: bus.EventClose, Reason: c.closeReason()})
+}
+
+// onInput notes that c is alive and forwards one message.
+func (g *Gateway) onInput(c *client, msg []byte) {
+	c.silent.Store(0)
+	g.stats.messagesIn.Add(1)
+	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
+}
+
+// pushEvent queues ev for c and sends a batch if none is in flight.
+func (g *Gateway) pushEvent(c *client, ev bus.Event) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	if ev.Kind == bus.EventClose {
+		c.ended = true
+	} else if c.queued+eventSize(ev) > g.cfg.MaxPendingEventBytes {
+		c.mu.Unlock()
+		g.warnRateLimited("client closed: events wait for workers past MaxPendingEventBytes", "client_id", c.id)
+		c.setReason(bus.CloseEventQueueFull)
+		c.t.close(nil)
+		return
+	}
+	c.queue = append(c.queue, ev)
+	c.queued += eventSize(ev)
+	var batch []byte
+	if c.inflight == nil {
+		batch = g.nextBatchLocked(c, time.Now())
+	}
+	c.mu.Unlock()
+	if batch != nil {
+		g.sendBatch(c, batch)
+	}
+}
+
+// nextBatchLocked takes the next batch off c's queue and marks it in
+// flight; nil when the queue is empty. c.mu must be held.
+func (g *Gateway) nextBatchLocked(c *client, now time.Time) []byte {
+	if len(c.queue) == 0 {
+		return nil
+	}
+	n, size := 0, 0
+	for n < len(c.queue) && (n == 0 || size+eventSize(c.queue[n]) <= MaxBatchBytes) {
+		size += eventSize(c.queue[n])
+		n++
+	}
+	c.seq++
+	batch := bus.EventBatch{
+		Gateway: g.cfg.ID, Client: c.id, Seq: c.seq, Addr: c.addr,
+		UID: g.reg.uidOf(c), Session: c.session, Events: c.queue[:n],
+	}
+	data, err := bus.Marshal(&batch)
+	if err != nil {
+		// Unreachable for these types; drop the events rather than wedge the client.
+		g.log.Error("event batch not encodable", "client_id", c.id, "err", err)
+		data = nil
+	}
+	clear(c.queue[:n])
+	c.queue = c.queue[n:]
+	if len(c.queue) == 0 {
+		c.queue = nil
+	}
+	c.queued -= size
+	if data == nil {
+		return nil
+	}
+	c.inflight = data
+	c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+	g.waitMu.Lock()
+	g.waiting[c] = struct{}{}
+	g.waitMu.Unlock()
+	return data
+}
+
+func (g *Gateway) sendBatch(c *client, data []byte) {
+	g.stats.batchesSent.Add(1)
+	if err := g.bus.PublishRequest(g.subj.Events(), g.inbox+c.id, data); err != nil {
+		// The sweeper sends it again when the ack does not come.
+		g.warnRateLimited("event batch not published", "client_id", c.id, "err", err)
+	}
+}
+
+// onAck handles a worker's answer to a batch.
+func (g *Gateway) onAck(m bus.Msg) {
+	c := g.reg.get(m.Subject[len(g.inbox):])
+	if c == nil {
+		return
+	}
+	now := time.Now()
+	if m.NoResponders {
+		c.mu.Lock()
+		if c.inflight != nil {
+			c.deadline = now.Add(g.cfg.NoWorkerRetry).UnixNano()
+		}
+		c.mu.Unlock()
+		g.warnRateLimited("no worker listens: client events wait", "subject", g.subj.Events())
+		return
+	}
+	var ack bus.Ack
+	if err := bus.Unmarshal(m.Data, &ack); err != nil {
+		g.warnRateLimited("bad ack from a worker", "err", err)
+		return
+	}
+	c.mu.Lock()
+	if c.inflight == nil || ack.Seq != c.seq {
+		c.mu.Unlock()
+		return // a duplicate answer to a batch we resent
+	}
+	if ack.Status == bus.AckWorking {
+		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+		c.mu.Unlock()
+		return
+	}
+	if ack.SetSession {
+		if len(ack.Session) > MaxSessionBytes {
+			g.warnRateLimited("session update refused: over MaxSessionBytes", "client_id", c.id, "bytes", len(ack.Session))
+		} else {
+			c.session = ack.Session
+		}
+	}
+	c.inflight = nil
+	next := g.nextBatchLocked(c, now)
+	finished := next == nil && c.ended
+	if next == nil {
+		g.waitMu.Lock()
+		delete(g.waiting, c)
+		g.waitMu.Unlock()
+	}
+	c.mu.Unlock()
+	if next != nil {
+		g.sendBatch(c, next)
+	}
+	if finished {
+		g.reg.remove(c)
+	}
+}
+
+// sweep resends batches whose ack is overdue: their worker died, or no
+// worker was there. While NATS is down nothing is resent: what was
+// published is in the client's reconnect buffer already.
+func (g *Gateway) sweep(now time.Time) {
+	if !g.bus.Connected() {
+		return
+	}
+	g.waitMu.Lock()
+	overdue := make([]*client, 0, len(g.waiting))
+	for c := range g.waiting {
+		overdue = append(overdue, c)
+	}
+	g.waitMu.Unlock()
+	nowNano := now.UnixNano()
+	for _, c := range overdue {
+		c.mu.Lock()
+		if c.inflight == nil {
+			g.waitMu.Lock()
+			delete(g.waiting, c)
+			g.waitMu.Unlock()
+			c.mu.Unlock()
+			continue
+		}
+		if nowNano < c.deadline {
+			c.mu.Unlock()
+			continue
+		}
+		data := c.inflight
+		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+		c.mu.Unlock()
+		g.stats.batchResends.Add(1)
+		if g.log.Enabled(context.Background(), slog.LevelDebug) {
+			g.log.Debug("event batch resent", "client_id", c.id)
+		}
+		g.sendBatch(c, data)
+	}
+}
+
+// heartbeat runs every PingInterval, with GatewayWorker's semantics.
+func (g *Gateway) heartbeat() {
+	limit := int32(g.cfg.PingNotResponseLimit)
+	for _, c := range g.reg.liveClients(nil) {
+		n := c.silent.Add(1)
+		if limit > 0 && n > limit {
+			c.setReason(bus.CloseHeartbeatTimeout)
+			c.t.close(nil)
+			continue
+		}
+		if len(g.cfg.PingData) > 0 {
+			_ = c.t.send(g.cfg.PingData)
+		} else {
+			c.t.ping()
+		}
+	}
+}
+
+// beat announces this gateway to API clients and workers.
+func (g *Gateway) beat(leaving bool) {
+	live, _, _, _ := g.reg.counts()
+	var addrs []string
+	if g.wsAddr != "" {
+		addrs = append(addrs, "ws://"+g.wsAddr+g.cfg.WebSocketPath)
+	}
+	if g.tcpAddr != "" {
+		addrs = append(addrs, g.cfg.TCPCodec.Name()+"://"+g.tcpAddr)
+	}
+	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: addrs, Conns: int64(live)})
+	if err == nil {
+		_ = g.bus.Publish(g.subj.Heartbeat(), data)
+	}
+}
+
+// warnRateLimited logs a warning at most once a second: a storm of bad
+// input must not become a storm of log lines.
+func (g *Gateway) warnRateLimited(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := g.lastWarn.Load()
+	if now-last < int64(time.Second) || !g.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	g.log.Warn(msg, args...)
+}

@@ -1,0 +1,24 @@
+//go:build race
+
+package gateway
+
+import (
+	"net"
+	"sync"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+)
+
+// raceBridge (race builds only) gives the race detector the happens-before
+// edge that nbhttp's accept → epoll hand-off has but the detector cannot see
+// (lesismal/nbio#495; COOKBOOK §5.1). Production builds do not have it.
+func raceBridge(e *nbhttp.Engine) {
+	var mu sync.Mutex
+	e.OnOpen(func(net.Conn) { mu.Lock(); mu.Unlock() })
+	e.Engine.OnReadBufferAlloc(func(c *nbio.Conn) *[]byte {
+		mu.Lock()
+		mu.Unlock()
+		return e.Engine.PollerBufferPtr(c)
+	})
+}

@@ -1,0 +1,163 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+)
+
+type wsTransport struct{ c *websocket.Conn }
+
+// send writes data as a text frame when it is valid UTF-8 and as a binary
+// frame otherwise, so JSON reaches browsers as strings and bytes stay bytes.
+func (t *wsTransport) send(data []byte) error {
+	mt := websocket.TextMessage
+	if !utf8.Valid(data) {
+		mt = websocket.BinaryMessage
+	}
+	return t.c.WriteMessage(mt, data)
+}
+
+func (t *wsTransport) ping() { _ = t.c.WriteMessage(websocket.PingMessage, nil) }
+
+func (t *wsTransport) close(last []byte) {
+	if len(last) > 0 {
+		_ = t.send(last)
+	}
+	_ = t.c.WriteClose(1000, "")
+	_ = t.c.Close()
+}
+
+func (g *Gateway) listenWebSocket() error {
+	up := websocket.NewUpgrader()
+	up.KeepaliveTime = 0 // heartbeats are ours: one ticker for all clients
+	up.MessageLengthLimit = g.cfg.MaxMessageSize
+	up.CheckOrigin = g.checkOrigin
+	up.OnMessage(func(conn *websocket.Conn, _ websocket.MessageType, data []byte) {
+		c, ok := conn.Session().(*client)
+		if !ok {
+			_ = conn.Close()
+			return
+		}
+		// nbio hands us a fresh buffer (ReleaseWebsocketPayload is off): keep it.
+		g.onInput(c, data)
+	})
+	up.SetPingHandler(func(conn *websocket.Conn, data string) {
+		if c, ok := conn.Session().(*client); ok {
+			c.silent.Store(0)
+		}
+		_ = conn.WriteMessage(websocket.PongMessage, []byte(data))
+	})
+	up.SetPongHandler(func(conn *websocket.Conn, _ string) {
+		if c, ok := conn.Session().(*client); ok {
+			c.silent.Store(0)
+		}
+	})
+	up.OnClose(func(conn *websocket.Conn, err error) {
+		c, ok := conn.Session().(*client)
+		if !ok {
+			return
+		}
+		c.setReason(closeReasonOf(err))
+		g.onSocketClosed(c)
+	})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc(g.cfg.WebSocketPath, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != g.cfg.WebSocketPath {
+			http.NotFound(w, r)
+			return
+		}
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			g.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
+			return
+		}
+		t := &wsTransport{c: conn}
+		c := g.newClient(r.RemoteAddr, t)
+		if c == nil {
+			_ = conn.WriteClose(1013, "try again later")
+			_ = conn.Close()
+			return
+		}
+		conn.SetSession(c)
+		g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+		g.pushEvent(c, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
+			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
+		}})
+	})
+	e := nbhttp.NewEngine(nbhttp.Config{
+		Name:               "gateway-ws",
+		Network:            "tcp",
+		Addrs:              []string{g.cfg.WebSocketAddr},
+		Handler:            mux,
+		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
+		MaxWriteBufferSize: g.cfg.SendQueueLimit,
+		KeepaliveTime:      g.cfg.HandshakeTimeout, // read deadline until the upgrade
+		ReadBufferSize:     16 << 10,
+	})
+	raceBridge(e)
+	if err := e.Start(); err != nil {
+		return fmt.Errorf("gateway: websocket listener on %s: %w", g.cfg.WebSocketAddr, err)
+	}
+	g.ws = e
+	g.wsAddr = e.Addrs[0]
+	return nil
+}
+
+// checkOrigin applies AllowedOrigins. Requests without an Origin header do
+// not come from a browser page and are let through.
+func (g *Gateway) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if len(g.cfg.AllowedOrigins) == 0 || origin == "" {
+		return true
+	}
+	for _, allowed := range g.cfg.AllowedOrigins {
+		if allowed == "*" || strings.EqualFold(allowed, origin) {
+			return true
+		}
+	}
+	g.warnRateLimited("websocket origin refused", "origin", origin, "remote", r.RemoteAddr)
+	return false
+}
+
+// closeReasonOf maps what nbio reports on close to a CloseReason.
+func closeReasonOf(err error) bus.CloseReason {
+	switch {
+	case err == nil:
+		return bus.CloseClientClosed
+	case errors.Is(err, nbio.ErrOverflow):
+		return bus.CloseSlowConsumer
+	case errors.Is(err, websocket.ErrMessageTooLarge):
+		return bus.CloseMessageTooLarge
+	case errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
+		return bus.CloseProtocolError
+	}
+	return bus.CloseClientClosed
+}
+
+func (g *Gateway) listen() error {
+	routeNbioLogs()
+	if g.cfg.WebSocketAddr != "" {
+		if err := g.listenWebSocket(); err != nil {
+			return err
+		}
+	}
+	if g.cfg.TCPAddr != "" {
+		if err := g.listenTCP(); err != nil {
+			if g.ws != nil {
+				g.ws.Stop()
+			}
+			return err
+		}
+	}
+	return nil
+}
