@@ -107,3 +107,16 @@ func plainToken(s string) bool {
 	}
 	return true
 }
+
+// Query operations: the last token of a [Subjects.Query] subject. Every
+// gateway answers each with one [Reply].
+const (
+	// QueryPing: Count is the gateway's uptime in milliseconds.
+	QueryPing = "ping"
+	// QueryClientCount: Count is the number of connected clients.
+	QueryClientCount = "client_count"
+	// QueryGroupClients: Items are the client ids in group Command.Name.
+	QueryGroupClients = "group_clients"
+	// QueryGroupSessions: Sessions holds the sessions of group Command.Name's members.
+	QueryGroupSessions = "group_sessions"
+)

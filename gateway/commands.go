@@ -254,14 +254,6 @@ func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 	g.stats.pushesOut.Add(uint64(len(targets)))
 }
 
-// Query operations answered on bus.Subjects.Query(op) by every gateway.
-const (
-	QueryPing          = "ping"
-	QueryClientCount   = "client_count"
-	QueryGroupClients  = "group_clients"
-	QueryGroupSessions = "group_sessions"
-)
-
 // onQuery answers a scatter-gather query about this gateway's clients.
 func (g *Gateway) onQuery(m bus.Msg) {
 	if m.Reply == "" {
@@ -277,17 +269,17 @@ func (g *Gateway) onQuery(m bus.Msg) {
 	}
 	var rep bus.Reply
 	switch op {
-	case QueryPing:
+	case bus.QueryPing:
 		rep.Count = int64(time.Since(g.boot) / time.Millisecond)
-	case QueryClientCount:
+	case bus.QueryClientCount:
 		live, _, _, _ := g.reg.counts()
 		rep.Count = int64(live)
-	case QueryGroupClients:
+	case bus.QueryGroupClients:
 		for _, c := range g.reg.groupMembers(cmd.Name, nil) {
 			rep.Items = append(rep.Items, c.id)
 		}
 		rep.Count = int64(len(rep.Items))
-	case QueryGroupSessions:
+	case bus.QueryGroupSessions:
 		members := g.reg.groupMembers(cmd.Name, nil)
 		rep.Sessions = make(map[string][]byte, len(members))
 		for _, c := range members {

@@ -3,6 +3,8 @@ package bustest
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"os"
 	"testing"
 	"time"
@@ -28,6 +30,9 @@ func RunServer(t testing.TB, cfg bus.EmbeddedConfig) *bus.Embedded {
 func Connect(t testing.TB, e *bus.Embedded, cfg bus.Config) *bus.Conn {
 	t.Helper()
 	cfg.URLs = []string{e.URL()}
+	if cfg.Logger == nil {
+		cfg.Logger = Logger(t)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := bus.Connect(ctx, cfg)
@@ -36,4 +41,20 @@ func Connect(t testing.TB, e *bus.Embedded, cfg bus.Config) *bus.Conn {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// Logger returns a logger for the components under test: silent, unless
+// GW_TEST_LOG is set, when it writes through t.Log at debug level.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("GW_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -1,0 +1,232 @@
+// Package gatewaytest starts real gateways and real clients for tests:
+// gateways on loopback ports of a real NATS server, WebSocket clients that
+// speak the real protocol (gorilla/websocket) and raw TCP clients.
+package gatewaytest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/gateway"
+)
+
+// Start runs a gateway on e until the test ends. Empty listener addresses
+// become free loopback ports.
+func Start(t testing.TB, e *bus.Embedded, cfg gateway.Config) *gateway.Gateway {
+	t.Helper()
+	if cfg.Bus == nil {
+		cfg.Bus = bustest.Connect(t, e, bus.Config{Name: "gateway"})
+	}
+	if cfg.WebSocketAddr == "" {
+		cfg.WebSocketAddr = "127.0.0.1:0"
+	}
+	if cfg.TCPAddr == "" {
+		cfg.TCPAddr = "127.0.0.1:0"
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = bustest.Logger(t)
+	}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatalf("gatewaytest: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("gatewaytest: Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("gatewaytest: gateway did not stop")
+		}
+	})
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("gatewaytest: Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("gatewaytest: gateway not ready")
+	}
+	return g
+}
+
+// frame is what a client's reader goroutine saw: a message or the error
+// that ended the connection.
+type frame struct {
+	msg string
+	err error
+}
+
+// inbox is the receiving side shared by both test clients: a goroutine
+// reads the connection into a channel, so waiting for a message, or for
+// silence, never disturbs the connection (a gorilla read timeout would
+// break it for good).
+type inbox struct {
+	t      testing.TB
+	frames chan frame
+	ended  error
+}
+
+func newInbox(t testing.TB, read func() (string, error)) *inbox {
+	in := &inbox{t: t, frames: make(chan frame, 4096)}
+	go func() {
+		for {
+			msg, err := read()
+			in.frames <- frame{msg, err}
+			if err != nil {
+				close(in.frames)
+				return
+			}
+		}
+	}()
+	return in
+}
+
+// TryRead returns the next message, or the error that ended the connection,
+// or a timeout error.
+func (in *inbox) TryRead(timeout time.Duration) (string, error) {
+	if in.ended != nil {
+		return "", in.ended
+	}
+	select {
+	case f, ok := <-in.frames:
+		if !ok {
+			return "", in.ended
+		}
+		if f.err != nil {
+			in.ended = f.err
+		}
+		return f.msg, f.err
+	case <-time.After(timeout):
+		return "", ErrNoMessage
+	}
+}
+
+// ErrNoMessage means nothing arrived in time.
+var ErrNoMessage = errors.New("gatewaytest: no message in time")
+
+// Read returns the next message, failing the test after timeout.
+func (in *inbox) Read(timeout time.Duration) string {
+	in.t.Helper()
+	msg, err := in.TryRead(timeout)
+	if err != nil {
+		in.t.Fatalf("gatewaytest: read: %v", err)
+	}
+	return msg
+}
+
+// ExpectSilence fails the test if a message arrives within d.
+func (in *inbox) ExpectSilence(d time.Duration) {
+	in.t.Helper()
+	msg, err := in.TryRead(d)
+	if err == nil {
+		in.t.Fatalf("gatewaytest: unexpected message %q", msg)
+	}
+	if !errors.Is(err, ErrNoMessage) {
+		in.t.Fatalf("gatewaytest: connection ended while expecting silence: %v", err)
+	}
+}
+
+// Closed waits until the connection ends and returns why.
+func (in *inbox) Closed(timeout time.Duration) error {
+	in.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := in.TryRead(time.Until(deadline))
+		if errors.Is(err, ErrNoMessage) {
+			in.t.Fatalf("gatewaytest: connection still open after %v", timeout)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// WS is a WebSocket test client.
+type WS struct {
+	*inbox
+	Conn *websocket.Conn
+}
+
+// DialWS connects to g's WebSocket listener with an optional header.
+func DialWS(t testing.TB, g *gateway.Gateway, path string, header map[string][]string) *WS {
+	t.Helper()
+	c, err := TryDialWS(g, path, header)
+	if err != nil {
+		t.Fatalf("gatewaytest: dial: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Conn.Close() })
+	c.inbox.t = t
+	return c
+}
+
+// TryDialWS is DialWS returning the error; the caller closes Conn.
+func TryDialWS(g *gateway.Gateway, path string, header map[string][]string) (*WS, error) {
+	if path == "" {
+		path = "/"
+	}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	conn, _, err := d.Dial("ws://"+g.WebSocketAddr()+path, header)
+	if err != nil {
+		return nil, err
+	}
+	return &WS{Conn: conn, inbox: newInbox(nil, func() (string, error) {
+		_, b, err := conn.ReadMessage()
+		return string(b), err
+	})}, nil
+}
+
+// Send writes a text frame.
+func (c *WS) Send(msg string) {
+	c.t.Helper()
+	if err := c.Conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		c.t.Fatalf("gatewaytest: write: %v", err)
+	}
+}
+
+// TCP is a raw TCP test client of the text protocol.
+type TCP struct {
+	*inbox
+	Conn net.Conn
+}
+
+// DialTCP connects to g's TCP listener.
+func DialTCP(t testing.TB, g *gateway.Gateway) *TCP {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", g.TCPAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("gatewaytest: dial tcp: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	r := bufio.NewReader(conn)
+	return &TCP{Conn: conn, inbox: newInbox(t, func() (string, error) {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		return line[:len(line)-1], nil
+	})}
+}
+
+// Send writes one line.
+func (c *TCP) Send(line string) {
+	c.t.Helper()
+	if _, err := c.Conn.Write([]byte(line + "\n")); err != nil {
+		c.t.Fatalf("gatewaytest: write: %v", err)
+	}
+}

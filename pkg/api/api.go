@@ -1,0 +1,297 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/pkg/clientid"
+)
+
+// Errors returned by the API, for errors.Is.
+var (
+	// ErrClientNotFound means the client is not connected (any more).
+	ErrClientNotFound = errors.New("api: client not found")
+	// ErrInvalidClientID means a string is not a client id at all.
+	ErrInvalidClientID = errors.New("api: invalid client id")
+	// ErrInvalidName means a group or uid name is empty or too long.
+	ErrInvalidName = errors.New("api: invalid group or uid name")
+	// ErrGatewayUnavailable means the client's gateway did not answer.
+	ErrGatewayUnavailable = errors.New("api: gateway unavailable")
+	// ErrLimit means a gateway refused the call because of a limit.
+	ErrLimit = errors.New("api: limit exceeded")
+	// ErrBadRequest means a gateway could not make sense of the call.
+	ErrBadRequest = errors.New("api: bad request")
+)
+
+// MaxNameLen is the longest group or uid name, in bytes.
+const MaxNameLen = 256
+
+// Defaults for [Config].
+const (
+	DefaultRequestTimeout = 2 * time.Second
+	DefaultQueryTimeout   = time.Second
+)
+
+// Config configures a [Client].
+type Config struct {
+	// Bus is the NATS connection. Required.
+	Bus *bus.Conn
+	// Prefix is the subject prefix of the deployment. Empty means bus.DefaultPrefix.
+	Prefix string
+	// RequestTimeout bounds a call whose ctx has no deadline. Zero means
+	// DefaultRequestTimeout (2s).
+	RequestTimeout time.Duration
+	// QueryTimeout bounds how long a query waits for gateways that do not
+	// answer, when ctx has no earlier deadline. Zero means DefaultQueryTimeout (1s).
+	QueryTimeout time.Duration
+	// Logger receives warnings. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Client is the API. It is safe for concurrent use.
+type Client struct {
+	cfg      Config
+	bus      *bus.Conn
+	subj     bus.Subjects
+	gateways *presence
+}
+
+// New returns an API client on cfg.Bus. It does no I/O; the first query
+// starts following gateway heartbeats. Call Close when done.
+func New(cfg Config) (*Client, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("api: Config.Bus is required")
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.QueryTimeout == 0 {
+		cfg.QueryTimeout = DefaultQueryTimeout
+	}
+	if cfg.RequestTimeout < 0 || cfg.QueryTimeout < 0 {
+		return nil, errors.New("api: timeouts must not be negative")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	subj, err := bus.NewSubjects(cfg.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	return &Client{cfg: cfg, bus: cfg.Bus, subj: subj, gateways: newPresence(cfg.Bus, subj)}, nil
+}
+
+// Close stops following gateway heartbeats. The NATS connection stays open.
+func (c *Client) Close() { c.gateways.stop() }
+
+// Subjects returns the subject names this client uses.
+func (c *Client) Subjects() bus.Subjects { return c.subj }
+
+func (c *Client) bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func validName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("%w: %q must be 1 to %d bytes", ErrInvalidName, name, MaxNameLen)
+	}
+	return nil
+}
+
+// publish sends cmd without waiting for anyone.
+func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	data, err := bus.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	return c.bus.Publish(subject, data)
+}
+
+// toClient sends cmd to the gateway of client id and waits for its answer.
+func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus.Reply, error) {
+	gw, err := clientid.Gateway(id)
+	if err != nil {
+		return bus.Reply{}, fmt.Errorf("%w: %q", ErrInvalidClientID, id)
+	}
+	cmd.Clients = []string{id}
+	data, err := bus.Marshal(cmd)
+	if err != nil {
+		return bus.Reply{}, err
+	}
+	ctx, cancel := c.bounded(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	answer, err := c.bus.Request(ctx, c.subj.Gateway(gw), data)
+	if errors.Is(err, bus.ErrNoResponders) {
+		// Its gateway is gone, and the client with it.
+		return bus.Reply{}, fmt.Errorf("%w: %s (its gateway %s is not running)", ErrClientNotFound, id, gw)
+	}
+	if err != nil {
+		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, err)
+	}
+	var rep bus.Reply
+	if err := bus.Unmarshal(answer, &rep); err != nil {
+		return bus.Reply{}, err
+	}
+	return rep, replyErr(rep)
+}
+
+func replyErr(rep bus.Reply) error {
+	switch rep.Code {
+	case bus.ReplyOK:
+		return nil
+	case bus.ReplyNotFound:
+		return fmt.Errorf("%w: %s", ErrClientNotFound, rep.Message)
+	case bus.ReplyLimit:
+		return fmt.Errorf("%w: %s", ErrLimit, rep.Message)
+	}
+	return fmt.Errorf("%w: %s", ErrBadRequest, rep.Message)
+}
+
+// SendToClient sends data to one client and returns once its gateway has
+// queued it for the socket.
+func (c *Client) SendToClient(ctx context.Context, clientID string, data []byte) error {
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Body: data})
+	return err
+}
+
+// SendToUID sends data to every client bound to uid, on any gateway.
+func (c *Client) SendToUID(ctx context.Context, uid string, data []byte) error {
+	if err := validName(uid); err != nil {
+		return err
+	}
+	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Body: data})
+}
+
+// SendToGroup sends data to every member of group except the excluded
+// client ids, on any gateway.
+func (c *Client) SendToGroup(ctx context.Context, group string, data []byte, exclude ...string) error {
+	if err := validName(group); err != nil {
+		return err
+	}
+	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Body: data, Exclude: exclude})
+}
+
+// SendToAll sends data to every client of every gateway except the
+// excluded client ids.
+func (c *Client) SendToAll(ctx context.Context, data []byte, exclude ...string) error {
+	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Body: data, Exclude: exclude})
+}
+
+// BindUID binds a client to uid, replacing the uid it had: a client has at
+// most one uid, a uid any number of clients.
+func (c *Client) BindUID(ctx context.Context, clientID, uid string) error {
+	if err := validName(uid); err != nil {
+		return err
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpBindUID, Name: uid})
+	return err
+}
+
+// UnbindUID unbinds a client from uid; nothing happens if it is bound to another.
+func (c *Client) UnbindUID(ctx context.Context, clientID, uid string) error {
+	if err := validName(uid); err != nil {
+		return err
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpUnbindUID, Name: uid})
+	return err
+}
+
+// JoinGroup adds a client to group. When it returns, sends to the group reach the client.
+func (c *Client) JoinGroup(ctx context.Context, clientID, group string) error {
+	if err := validName(group); err != nil {
+		return err
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpJoinGroup, Name: group})
+	return err
+}
+
+// LeaveGroup removes a client from group.
+func (c *Client) LeaveGroup(ctx context.Context, clientID, group string) error {
+	if err := validName(group); err != nil {
+		return err
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpLeaveGroup, Name: group})
+	return err
+}
+
+// Ungroup removes every member of group on every gateway; the clients stay connected.
+func (c *Client) Ungroup(ctx context.Context, group string) error {
+	if err := validName(group); err != nil {
+		return err
+	}
+	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpUngroup})
+}
+
+// CloseClient sends lastData (if any) to a client and closes it; workers
+// then get its close event with reason bus.ClosedByAPI.
+func (c *Client) CloseClient(ctx context.Context, clientID string, lastData []byte) error {
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpClose, Body: lastData})
+	return err
+}
+
+// DestroyClient closes a client at once, sending nothing.
+func (c *Client) DestroyClient(ctx context.Context, clientID string) error {
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpDestroy})
+	return err
+}
+
+// IsOnline reports whether a client is connected. An id whose gateway is
+// gone is simply offline.
+func (c *Client) IsOnline(ctx context.Context, clientID string) (bool, error) {
+	rep, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpIsOnline})
+	if errors.Is(err, ErrClientNotFound) {
+		return false, nil
+	}
+	return rep.OK, err
+}
+
+// GetSession returns a client's session: never nil for a connected client.
+// Integers come back as int64 (see bus.DecodeSession).
+func (c *Client) GetSession(ctx context.Context, clientID string) (map[string]any, error) {
+	rep, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpGetSession})
+	if err != nil {
+		return nil, err
+	}
+	return bus.DecodeSession(rep.Body)
+}
+
+// SetSession replaces a client's session. A handler running for that
+// client at the same moment may overwrite it when it returns, as PHP's
+// $_SESSION would: inside a handler, change the current client's session
+// through [worker.Client.Session] instead.
+func (c *Client) SetSession(ctx context.Context, clientID string, session map[string]any) error {
+	b, err := bus.EncodeSession(session)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	_, err = c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSetSession, Body: b})
+	return err
+}
+
+// UpdateSession merges changes into a client's session: keys present
+// replace old values, and keys whose value is nil are removed.
+func (c *Client) UpdateSession(ctx context.Context, clientID string, changes map[string]any) error {
+	b, err := bus.EncodeSession(changes)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	_, err = c.toClient(ctx, clientID, &bus.Command{Op: bus.OpUpdateSession, Body: b})
+	return err
+}
+
+// SendToClientAsync sends data to client clientID on gateway gatewayID
+// without waiting for an answer: no error says whether the client is
+// there. Workers use it for the current client, whose gateway they know.
+func (c *Client) SendToClientAsync(ctx context.Context, gatewayID, clientID string, data []byte) error {
+	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Clients: []string{clientID}, Body: data})
+}

@@ -1,0 +1,427 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
+)
+
+// Defaults for [Config].
+const (
+	DefaultMaxConcurrency = 1024
+	DefaultDrainTimeout   = 30 * time.Second
+)
+
+// ErrAlreadyRunning is returned by a second call to [Worker.Run].
+var ErrAlreadyRunning = errors.New("worker: already running")
+
+// MessageEvent is a message a client sent.
+type MessageEvent struct {
+	// Data is the message; the handler may keep it.
+	Data []byte
+}
+
+// WebSocketConnectEvent describes a client's WebSocket handshake.
+type WebSocketConnectEvent struct {
+	Path   string
+	Query  string
+	Header http.Header
+}
+
+// CloseEvent says why a client left. It is the client's last event.
+type CloseEvent struct {
+	Reason bus.CloseReason
+}
+
+// Handlers are the user's callbacks. Nil means "not interested", except
+// OnMessage, which is required. For one client the event handlers run one
+// at a time, in the order the events happened: connect, websocket-connect,
+// messages, close. Handlers of different clients run in parallel, so
+// shared state needs its own locking. A returned error is logged with the
+// client id; the event counts as handled. A panic is recovered and logged
+// the same way. If the worker dies while a handler runs, the client's events
+// since its last acknowledged batch run again on another worker.
+type Handlers struct {
+	// OnWorkerStart runs once, before any event is taken.
+	OnWorkerStart func(ctx context.Context, w *Worker) error
+	// OnConnect runs when a client connects (for WebSocket: after the handshake).
+	OnConnect func(ctx context.Context, c *Client) error
+	// OnWebSocketConnect runs after OnConnect for WebSocket clients.
+	OnWebSocketConnect func(ctx context.Context, c *Client, e WebSocketConnectEvent) error
+	// OnMessage runs for every message a client sends.
+	OnMessage func(ctx context.Context, c *Client, e MessageEvent) error
+	// OnClose runs when a client has gone, whatever the reason.
+	OnClose func(ctx context.Context, c *Client, e CloseEvent) error
+	// OnWorkerStop runs once, after the last event was handled.
+	OnWorkerStop func(ctx context.Context, w *Worker) error
+}
+
+// Config configures a [Worker].
+type Config struct {
+	// Bus is the NATS connection. Required.
+	Bus *bus.Conn
+	// Prefix is the subject prefix of the deployment. Empty means bus.DefaultPrefix.
+	Prefix string
+	// Handlers are the callbacks; Handlers.OnMessage is required.
+	Handlers Handlers
+	// MaxConcurrency bounds how many clients' batches run at once. Zero
+	// means DefaultMaxConcurrency (1024).
+	MaxConcurrency int
+	// DrainTimeout bounds how long Run waits, when stopping, for running
+	// handlers; then their ctx is cancelled. Zero means DefaultDrainTimeout (30s).
+	DrainTimeout time.Duration
+	// API configures the worker's API client; its Bus and Prefix are set
+	// from the fields above.
+	API api.Config
+	// Logger receives the worker's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Worker runs handlers for client events.
+type Worker struct {
+	cfg   Config
+	id    string
+	log   *slog.Logger
+	bus   *bus.Conn
+	subj  bus.Subjects
+	api   *api.Client
+	start time.Time
+	ready chan struct{}
+
+	running atomic.Bool
+	sem     chan struct{}
+	batches sync.WaitGroup
+	// handlerCtx is cancelled when the drain deadline passes.
+	handlerCtx context.Context
+
+	// mu guards recent: per-client duplicate detection.
+	mu     sync.Mutex
+	recent map[string]*clientState
+
+	handled  atomic.Uint64
+	inFlight atomic.Int64
+}
+
+// clientState remembers the last batch of a client handled here, so that a
+// resent batch is answered without running handlers twice.
+type clientState struct {
+	running uint64
+	done    uint64
+	lastAck []byte
+	at      time.Time
+}
+
+// New checks cfg and returns a worker; it does no I/O.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("worker: Config.Bus is required")
+	}
+	if cfg.Handlers.OnMessage == nil {
+		return nil, errors.New("worker: Config.Handlers.OnMessage is required")
+	}
+	if cfg.MaxConcurrency == 0 {
+		cfg.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.MaxConcurrency < 0 || cfg.DrainTimeout < 0 {
+		return nil, errors.New("worker: MaxConcurrency and DrainTimeout must not be negative")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	subj, err := bus.NewSubjects(cfg.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	apiCfg := cfg.API
+	apiCfg.Bus, apiCfg.Prefix = cfg.Bus, cfg.Prefix
+	if apiCfg.Logger == nil {
+		apiCfg.Logger = cfg.Logger
+	}
+	a, err := api.New(apiCfg)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	id := randomID()
+	return &Worker{
+		cfg:    cfg,
+		id:     id,
+		log:    cfg.Logger.With("worker_id", id),
+		bus:    cfg.Bus,
+		subj:   subj,
+		api:    a,
+		ready:  make(chan struct{}),
+		sem:    make(chan struct{}, cfg.MaxConcurrency),
+		recent: map[string]*clientState{},
+	}, nil
+}
+
+// ID returns the worker's random id.
+func (w *Worker) ID() string { return w.id }
+
+// API returns the worker's API client, for use outside handlers (timers
+// started in OnWorkerStart, for example).
+func (w *Worker) API() *api.Client { return w.api }
+
+// Ready is closed once the worker takes events.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Handled counts the events whose handlers returned.
+func (w *Worker) Handled() uint64 { return w.handled.Load() }
+
+// Run calls OnWorkerStart, takes events until ctx ends, then drains:
+// it stops taking events, lets running handlers finish (at most
+// DrainTimeout), calls OnWorkerStop and returns. No event it took is lost.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	w.start = time.Now()
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	w.handlerCtx = hctx
+	defer w.api.Close()
+
+	if h := w.cfg.Handlers.OnWorkerStart; h != nil {
+		if err := h(ctx, w); err != nil {
+			return fmt.Errorf("worker: OnWorkerStart: %w", err)
+		}
+	}
+	sub, err := w.bus.QueueSubscribe(w.subj.Events(), bus.WorkerQueue, w.onBatch)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if err := w.bus.Flush(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.log.Info("worker taking events", "subject", w.subj.Events(), "queue", bus.WorkerQueue)
+	close(w.ready)
+
+	forget := time.NewTicker(10 * time.Second)
+	defer forget.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case now := <-forget.C:
+			w.forgetOld(now)
+		}
+	}
+
+	w.log.Info("worker draining", "in_flight", w.inFlight.Load())
+	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
+	defer cancel()
+	if err := w.drain(drainCtx, sub); err != nil {
+		w.log.Warn("worker drain incomplete: handler contexts cancelled", "err", err)
+		cancelHandlers()
+		w.batches.Wait()
+	}
+	if h := w.cfg.Handlers.OnWorkerStop; h != nil {
+		if err := h(drainCtx, w); err != nil {
+			w.log.Error("OnWorkerStop failed", "err", err)
+		}
+	}
+	w.log.Info("worker stopped", "handled", w.handled.Load())
+	return nil
+}
+
+// drain stops the subscription, waits until NATS delivered what it had
+// routed here, and then until every batch was handled and acknowledged.
+func (w *Worker) drain(ctx context.Context, sub *bus.Subscription) error {
+	if err := sub.Drain(); err != nil {
+		return err
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !sub.Drained() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	done := make(chan struct{})
+	go func() { w.batches.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return w.bus.Flush(ctx)
+}
+
+// onBatch takes one batch off the subscription. It blocks only while
+// MaxConcurrency batches run, which slows delivery instead of dropping.
+func (w *Worker) onBatch(m bus.Msg) {
+	var b bus.EventBatch
+	if err := bus.Unmarshal(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
+		w.log.Error("event batch dropped: undecodable", "err", err)
+		return
+	}
+	w.mu.Lock()
+	st := w.recent[b.Client]
+	switch {
+	case st != nil && b.Seq <= st.done:
+		ack := st.lastAck
+		if b.Seq < st.done {
+			ack = nil
+		}
+		w.mu.Unlock()
+		w.resendAck(m.Reply, b, ack)
+		return
+	case st != nil && b.Seq == st.running:
+		w.mu.Unlock()
+		return // still running here; its progress reports keep the gateway waiting
+	case st == nil:
+		st = &clientState{}
+		w.recent[b.Client] = st
+	}
+	st.running, st.at = b.Seq, time.Now()
+	w.mu.Unlock()
+
+	w.sem <- struct{}{}
+	w.batches.Add(1)
+	w.inFlight.Add(1)
+	go w.process(b, m.Reply)
+}
+
+func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
+	if ack == nil {
+		var err error
+		if ack, err = bus.Marshal(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckDone}); err != nil {
+			return
+		}
+	}
+	_ = w.bus.Publish(reply, ack)
+}
+
+// process runs the handlers of one batch and acknowledges it.
+func (w *Worker) process(b bus.EventBatch, reply string) {
+	defer func() {
+		w.inFlight.Add(-1)
+		<-w.sem
+		w.batches.Done()
+	}()
+	stop := w.reportProgress(b, reply)
+	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
+	closed := false
+	for _, ev := range b.Events {
+		w.dispatch(c, ev)
+		w.handled.Add(1)
+		closed = closed || ev.Kind == bus.EventClose
+	}
+	stop()
+
+	ack := bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckDone}
+	if s, changed, err := c.sessionUpdate(); err != nil {
+		w.log.Error("session not saved: not encodable", "client_id", b.Client, "err", err)
+	} else if changed {
+		ack.SetSession, ack.Session = true, s
+	}
+	data, err := bus.Marshal(&ack)
+	if err != nil {
+		w.log.Error("ack not encodable", "client_id", b.Client, "err", err)
+		return
+	}
+	w.mu.Lock()
+	if st := w.recent[b.Client]; st != nil {
+		st.done, st.lastAck, st.at = b.Seq, data, time.Now()
+		if closed {
+			delete(w.recent, b.Client)
+		}
+	}
+	w.mu.Unlock()
+	if err := w.bus.Publish(reply, data); err != nil {
+		w.log.Warn("ack not sent: the gateway will resend the batch", "client_id", b.Client, "err", err)
+	}
+}
+
+// reportProgress tells the gateway every bus.ProgressInterval that the
+// batch still runs, until the returned stop is called.
+func (w *Worker) reportProgress(b bus.EventBatch, reply string) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	fire := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if data, err := bus.Marshal(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckWorking}); err == nil {
+			_ = w.bus.Publish(reply, data)
+		}
+		t.Reset(bus.ProgressInterval)
+	}
+	mu.Lock()
+	t = time.AfterFunc(bus.ProgressInterval, fire)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
+}
+
+func (w *Worker) dispatch(c *Client, ev bus.Event) {
+	h := w.cfg.Handlers
+	ctx := w.handlerCtx
+	var err error
+	defer func() {
+		if p := recover(); p != nil {
+			w.log.Error("handler panicked", "client_id", c.id, "event", ev.Kind, "panic", p, "stack", string(debug.Stack()))
+		}
+		if err != nil {
+			w.log.Error("handler failed", "client_id", c.id, "event", ev.Kind, "err", err)
+		}
+	}()
+	switch ev.Kind {
+	case bus.EventConnect:
+		if h.OnConnect != nil {
+			err = h.OnConnect(ctx, c)
+		}
+	case bus.EventWebSocketConnect:
+		if h.OnWebSocketConnect != nil && ev.WS != nil {
+			err = h.OnWebSocketConnect(ctx, c, WebSocketConnectEvent{Path: ev.WS.Path, Query: ev.WS.Query, Header: ev.WS.Header})
+		}
+	case bus.EventMessage:
+		err = h.OnMessage(ctx, c, MessageEvent{Data: ev.Body})
+	case bus.EventClose:
+		if h.OnClose != nil {
+			err = h.OnClose(ctx, c, CloseEvent{Reason: ev.Reason})
+		}
+	}
+}
+
+// forgetOld drops duplicate-detection state of clients not seen for a
+// minute: their batches go to other workers or they left.
+func (w *Worker) forgetOld(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, st := range w.recent {
+		if st.running == st.done && now.Sub(st.at) > time.Minute {
+			delete(w.recent, id)
+		}
+	}
+}
+
+func randomID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,59 @@
+// Package workertest runs real workers against a real NATS server for tests.
+package workertest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/worker"
+)
+
+// Start runs a worker on e until the test ends (or until stop is called),
+// and returns it with a stop function that drains it and waits for Run.
+func Start(t testing.TB, e *bus.Embedded, cfg worker.Config) (w *worker.Worker, stop func()) {
+	t.Helper()
+	if cfg.Bus == nil {
+		cfg.Bus = bustest.Connect(t, e, bus.Config{Name: "worker"})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = bustest.Logger(t)
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatalf("workertest: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("workertest: Run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("workertest: worker did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case <-w.Ready():
+	case err := <-done:
+		t.Fatalf("workertest: Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("workertest: worker not ready")
+	}
+	return w, stop
+}
