@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"errors"
-	"fmt"
 
 	"github.com/lesismal/nbio"
 
@@ -68,7 +67,7 @@ func (g *Gateway) listenTCP() error {
 		g.onSocketClosed(c)
 	})
 	if err := e.Start(); err != nil {
-		return fmt.Errorf("gateway: tcp listener on %s: %w", g.cfg.TCPAddr, err)
+		return &ListenError{Listener: "tcp", Addr: g.cfg.TCPAddr, Err: err}
 	}
 	g.tcp = e
 	g.tcpAddr = e.Addrs[0]

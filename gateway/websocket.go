@@ -14,6 +14,20 @@ import (
 	"github.com/gatewayworker/gatewayworker/bus"
 )
 
+// ListenError says which listener could not start.
+type ListenError struct {
+	// Listener is "websocket" or "tcp".
+	Listener string
+	Addr     string
+	Err      error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("gateway: %s listener on %s: %v", e.Listener, e.Addr, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
 type wsTransport struct{ c *websocket.Conn }
 
 // send writes data as a text frame when it is valid UTF-8 and as a binary
@@ -106,7 +120,7 @@ func (g *Gateway) listenWebSocket() error {
 	})
 	raceBridge(e)
 	if err := e.Start(); err != nil {
-		return fmt.Errorf("gateway: websocket listener on %s: %w", g.cfg.WebSocketAddr, err)
+		return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 	}
 	g.ws = e
 	g.wsAddr = e.Addrs[0]

@@ -4,8 +4,8 @@ package bustest
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
