@@ -14,6 +14,7 @@ import (
 
 	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/clientid"
+	"github.com/gatewayworker/gatewayworker/pkg/ratelog"
 )
 
 // MaxSessionBytes bounds one client's encoded session.
@@ -52,12 +53,12 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
-	ws       *nbhttp.Engine
-	tcp      *nbio.Engine
-	wsAddr   string
-	tcpAddr  string
-	loops    sync.WaitGroup
-	lastWarn atomic.Int64
+	ws      *nbhttp.Engine
+	tcp     *nbio.Engine
+	wsAddr  string
+	tcpAddr string
+	loops   sync.WaitGroup
+	warns   ratelog.Limiter
 
 	stats stats
 }
@@ -81,6 +82,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg:     cfg,
+		warns:   ratelog.Limiter{Burst: 10},
 		log:     cfg.Logger.With("gateway_id", cfg.ID),
 		bus:     cfg.Bus,
 		subj:    subj,
@@ -476,13 +478,8 @@ func (g *Gateway) beat(leaving bool) {
 	}
 }
 
-// warnRateLimited logs a warning at most once a second: a storm of bad
-// input must not become a storm of log lines.
+// warnRateLimited logs a warning unless too many were logged this second:
+// a storm of bad input must not become a storm of log lines.
 func (g *Gateway) warnRateLimited(msg string, args ...any) {
-	now := time.Now().UnixNano()
-	last := g.lastWarn.Load()
-	if now-last < int64(time.Second) || !g.lastWarn.CompareAndSwap(last, now) {
-		return
-	}
-	g.log.Warn(msg, args...)
+	g.warns.Log(g.log, slog.LevelWarn, msg, args...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,16 +19,25 @@ import (
 // the session. It runs against a real embedded NATS and a real gateway.
 func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	quiet := slog.New(slog.DiscardHandler)
 	nats, _ := bus.StartEmbedded(bus.EmbeddedConfig{})
 	defer nats.Shutdown()
+	var conns []*bus.Conn
 	connect := func() *bus.Conn {
 		c, _ := bus.Connect(ctx, bus.Config{URLs: []string{nats.URL()}, Logger: quiet})
+		conns = append(conns, c)
 		return c
 	}
+	var running sync.WaitGroup
+	defer func() { // stop everything before the server
+		cancel()
+		running.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
 	gw, _ := gateway.New(gateway.Config{Bus: connect(), WebSocketAddr: "127.0.0.1:0", Logger: quiet})
-	go gw.Run(ctx)
+	running.Go(func() { _ = gw.Run(ctx) })
 	<-gw.Ready()
 
 	// The worker: this is all the code an application writes.
@@ -48,12 +58,14 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	go w.Run(ctx)
+	running.Go(func() { _ = w.Run(ctx) })
 	<-w.Ready()
 
 	// Two WebSocket clients.
 	ann, _, _ := websocket.DefaultDialer.Dial("ws://"+gw.WebSocketAddr()+"/", nil)
 	bob, _, _ := websocket.DefaultDialer.Dial("ws://"+gw.WebSocketAddr()+"/", nil)
+	defer ann.Close()
+	defer bob.Close()
 	read := func(c *websocket.Conn) string {
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, b, _ := c.ReadMessage()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
+	"github.com/gatewayworker/gatewayworker/pkg/ratelog"
 )
 
 // Defaults for [Config].
@@ -111,6 +112,8 @@ type Worker struct {
 
 	handled  atomic.Uint64
 	inFlight atomic.Int64
+	// errLogs limits handler error logs: clients can cause them at will.
+	errLogs ratelog.Limiter
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -157,15 +160,16 @@ func New(cfg Config) (*Worker, error) {
 	}
 	id := randomID()
 	return &Worker{
-		cfg:    cfg,
-		id:     id,
-		log:    cfg.Logger.With("worker_id", id),
-		bus:    cfg.Bus,
-		subj:   subj,
-		api:    a,
-		ready:  make(chan struct{}),
-		sem:    make(chan struct{}, cfg.MaxConcurrency),
-		recent: map[string]*clientState{},
+		cfg:     cfg,
+		id:      id,
+		log:     cfg.Logger.With("worker_id", id),
+		bus:     cfg.Bus,
+		subj:    subj,
+		api:     a,
+		ready:   make(chan struct{}),
+		errLogs: ratelog.Limiter{Burst: 20},
+		sem:     make(chan struct{}, cfg.MaxConcurrency),
+		recent:  map[string]*clientState{},
 	}, nil
 }
 
@@ -384,10 +388,10 @@ func (w *Worker) dispatch(c *Client, ev bus.Event) {
 	var err error
 	defer func() {
 		if p := recover(); p != nil {
-			w.log.Error("handler panicked", "client_id", c.id, "event", ev.Kind, "panic", p, "stack", string(debug.Stack()))
+			w.logHandlerError("handler panicked", "client_id", c.id, "event", ev.Kind, "panic", p, "stack", string(debug.Stack()))
 		}
 		if err != nil {
-			w.log.Error("handler failed", "client_id", c.id, "event", ev.Kind, "err", err)
+			w.logHandlerError("handler failed", "client_id", c.id, "event", ev.Kind, "err", err)
 		}
 	}()
 	switch ev.Kind {
@@ -406,6 +410,10 @@ func (w *Worker) dispatch(c *Client, ev bus.Event) {
 			err = h.OnClose(ctx, c, CloseEvent{Reason: ev.Reason})
 		}
 	}
+}
+
+func (w *Worker) logHandlerError(msg string, args ...any) {
+	w.errLogs.Log(w.log, slog.LevelError, msg, args...)
 }
 
 // forgetOld drops duplicate-detection state of clients not seen for a
