@@ -105,6 +105,8 @@ const (
 	OpSetSession
 	OpUpdateSession
 	OpIsOnline
+	// OpGetUID: Reply.Items holds the client's uid, if it has one.
+	OpGetUID
 )
 
 // Command is a push or a request to gateways: on a gateway's command subject
@@ -148,6 +150,32 @@ type Reply struct {
 	Items []string `msgpack:"i,omitempty"`
 	// Sessions maps client ids to encoded sessions.
 	Sessions map[string][]byte `msgpack:"s,omitempty"`
+	// More is set on every part of a long answer but the last.
+	More bool `msgpack:"more,omitempty"`
+}
+
+// GatewayInfo is a gateway's answer to [QueryInfo], for `gatewayworker status`.
+type GatewayInfo struct {
+	ID string `msgpack:"id" json:"id"`
+	// Boot is the start time, Unix milliseconds.
+	Boot        int64    `msgpack:"boot" json:"boot_unix_ms"`
+	Addrs       []string `msgpack:"addrs" json:"addrs"`
+	Connections int64    `msgpack:"conns" json:"connections"`
+	Groups      int64    `msgpack:"groups" json:"groups"`
+	UIDs        int64    `msgpack:"uids" json:"uids"`
+	MessagesIn  uint64   `msgpack:"msg_in" json:"messages_in"`
+	BytesIn     uint64   `msgpack:"bytes_in" json:"bytes_in"`
+	PushesOut   uint64   `msgpack:"push_out" json:"pushes_out"`
+	BytesOut    uint64   `msgpack:"bytes_out" json:"bytes_out"`
+}
+
+// WorkerInfo is a worker's answer on [Subjects.WorkerInfo].
+type WorkerInfo struct {
+	ID string `msgpack:"id" json:"id"`
+	// Boot is the start time, Unix milliseconds.
+	Boot     int64  `msgpack:"boot" json:"boot_unix_ms"`
+	Handled  uint64 `msgpack:"handled" json:"events_handled"`
+	InFlight int64  `msgpack:"in_flight" json:"in_flight"`
 }
 
 // Beat is a gateway's presence message on [Subjects.Heartbeat].

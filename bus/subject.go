@@ -109,14 +109,36 @@ func plainToken(s string) bool {
 }
 
 // Query operations: the last token of a [Subjects.Query] subject. Every
-// gateway answers each with one [Reply].
+// gateway answers each with one [Reply], or with several when the answer is
+// large: all but the last have Reply.More set. Command.Name names the group
+// or uid of the queries that take one.
 const (
 	// QueryPing: Count is the gateway's uptime in milliseconds.
 	QueryPing = "ping"
+	// QueryInfo: Body is the gateway's [GatewayInfo].
+	QueryInfo = "info"
 	// QueryClientCount: Count is the number of connected clients.
 	QueryClientCount = "client_count"
-	// QueryGroupClients: Items are the client ids in group Command.Name.
+	// QueryClientList: Items are the connected clients' ids.
+	QueryClientList = "client_list"
+	// QueryClientSessions: Sessions holds every connected client's session.
+	QueryClientSessions = "client_sessions"
+	// QueryUIDClients: Items are the ids of the clients bound to uid Name.
+	QueryUIDClients = "uid_clients"
+	// QueryUIDList: Items are the uids with a client here.
+	QueryUIDList = "uid_list"
+	// QueryGroupCount: Count is the number of members of group Name here.
+	QueryGroupCount = "group_count"
+	// QueryGroupClients: Items are the ids of group Name's members.
 	QueryGroupClients = "group_clients"
-	// QueryGroupSessions: Sessions holds the sessions of group Command.Name's members.
+	// QueryGroupSessions: Sessions holds the sessions of group Name's members.
 	QueryGroupSessions = "group_sessions"
+	// QueryGroupUIDs: Items are the uids bound to members of group Name.
+	QueryGroupUIDs = "group_uids"
+	// QueryGroupList: Items are the groups with a member here.
+	QueryGroupList = "group_list"
 )
+
+// WorkerInfo is the subject every worker answers status requests on, with
+// a [WorkerInfo] in Reply.Body.
+func (s Subjects) WorkerInfo() string { return s.p() + ".wk.info" }

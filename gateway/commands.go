@@ -89,6 +89,10 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 		}
 	case bus.OpIsOnline:
 		return bus.Reply{OK: true}
+	case bus.OpGetUID:
+		if uid := g.reg.uidOf(c); uid != "" {
+			return bus.Reply{Items: []string{uid}}
+		}
 	case bus.OpJoinGroup:
 		first, err := g.reg.join(c, cmd.Name, g.cfg.MaxGroupsPerClient)
 		if err != nil {
@@ -254,6 +258,14 @@ func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 	g.stats.pushesOut.Add(uint64(len(targets)))
 }
 
+// Query answers are cut into parts of at most queryPartItems ids or
+// queryPartBytes of sessions, far below NATS's 1 MiB default payload, so
+// 100k clients never make one giant message.
+const (
+	queryPartItems = 4096
+	queryPartBytes = 256 << 10
+)
+
 // onQuery answers a scatter-gather query about this gateway's clients.
 func (g *Gateway) onQuery(m bus.Msg) {
 	if m.Reply == "" {
@@ -267,29 +279,89 @@ func (g *Gateway) onQuery(m bus.Msg) {
 			return
 		}
 	}
-	var rep bus.Reply
 	switch op {
 	case bus.QueryPing:
-		rep.Count = int64(time.Since(g.boot) / time.Millisecond)
+		g.reply(m.Reply, bus.Reply{Count: int64(time.Since(g.boot) / time.Millisecond)})
+	case bus.QueryInfo:
+		g.replyInfo(m.Reply)
 	case bus.QueryClientCount:
 		live, _, _, _ := g.reg.counts()
-		rep.Count = int64(live)
+		g.reply(m.Reply, bus.Reply{Count: int64(live)})
+	case bus.QueryGroupCount:
+		g.reply(m.Reply, bus.Reply{Count: int64(g.reg.groupCount(cmd.Name))})
+	case bus.QueryClientList:
+		g.replyItems(m.Reply, clientIDs(g.reg.liveClients(nil)))
+	case bus.QueryUIDClients:
+		g.replyItems(m.Reply, clientIDs(g.reg.uidMembers(cmd.Name, nil)))
 	case bus.QueryGroupClients:
-		for _, c := range g.reg.groupMembers(cmd.Name, nil) {
-			rep.Items = append(rep.Items, c.id)
-		}
-		rep.Count = int64(len(rep.Items))
+		g.replyItems(m.Reply, clientIDs(g.reg.groupMembers(cmd.Name, nil)))
+	case bus.QueryUIDList:
+		g.replyItems(m.Reply, g.reg.uidList())
+	case bus.QueryGroupUIDs:
+		g.replyItems(m.Reply, g.reg.groupUIDs(cmd.Name))
+	case bus.QueryGroupList:
+		g.replyItems(m.Reply, g.reg.groupList())
+	case bus.QueryClientSessions:
+		g.replySessions(m.Reply, g.reg.liveClients(nil))
 	case bus.QueryGroupSessions:
-		members := g.reg.groupMembers(cmd.Name, nil)
-		rep.Sessions = make(map[string][]byte, len(members))
-		for _, c := range members {
-			c.mu.Lock()
-			rep.Sessions[c.id] = c.session
-			c.mu.Unlock()
-		}
-		rep.Count = int64(len(members))
+		g.replySessions(m.Reply, g.reg.groupMembers(cmd.Name, nil))
 	default:
-		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown query %q", op)}
+		g.reply(m.Reply, bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown query %q", op)})
 	}
-	g.reply(m.Reply, rep)
+}
+
+func clientIDs(cs []*client) []string {
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.id
+	}
+	return ids
+}
+
+// replyItems answers with items, in parts.
+func (g *Gateway) replyItems(subject string, items []string) {
+	for {
+		n := min(len(items), queryPartItems)
+		rest := items[n:]
+		g.reply(subject, bus.Reply{Items: items[:n], Count: int64(n), More: len(rest) > 0})
+		if len(rest) == 0 {
+			return
+		}
+		items = rest
+	}
+}
+
+// replySessions answers with the sessions of cs, in parts.
+func (g *Gateway) replySessions(subject string, cs []*client) {
+	part, size := map[string][]byte{}, 0
+	for i, c := range cs {
+		c.mu.Lock()
+		s := c.session
+		c.mu.Unlock()
+		part[c.id] = s
+		size += len(s) + len(c.id) + 8
+		if last := i == len(cs)-1; last || size >= queryPartBytes || len(part) >= queryPartItems {
+			g.reply(subject, bus.Reply{Sessions: part, Count: int64(len(part)), More: !last})
+			part, size = map[string][]byte{}, 0
+		}
+	}
+	if len(cs) == 0 {
+		g.reply(subject, bus.Reply{})
+	}
+}
+
+func (g *Gateway) replyInfo(subject string) {
+	live, _, groups, uids := g.reg.counts()
+	info := bus.GatewayInfo{
+		ID: g.cfg.ID, Boot: g.boot.UnixMilli(), Addrs: g.addrs(),
+		Connections: int64(live), Groups: int64(groups), UIDs: int64(uids),
+		MessagesIn: g.stats.messagesIn.Load(), BytesIn: g.stats.bytesIn.Load(),
+		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),
+	}
+	body, err := bus.Marshal(&info)
+	if err != nil {
+		g.reply(subject, bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()})
+		return
+	}
+	g.reply(subject, bus.Reply{Body: body})
 }

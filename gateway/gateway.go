@@ -64,6 +64,8 @@ type Gateway struct {
 }
 
 type stats struct {
+	bytesIn      atomic.Uint64
+	bytesOut     atomic.Uint64
 	messagesIn   atomic.Uint64
 	batchesSent  atomic.Uint64
 	batchResends atomic.Uint64
@@ -273,6 +275,7 @@ func (g *Gateway) onSocketClosed(c *client) {
 func (g *Gateway) onInput(c *client, msg []byte) {
 	c.silent.Store(0)
 	g.stats.messagesIn.Add(1)
+	g.stats.bytesIn.Add(uint64(len(msg)))
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
 }
 
@@ -462,9 +465,8 @@ func (g *Gateway) heartbeat() {
 	}
 }
 
-// beat announces this gateway to API clients and workers.
-func (g *Gateway) beat(leaving bool) {
-	live, _, _, _ := g.reg.counts()
+// addrs lists the listeners as URLs.
+func (g *Gateway) addrs() []string {
 	var addrs []string
 	if g.wsAddr != "" {
 		addrs = append(addrs, "ws://"+g.wsAddr+g.cfg.WebSocketPath)
@@ -472,7 +474,13 @@ func (g *Gateway) beat(leaving bool) {
 	if g.tcpAddr != "" {
 		addrs = append(addrs, g.cfg.TCPCodec.Name()+"://"+g.tcpAddr)
 	}
-	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: addrs, Conns: int64(live)})
+	return addrs
+}
+
+// beat announces this gateway to API clients and workers.
+func (g *Gateway) beat(leaving bool) {
+	live, _, _, _ := g.reg.counts()
+	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.addrs(), Conns: int64(live)})
 	if err == nil {
 		_ = g.bus.Publish(g.subj.Heartbeat(), data)
 	}

@@ -216,6 +216,50 @@ func (r *registry) liveClients(dst []*client) []*client {
 	return dst
 }
 
+// groupList returns the groups with a member here.
+func (r *registry) groupList() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.groups))
+	for g := range r.groups {
+		out = append(out, g)
+	}
+	return out
+}
+
+// uidList returns the uids with a client here.
+func (r *registry) uidList() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.uids))
+	for u := range r.uids {
+		out = append(out, u)
+	}
+	return out
+}
+
+// groupUIDs returns the distinct uids bound to members of group.
+func (r *registry) groupUIDs(group string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	seen := map[string]struct{}{}
+	var out []string
+	for c := range r.groups[group] {
+		if _, ok := seen[c.uid]; c.uid != "" && !ok {
+			seen[c.uid] = struct{}{}
+			out = append(out, c.uid)
+		}
+	}
+	return out
+}
+
+// groupCount returns how many members group has here.
+func (r *registry) groupCount(group string) int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.groups[group])
+}
+
 // counts returns the live clients, the clients still registered, and the
 // number of groups and uids with a member here.
 func (r *registry) counts() (live, registered, groups, uids int) {

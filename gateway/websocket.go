@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -158,8 +161,27 @@ func closeReasonOf(err error) bus.CloseReason {
 	return bus.CloseClientClosed
 }
 
+// probeListen reports whether addr can be listened on now.
+func probeListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
 func (g *Gateway) listen() error {
 	routeNbioLogs()
+	// nbio can hang in its own cleanup when an engine stops right after a
+	// failed start: find taken addresses before starting any engine.
+	for _, l := range []struct{ name, addr string }{{"websocket", g.cfg.WebSocketAddr}, {"tcp", g.cfg.TCPAddr}} {
+		if l.addr == "" {
+			continue
+		}
+		if err := probeListen(l.addr); err != nil {
+			return &ListenError{Listener: l.name, Addr: l.addr, Err: err}
+		}
+	}
 	if g.cfg.WebSocketAddr != "" {
 		if err := g.listenWebSocket(); err != nil {
 			return err
@@ -168,7 +190,9 @@ func (g *Gateway) listen() error {
 	if g.cfg.TCPAddr != "" {
 		if err := g.listenTCP(); err != nil {
 			if g.ws != nil {
-				g.ws.Stop()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = g.ws.Shutdown(ctx)
+				cancel()
 			}
 			return err
 		}

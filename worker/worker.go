@@ -38,6 +38,8 @@ type WebSocketConnectEvent struct {
 	Path   string
 	Query  string
 	Header http.Header
+	// RemoteAddr is the client's address as the gateway saw it.
+	RemoteAddr string
 }
 
 // CloseEvent says why a client left. It is the client's last event.
@@ -401,7 +403,7 @@ func (w *Worker) dispatch(c *Client, ev bus.Event) {
 		}
 	case bus.EventWebSocketConnect:
 		if h.OnWebSocketConnect != nil && ev.WS != nil {
-			err = h.OnWebSocketConnect(ctx, c, WebSocketConnectEvent{Path: ev.WS.Path, Query: ev.WS.Query, Header: ev.WS.Header})
+			err = h.OnWebSocketConnect(ctx, c, WebSocketConnectEvent{Path: ev.WS.Path, Query: ev.WS.Query, Header: ev.WS.Header, RemoteAddr: c.addr})
 		}
 	case bus.EventMessage:
 		err = h.OnMessage(ctx, c, MessageEvent{Data: ev.Body})

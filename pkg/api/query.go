@@ -112,12 +112,13 @@ func (p *presence) live(maxAge time.Duration) (ids []string, fresh bool) {
 // answers before its first query: gateways answer a ping at once.
 const discoveryWindow = 150 * time.Millisecond
 
-// gather runs query op on every live gateway and returns their answers.
-// It returns as soon as every expected gateway answered; otherwise, when
-// ctx or QueryTimeout ends, the answers so far and a *QueryError.
-func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command) ([]bus.Reply, error) {
+// gather runs query op on every live gateway and hands each reply (or part
+// of a reply) to each. It returns as soon as every expected gateway answered
+// in full; otherwise, when ctx or QueryTimeout ends, a *QueryError naming
+// the gateways that did not, after each has seen what came.
+func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each func(bus.Reply)) error {
 	if err := c.gateways.start(); err != nil {
-		return nil, err
+		return err
 	}
 	expected, fresh := c.gateways.live(beatsToLive * 1500 * time.Millisecond)
 	if fresh {
@@ -128,55 +129,54 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command) ([]bus
 	if cmd != nil {
 		var err error
 		if data, err = bus.Marshal(cmd); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	ctx, cancel := c.bounded(ctx, c.cfg.QueryTimeout)
 	defer cancel()
-	answered := map[string]bool{}
-	var replies []bus.Reply
-	var replyFault error
+	done := map[string]bool{}
+	var fault error
 	err := c.bus.Gather(ctx, c.subj.Query(op), data, func(m bus.Msg) bool {
 		var rep bus.Reply
-		if err := bus.Unmarshal(m.Data, &rep); err != nil || rep.Gateway == "" {
+		if err := bus.Unmarshal(m.Data, &rep); err != nil || rep.Gateway == "" || done[rep.Gateway] {
 			return false
 		}
-		if answered[rep.Gateway] {
-			return false
-		}
-		answered[rep.Gateway] = true
-		c.gateways.note(rep.Gateway)
 		if err := replyErr(rep); err != nil {
-			replyFault = err
+			fault = fmt.Errorf("gateway %s: %w", rep.Gateway, err)
 			return true
 		}
-		replies = append(replies, rep)
+		each(rep)
+		if rep.More {
+			return false
+		}
+		done[rep.Gateway] = true
+		c.gateways.note(rep.Gateway)
 		for _, id := range expected {
-			if !answered[id] {
+			if !done[id] {
 				return false
 			}
 		}
 		return len(expected) > 0
 	})
 	switch {
-	case replyFault != nil:
-		return nil, replyFault
+	case fault != nil:
+		return fault
 	case errors.Is(err, bus.ErrNoResponders):
-		return nil, nil // no gateway is running: nothing is online
+		return nil // no gateway is running: nobody is online
 	case err != nil:
 		var missing []string
 		for _, id := range expected {
-			if !answered[id] {
+			if !done[id] {
 				missing = append(missing, id)
 			}
 		}
-		if len(missing) == 0 && len(expected) == 0 && len(replies) > 0 {
-			return replies, nil // nothing known in advance: all who answered
+		if len(missing) == 0 {
+			return nil // nobody was expected: all who answered in time
 		}
 		slices.Sort(missing)
-		return replies, &QueryError{Missing: missing, Err: err}
+		return &QueryError{Missing: missing, Err: err}
 	}
-	return replies, nil
+	return nil
 }
 
 // discover pings every gateway once, for a client that has not yet heard
@@ -193,63 +193,172 @@ func (c *Client) discover(ctx context.Context) {
 	})
 }
 
+// count sums a counting query's answers.
+func (c *Client) count(ctx context.Context, op string, cmd *bus.Command) (int, error) {
+	n := 0
+	err := c.gather(ctx, op, cmd, func(r bus.Reply) { n += int(r.Count) })
+	return n, err
+}
+
+// list collects a list query's answers, sorted and without duplicates (a
+// uid or group spans gateways).
+func (c *Client) list(ctx context.Context, op string, cmd *bus.Command) ([]string, error) {
+	var items []string
+	err := c.gather(ctx, op, cmd, func(r bus.Reply) { items = append(items, r.Items...) })
+	slices.Sort(items)
+	return slices.Compact(items), err
+}
+
+// sessions collects a sessions query's answers. A session that does not
+// decode is left out and reported with the result, not instead of it.
+func (c *Client) sessions(ctx context.Context, op string, cmd *bus.Command) (map[string]map[string]any, error) {
+	out := map[string]map[string]any{}
+	var bad []string
+	err := c.gather(ctx, op, cmd, func(r bus.Reply) {
+		for id, raw := range r.Sessions {
+			s, derr := bus.DecodeSession(raw)
+			if derr != nil {
+				bad = append(bad, id)
+				continue
+			}
+			out[id] = s
+		}
+	})
+	if err == nil && len(bad) > 0 {
+		err = fmt.Errorf("%w: undecodable sessions of %s", bus.ErrBadEnvelope, strings.Join(bad, ","))
+	}
+	return out, err
+}
+
+// named checks a group or uid argument and wraps it in a command.
+func named(name string) (*bus.Command, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	return &bus.Command{Name: name}, nil
+}
+
 // GetAllClientIDCount returns how many clients are connected to all gateways.
 func (c *Client) GetAllClientIDCount(ctx context.Context) (int, error) {
-	replies, err := c.gather(ctx, bus.QueryClientCount, nil)
-	n := 0
-	for _, r := range replies {
-		n += int(r.Count)
+	return c.count(ctx, bus.QueryClientCount, nil)
+}
+
+// GetAllClientIDList returns the ids of every connected client, sorted.
+func (c *Client) GetAllClientIDList(ctx context.Context) ([]string, error) {
+	return c.list(ctx, bus.QueryClientList, nil)
+}
+
+// GetAllClientSessions returns every connected client's session, by client id.
+func (c *Client) GetAllClientSessions(ctx context.Context) (map[string]map[string]any, error) {
+	return c.sessions(ctx, bus.QueryClientSessions, nil)
+}
+
+// GetClientIDsByUID returns the ids of the clients bound to uid, sorted.
+func (c *Client) GetClientIDsByUID(ctx context.Context, uid string) ([]string, error) {
+	cmd, err := named(uid)
+	if err != nil {
+		return nil, err
 	}
-	return n, err
+	return c.list(ctx, bus.QueryUIDClients, cmd)
+}
+
+// IsUIDOnline reports whether any client is bound to uid.
+func (c *Client) IsUIDOnline(ctx context.Context, uid string) (bool, error) {
+	ids, err := c.GetClientIDsByUID(ctx, uid)
+	return len(ids) > 0, err
+}
+
+// GetUIDByClientID returns the uid a client is bound to ("" if none).
+func (c *Client) GetUIDByClientID(ctx context.Context, clientID string) (string, error) {
+	rep, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpGetUID})
+	if err != nil || len(rep.Items) == 0 {
+		return "", err
+	}
+	return rep.Items[0], nil
+}
+
+// GetAllUIDList returns every uid with a connected client, sorted.
+func (c *Client) GetAllUIDList(ctx context.Context) ([]string, error) {
+	return c.list(ctx, bus.QueryUIDList, nil)
+}
+
+// GetAllUIDCount returns how many distinct uids have a connected client.
+func (c *Client) GetAllUIDCount(ctx context.Context) (int, error) {
+	uids, err := c.GetAllUIDList(ctx)
+	return len(uids), err
 }
 
 // GetClientIDListByGroup returns the client ids of group's members, sorted.
 func (c *Client) GetClientIDListByGroup(ctx context.Context, group string) ([]string, error) {
-	if err := validName(group); err != nil {
+	cmd, err := named(group)
+	if err != nil {
 		return nil, err
 	}
-	replies, err := c.gather(ctx, bus.QueryGroupClients, &bus.Command{Name: group})
-	var ids []string
-	for _, r := range replies {
-		ids = append(ids, r.Items...)
-	}
-	slices.Sort(ids)
-	return ids, err
+	return c.list(ctx, bus.QueryGroupClients, cmd)
 }
 
 // GetClientCountByGroup returns how many clients are in group.
 func (c *Client) GetClientCountByGroup(ctx context.Context, group string) (int, error) {
-	ids, err := c.GetClientIDListByGroup(ctx, group)
-	return len(ids), err
+	cmd, err := named(group)
+	if err != nil {
+		return 0, err
+	}
+	return c.count(ctx, bus.QueryGroupCount, cmd)
 }
 
 // GetClientSessionsByGroup returns the session of every member of group,
 // by client id.
 func (c *Client) GetClientSessionsByGroup(ctx context.Context, group string) (map[string]map[string]any, error) {
-	if err := validName(group); err != nil {
+	cmd, err := named(group)
+	if err != nil {
 		return nil, err
 	}
-	replies, err := c.gather(ctx, bus.QueryGroupSessions, &bus.Command{Name: group})
-	out := map[string]map[string]any{}
-	for _, r := range replies {
-		for id, raw := range r.Sessions {
-			s, derr := bus.DecodeSession(raw)
-			if derr != nil {
-				return nil, derr
-			}
-			out[id] = s
-		}
+	return c.sessions(ctx, bus.QueryGroupSessions, cmd)
+}
+
+// GetUIDListByGroup returns the distinct uids of group's members, sorted.
+func (c *Client) GetUIDListByGroup(ctx context.Context, group string) ([]string, error) {
+	cmd, err := named(group)
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	return c.list(ctx, bus.QueryGroupUIDs, cmd)
+}
+
+// GetUIDCountByGroup returns how many distinct uids group's members have.
+func (c *Client) GetUIDCountByGroup(ctx context.Context, group string) (int, error) {
+	uids, err := c.GetUIDListByGroup(ctx, group)
+	return len(uids), err
+}
+
+// GetAllGroupIDList returns every group with a member, sorted.
+func (c *Client) GetAllGroupIDList(ctx context.Context) ([]string, error) {
+	return c.list(ctx, bus.QueryGroupList, nil)
 }
 
 // GetGatewayIDs returns the ids of the gateways that answer queries now.
 func (c *Client) GetGatewayIDs(ctx context.Context) ([]string, error) {
-	replies, err := c.gather(ctx, bus.QueryPing, nil)
-	ids := make([]string, 0, len(replies))
-	for _, r := range replies {
-		ids = append(ids, r.Gateway)
-	}
+	var ids []string
+	err := c.gather(ctx, bus.QueryPing, nil, func(r bus.Reply) { ids = append(ids, r.Gateway) })
 	slices.Sort(ids)
 	return ids, err
+}
+
+// GetGatewayInfos returns what every live gateway says about itself.
+func (c *Client) GetGatewayInfos(ctx context.Context) ([]bus.GatewayInfo, error) {
+	var infos []bus.GatewayInfo
+	var decodeErr error
+	err := c.gather(ctx, bus.QueryInfo, nil, func(r bus.Reply) {
+		var info bus.GatewayInfo
+		if derr := bus.Unmarshal(r.Body, &info); derr != nil {
+			decodeErr = derr
+			return
+		}
+		infos = append(infos, info)
+	})
+	slices.SortFunc(infos, func(a, b bus.GatewayInfo) int { return strings.Compare(a.ID, b.ID) })
+	if err == nil {
+		err = decodeErr
+	}
+	return infos, err
 }

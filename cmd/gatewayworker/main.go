@@ -1,0 +1,69 @@
+// Command gatewayworker runs the tiers of gatewayworker: `run` (the default)
+// starts everything in one process on an embedded NATS server with the chat
+// demo; `gateway` and `worker` run one tier against an external NATS.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `gatewayworker: long-lived client connections on gateways, business logic on workers, NATS between.
+
+Usage:
+  gatewayworker [run] [flags]      everything in one process on embedded NATS (chat demo at http://127.0.0.1:8080)
+  gatewayworker gateway [flags]    a gateway against an external NATS
+  gatewayworker worker [flags]     a worker (--app chat|bench) against an external NATS
+  gatewayworker <command> --help   the flags of a command, grouped by tier
+
+Every flag --some-name can also be set as the environment variable GW_SOME_NAME.`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "gatewayworker: %v\n", err)
+			os.Exit(2)
+		}
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runAll(ctx, args, stdout, stderr)
+	case "gateway":
+		return runGateway(ctx, args, stdout)
+	case "worker":
+		return runWorker(ctx, args, stdout)
+	case "help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (want run, gateway or worker; see --help)", cmd)
+}
+
+// parseOrHelp parses args; on --help it prints the grouped flags and
+// returns flag.ErrHelp.
+func parseOrHelp(c *cli, args []string, stdout io.Writer) error {
+	err := c.parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		c.usage(stdout)
+	}
+	return err
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer collects what a command writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// quietLogs keeps the commands' logs out of the test output.
+var quietLogs = []string{"--log-level", "error"}
+
+func startRun(t *testing.T, args ...string) (banner string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- dispatch(ctx, append(append([]string{"run", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, quietLogs...), args...), io.Discard, &out)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, 15*time.Second, 10*time.Millisecond)
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(15 * time.Second):
+			t.Fatal("run did not stop")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return out.String(), stop
+}
+
+func field(t *testing.T, banner, label string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(label) + `\s+(\S+)`).FindStringSubmatch(banner)
+	require.NotNil(t, m, "no %q in banner:\n%s", label, banner)
+	return m[1]
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// TestRunServesTheChat drives the chat demo the way two browser tabs do:
+// page, config, then the workerman-chat protocol over WebSocket.
+func TestRunServesTheChat(t *testing.T) {
+	banner, stop := startRun(t, "--http", freeAddr(t))
+	page := field(t, banner, "chat page")
+	ws := field(t, banner, "websocket")
+
+	resp, err := http.Get(page)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(body), `id="messages"`)
+
+	resp, err = http.Get(page + "config.json")
+	require.NoError(t, err)
+	var cfg struct {
+		WSURL string `json:"ws_url"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cfg))
+	resp.Body.Close()
+	require.Equal(t, ws, cfg.WSURL)
+
+	origin := http.Header{"Origin": {strings.TrimSuffix(page, "/")}}
+	dial := func() *websocket.Conn {
+		c, _, err := websocket.DefaultDialer.Dial(ws, origin)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	read := func(c *websocket.Conn) map[string]any {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			_, b, err := c.ReadMessage()
+			require.NoError(t, err)
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(b, &m), string(b))
+			if m["type"] != "ping" {
+				return m
+			}
+		}
+	}
+	ann, bob := dial(), dial()
+	require.NoError(t, ann.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
+	m := read(ann)
+	for m["client_list"] == nil {
+		m = read(ann)
+	}
+	require.Equal(t, "Ann", m["client_name"])
+	annID := m["client_id"].(string)
+
+	require.NoError(t, bob.WriteJSON(map[string]any{"type": "login", "client_name": "Bob", "room_id": "1"}))
+	m = read(ann)
+	require.Equal(t, "login", m["type"])
+	require.Equal(t, "Bob", m["client_name"])
+
+	require.NoError(t, bob.WriteJSON(map[string]any{"type": "say", "to_client_id": "all", "to_client_name": "all", "content": "hi all"}))
+	m = read(ann)
+	require.Equal(t, "say", m["type"])
+	require.Equal(t, "hi all", m["content"])
+	require.Equal(t, "Bob", m["from_client_name"])
+
+	require.NoError(t, bob.WriteJSON(map[string]any{"type": "say", "to_client_id": annID, "to_client_name": "Ann", "content": "psst"}))
+	m = read(ann)
+	require.Equal(t, "psst", m["content"])
+	require.Equal(t, annID, m["to_client_id"])
+
+	_, _, err = websocket.DefaultDialer.Dial(ws, http.Header{"Origin": {"http://evil.example"}})
+	require.Error(t, err, "a page from another origin must be refused")
+
+	require.NoError(t, bob.Close())
+	m = read(ann)
+	require.Equal(t, "logout", m["type"])
+	require.Equal(t, "Bob", m["from_client_name"])
+	require.NoError(t, stop())
+}
+
+func TestPortTakenIsOneLineNamingTheFlag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	taken := l.Addr().String()
+	for _, tc := range []struct{ flag string }{{"ws"}, {"tcp"}, {"http"}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			args := append([]string{"run", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--" + tc.flag, taken}, quietLogs...)
+			err := dispatch(context.Background(), args, io.Discard, io.Discard)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "--"+tc.flag)
+			require.Contains(t, err.Error(), "already in use")
+			require.NotContains(t, err.Error(), "\n")
+		})
+	}
+	_, port, _ := net.SplitHostPort(taken)
+	err = dispatch(context.Background(), append([]string{"run", "--nats-port", port}, quietLogs...), io.Discard, io.Discard)
+	require.ErrorContains(t, err, "--nats-port")
+}
+
+func TestHelpIsGroupedByTier(t *testing.T) {
+	var out bytes.Buffer
+	err := dispatch(context.Background(), []string{"run", "--help"}, &out, io.Discard)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	for _, group := range []string{"NATS (every tier):", "Gateway tier:", "Worker tier:", "Chat page:", "Logging:"} {
+		require.Contains(t, out.String(), group)
+	}
+	require.Contains(t, out.String(), "GW_PING_INTERVAL")
+
+	out.Reset()
+	require.NoError(t, dispatch(context.Background(), []string{"--help"}, &out, io.Discard))
+	require.Contains(t, out.String(), "gatewayworker gateway")
+
+	require.ErrorContains(t, dispatch(context.Background(), []string{"fly"}, io.Discard, io.Discard), `unknown command "fly"`)
+	require.ErrorContains(t, dispatch(context.Background(), []string{"run", "--app", "nope", "--log-level", "error"}, io.Discard, io.Discard), `--app "nope"`)
+	require.ErrorContains(t, dispatch(context.Background(), []string{"worker", "--log-format", "xml"}, io.Discard, io.Discard), "--log-format")
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Setenv("GW_TCP_PROTOCOL", "bogus")
+	err := dispatch(context.Background(), append([]string{"gateway", "--nats", "nats://127.0.0.1:1"}, quietLogs...), io.Discard, io.Discard)
+	require.Error(t, err)
+	t.Setenv("GW_MAX_CONNS", "many")
+	err = dispatch(context.Background(), []string{"gateway"}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "GW_MAX_CONNS")
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/pkg/protocol"
+)
+
+// natsFlags say how every tier reaches NATS.
+type natsFlags struct {
+	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
+	embeddedPort                                                    int
+}
+
+func (n *natsFlags) register(c *cli, embedded bool) {
+	c.group("NATS (every tier)")
+	if embedded {
+		c.str(&n.urls, "nats", "", "NATS URLs, comma-separated; empty starts an embedded server")
+		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
+	} else {
+		c.str(&n.urls, "nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated")
+	}
+	c.str(&n.prefix, "prefix", bus.DefaultPrefix, "subject prefix shared by gateways, workers and API clients")
+	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too)")
+	c.str(&n.user, "nats-user", "", "user name to authenticate with")
+	c.str(&n.password, "nats-password", "", "password to authenticate with")
+	c.str(&n.nkey, "nats-nkey", "", "file holding an nkey seed")
+	c.str(&n.creds, "nats-creds", "", "JWT user credentials file")
+	c.str(&n.ca, "nats-ca", "", "CA file to verify NATS with TLS")
+	c.str(&n.cert, "nats-cert", "", "client certificate file for TLS to NATS")
+	c.str(&n.key, "nats-key", "", "client key file for TLS to NATS")
+}
+
+func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
+	cfg := bus.Config{
+		Name: name, Token: n.token, User: n.user, Password: n.password,
+		NKeySeedFile: n.nkey, CredsFile: n.creds, Logger: log,
+	}
+	for _, u := range strings.Split(n.urls, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.URLs = append(cfg.URLs, u)
+		}
+	}
+	if n.ca != "" || n.cert != "" || n.key != "" {
+		cfg.TLS = &bus.TLSConfig{CAFile: n.ca, CertFile: n.cert, KeyFile: n.key}
+	}
+	return cfg
+}
+
+// gatewayFlags configure the gateway tier.
+type gatewayFlags struct {
+	id, ws, wsPath, origins, tcp, tcpProtocol, pingData string
+	pingInterval                                        time.Duration
+	pingLimit, maxMessage, sendQueue, maxConns          int
+}
+
+func (g *gatewayFlags) register(c *cli) {
+	c.group("Gateway tier")
+	c.str(&g.id, "id", "", "gateway id, unique among live gateways; empty picks a random one")
+	c.str(&g.ws, "ws", "127.0.0.1:7272", "WebSocket listen address; empty disables")
+	c.str(&g.wsPath, "ws-path", gateway.DefaultWebSocketPath, "WebSocket URL path")
+	c.str(&g.origins, "origins", "", "allowed browser Origins, comma-separated; * allows any; empty: any (run: the chat page's)")
+	c.str(&g.tcp, "tcp", "127.0.0.1:7273", "raw TCP listen address; empty disables")
+	c.str(&g.tcpProtocol, "tcp-protocol", "text", "raw TCP protocol: text (newline) or frame (4-byte length)")
+	c.dur(&g.pingInterval, "ping-interval", gateway.DefaultPingInterval, "heartbeat interval; negative disables")
+	c.int(&g.pingLimit, "ping-limit", 0, "close clients silent for this many intervals; 0 never")
+	c.str(&g.pingData, "ping-data", "", "data sent to every client at each heartbeat; empty sends WebSocket pings")
+	c.int(&g.maxMessage, "max-message-size", gateway.DefaultMaxMessageSize, "largest client message in bytes")
+	c.int(&g.sendQueue, "send-queue-limit", gateway.DefaultSendQueueLimit, "unsent bytes per client before it is closed as slow")
+	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
+}
+
+func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gateway.Config, error) {
+	codec, err := protocol.ByName(g.tcpProtocol)
+	if err != nil {
+		return gateway.Config{}, err
+	}
+	cfg := gateway.Config{
+		Bus: b, ID: g.id, Prefix: prefix,
+		WebSocketAddr: g.ws, WebSocketPath: g.wsPath, TCPAddr: g.tcp, TCPCodec: codec,
+		PingInterval: g.pingInterval, PingNotResponseLimit: g.pingLimit, PingData: []byte(g.pingData),
+		MaxMessageSize: g.maxMessage, SendQueueLimit: g.sendQueue, MaxConnections: g.maxConns,
+		Logger: log,
+	}
+	for _, o := range strings.Split(g.origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
+	}
+	return cfg, nil
+}
+
+// logFlags configure logging.
+type logFlags struct{ level, format string }
+
+func (l *logFlags) register(c *cli) {
+	c.group("Logging")
+	c.str(&l.level, "log-level", "info", "debug, info, warn or error")
+	c.str(&l.format, "log-format", "text", "text or json")
+}
+
+func (l *logFlags) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+}

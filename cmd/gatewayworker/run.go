@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/examples/bench"
+	"github.com/gatewayworker/gatewayworker/examples/chat"
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
+	"github.com/gatewayworker/gatewayworker/worker"
+)
+
+// apps are the worker applications this binary carries.
+var apps = map[string]func() worker.Handlers{
+	"chat":  chat.Handlers,
+	"bench": bench.Handlers,
+}
+
+func appHandlers(name string) (worker.Handlers, error) {
+	h, ok := apps[name]
+	if !ok {
+		return worker.Handlers{}, fmt.Errorf("--app %q: want chat or bench", name)
+	}
+	return h(), nil
+}
+
+type workerFlags struct {
+	app            string
+	maxConcurrency int
+	drainTimeout   time.Duration
+}
+
+func (w *workerFlags) register(c *cli) {
+	c.group("Worker tier")
+	c.str(&w.app, "app", "chat", "worker application: chat (the demo) or bench (the bench protocol)")
+	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
+	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
+}
+
+func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (worker.Config, error) {
+	h, err := appHandlers(w.app)
+	if err != nil {
+		return worker.Config{}, err
+	}
+	return worker.Config{Bus: b, Prefix: prefix, Handlers: h, MaxConcurrency: w.maxConcurrency,
+		DrainTimeout: w.drainTimeout, Logger: log}, nil
+}
+
+// chatHeartbeat is workerman-chat's: the page answers {"type":"ping"} with
+// a pong, and a page silent for two intervals is gone.
+func applyChatHeartbeat(c *cli, g *gatewayFlags) {
+	if !c.set("ping-interval") {
+		g.pingInterval = 10 * time.Second
+	}
+	if !c.set("ping-limit") {
+		g.pingLimit = 2
+	}
+	if !c.set("ping-data") {
+		g.pingData = `{"type":"ping"}`
+	}
+}
+
+// listenError names the flag to change when an address is taken.
+func listenError(err error, flagName, addr string) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s is already in use: stop what listens there or pick another address with --%s", addr, flagName)
+	}
+	return err
+}
+
+func connectBus(ctx context.Context, n *natsFlags, name string, log *slog.Logger) (*bus.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return bus.Connect(ctx, n.config(name, log))
+}
+
+func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		n    natsFlags
+		g    gatewayFlags
+		w    workerFlags
+		l    logFlags
+		http string
+	)
+	c := newCLI("run", "gatewayworker run: gateway, workers and (unless --nats is set) NATS in one process.")
+	n.register(c, true)
+	g.register(c)
+	w.register(c)
+	c.group("Chat page")
+	c.str(&http, "http", "127.0.0.1:8080", "address of the chat page (app chat); empty disables")
+	l.register(c)
+	if err := parseOrHelp(c, args, stdout); err != nil {
+		return err
+	}
+	log, err := l.logger()
+	if err != nil {
+		return err
+	}
+	if w.app == "chat" {
+		applyChatHeartbeat(c, &g)
+		if !c.set("origins") && http != "" {
+			g.origins = pageOrigins(http)
+		}
+	}
+	if _, err := appHandlers(w.app); err != nil {
+		return err
+	}
+
+	var embedded *bus.Embedded
+	if n.urls == "" {
+		embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
+		if err != nil {
+			return listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
+		}
+		defer embedded.Shutdown()
+		n.urls = embedded.URL()
+	}
+	gwBus, err := connectBus(ctx, &n, "gateway", log)
+	if err != nil {
+		return err
+	}
+	defer gwBus.Close()
+	wkBus, err := connectBus(ctx, &n, "worker", log)
+	if err != nil {
+		return err
+	}
+	defer wkBus.Close()
+
+	gcfg, err := g.config(gwBus, n.prefix, log)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(gcfg)
+	if err != nil {
+		return err
+	}
+	wcfg, err := w.config(wkBus, n.prefix, log)
+	if err != nil {
+		return err
+	}
+	wk, err := worker.New(wcfg)
+	if err != nil {
+		return err
+	}
+
+	// Workers stop after the gateway, so they handle the close events of the
+	// clients the gateway closes on its way out.
+	gwCtx, stopGateway := context.WithCancel(ctx)
+	defer stopGateway()
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorker()
+	workerErr := make(chan error, 1)
+	go func() { workerErr <- wk.Run(workerCtx) }()
+	gatewayErr := make(chan error, 1)
+	go func() { gatewayErr <- gw.Run(gwCtx) }()
+	// shutdown stops the gateway, then the worker, and waits for both.
+	shutdown := func() error {
+		stopGateway()
+		if err := <-gatewayErr; err != nil {
+			log.Error("gateway stopped with an error", "err", err)
+		}
+		stopWorker()
+		return <-workerErr
+	}
+
+	select {
+	case <-gw.Ready():
+	case err := <-gatewayErr:
+		stopWorker()
+		<-workerErr
+		return gatewayListenError(err)
+	}
+
+	var page *httpServer
+	if w.app == "chat" && http != "" {
+		a, err := api.New(api.Config{Bus: wkBus, Prefix: n.prefix, Logger: log})
+		if err != nil {
+			_ = shutdown()
+			return err
+		}
+		defer a.Close()
+		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: "ws://" + gw.WebSocketAddr() + g.wsPath, API: a})
+		if err == nil {
+			page, err = serveHTTP(http, h, log)
+			err = listenError(err, "http", http)
+		}
+		if err != nil {
+			_ = shutdown()
+			return err
+		}
+		defer page.stop()
+	}
+	banner(stderr, n.urls, embedded != nil, gw, &g, page, w.app)
+
+	select {
+	case <-ctx.Done():
+		return shutdown()
+	case err := <-workerErr:
+		stopGateway()
+		<-gatewayErr
+		return fmt.Errorf("worker stopped: %w", err)
+	}
+}
+
+// gatewayListenError names the flag of a listener that could not start.
+func gatewayListenError(err error) error {
+	var le *gateway.ListenError
+	if errors.As(err, &le) {
+		flagName := "ws"
+		if le.Listener == "tcp" {
+			flagName = "tcp"
+		}
+		return listenError(err, flagName, le.Addr)
+	}
+	return err
+}
+
+// pageOrigins allows the chat page's own origin (also as localhost).
+func pageOrigins(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	out := "http://" + net.JoinHostPort(host, port)
+	if host == "127.0.0.1" {
+		out += ",http://" + net.JoinHostPort("localhost", port)
+	}
+	return out
+}
+
+type httpServer struct {
+	srv  *http.Server
+	addr string
+	done chan struct{}
+}
+
+func serveHTTP(addr string, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &httpServer{
+		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second},
+		addr: l.Addr().String(),
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server failed", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+func (s *httpServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+	<-s.done
+}
+
+func banner(w io.Writer, natsURL string, embedded bool, gw *gateway.Gateway, g *gatewayFlags, page *httpServer, app string) {
+	fmt.Fprintf(w, "\ngatewayworker run: app %q, gateway %s\n", app, gw.ID())
+	if page != nil {
+		fmt.Fprintf(w, "  chat page   http://%s/\n", page.addr)
+	}
+	if gw.WebSocketAddr() != "" {
+		fmt.Fprintf(w, "  websocket   ws://%s%s\n", gw.WebSocketAddr(), g.wsPath)
+	}
+	if gw.TCPAddr() != "" {
+		fmt.Fprintf(w, "  tcp (%s)  %s\n", g.tcpProtocol, gw.TCPAddr())
+	}
+	kind := "external"
+	if embedded {
+		kind = "embedded"
+	}
+	fmt.Fprintf(w, "  nats        %s (%s)\n", natsURL, kind)
+	fmt.Fprintf(w, "Press Ctrl-C to stop.\n\n")
+}

@@ -1,0 +1,133 @@
+package chat
+
+import (
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/gatewayworker/gatewayworker/pkg/api"
+)
+
+//go:embed web
+var webFiles embed.FS
+
+// Security headers. The page has inline script and style, and connects
+// to the gateway, which listens on another port than the page.
+const (
+	contentSecurityPolicy = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+	noSniff               = "nosniff"
+)
+
+// WebConfig configures the page server.
+type WebConfig struct {
+	// WebSocketURL is what the page connects to, e.g.
+	// "ws://127.0.0.1:7272/". Required: a ws:// or wss:// URL.
+	WebSocketURL string
+	// API answers the stats panel (gateways and connections); nil
+	// disables /api/stats (404).
+	API *api.Client
+}
+
+// stats is the answer of /api/stats.
+type stats struct {
+	Gateways    int `json:"gateways"`
+	Connections int `json:"connections"`
+	// Partial says some gateway did not answer in time: the counts are
+	// those of the gateways that did.
+	Partial bool `json:"partial,omitempty"`
+}
+
+// NewWebHandler returns an http.Handler serving the page at "/", its
+// settings at "/config.json" ({"ws_url": ...}) and, when cfg.API is set,
+// the stats panel's counts at "/api/stats" ({"gateways":N,"connections":N}).
+// Other paths are 404. It does no I/O until a request comes.
+func NewWebHandler(cfg WebConfig) (http.Handler, error) {
+	if cfg.WebSocketURL == "" {
+		return nil, errors.New("chat: WebConfig.WebSocketURL is required")
+	}
+	u, err := url.Parse(cfg.WebSocketURL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, fmt.Errorf("chat: WebConfig.WebSocketURL %q must be a ws:// or wss:// URL", cfg.WebSocketURL)
+	}
+	page, err := webFiles.ReadFile("web/index.html")
+	if err != nil {
+		return nil, fmt.Errorf("chat: %w", err) // only if the embed pattern is broken
+	}
+	conf, err := json.Marshal(struct {
+		WSURL string `json:"ws_url"`
+	}{cfg.WebSocketURL})
+	if err != nil {
+		return nil, fmt.Errorf("chat: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	// "GET" patterns answer HEAD too; other methods get 405.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("Cache-Control", "no-cache")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("GET /config.json", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, conf)
+	})
+	if cfg.API != nil {
+		mux.HandleFunc("GET /api/stats", statsHandler(cfg.API))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", noSniff)
+		mux.ServeHTTP(w, r)
+	}), nil
+}
+
+// statsHandler counts gateways and connections. The API bounds both
+// queries (api.Config.QueryTimeout), and a partial answer, when a gateway
+// is slow or just died, is still worth showing.
+func statsHandler(a *api.Client) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var st stats
+		ids, err := a.GetGatewayIDs(r.Context())
+		if !usable(err, &st) {
+			writeJSON(w, http.StatusServiceUnavailable, []byte(`{"error":"gateways unreachable"}`))
+			return
+		}
+		st.Gateways = len(ids)
+		st.Connections, err = a.GetAllClientIDCount(r.Context())
+		if !usable(err, &st) {
+			writeJSON(w, http.StatusServiceUnavailable, []byte(`{"error":"gateways unreachable"}`))
+			return
+		}
+		body, err := json.Marshal(st)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, http.StatusOK, body)
+	}
+}
+
+// usable reports whether a query's result can be shown: it can when the
+// query succeeded or answered in part, which it notes in st.
+func usable(err error, st *stats) bool {
+	var partial *api.QueryError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &partial):
+		st.Partial = true
+		return true
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
