@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,6 +30,16 @@ const (
 	EventMessage
 	EventClose
 )
+
+var eventKindNames = [...]string{"", "connect", "websocket_connect", "message", "close"}
+
+// String returns the kind in snake_case, as metrics label it.
+func (k EventKind) String() string {
+	if int(k) < len(eventKindNames) && k > 0 {
+		return eventKindNames[k]
+	}
+	return "event_" + strconv.Itoa(int(k))
+}
 
 // Event is one thing that happened to a client.
 type Event struct {

@@ -77,6 +77,7 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 	switch cmd.Op {
 	case bus.OpSend:
 		g.stats.pushesOut.Add(1)
+		g.stats.bytesOut.Add(uint64(len(cmd.Body)))
 		if err := c.t.send(cmd.Body); err != nil {
 			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client is closing: " + err.Error()}
 		}
@@ -249,13 +250,16 @@ func (g *Gateway) onBroadcast(m bus.Msg) {
 }
 
 func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
+	sent := 0
 	for _, c := range targets {
 		if len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
 			continue
 		}
 		_ = c.t.send(cmd.Body)
+		sent++
 	}
-	g.stats.pushesOut.Add(uint64(len(targets)))
+	g.stats.pushesOut.Add(uint64(sent))
+	g.stats.bytesOut.Add(uint64(sent * len(cmd.Body)))
 }
 
 // Query answers are cut into parts of at most queryPartItems ids or

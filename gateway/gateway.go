@@ -64,6 +64,8 @@ type Gateway struct {
 }
 
 type stats struct {
+	accepted     atomic.Uint64
+	closed       [bus.CloseEventQueueFull + 1]atomic.Uint64
 	bytesIn      atomic.Uint64
 	bytesOut     atomic.Uint64
 	messagesIn   atomic.Uint64
@@ -95,6 +97,48 @@ func New(cfg Config) (*Gateway, error) {
 		subs:    map[string]*bus.Subscription{},
 		waiting: map[*client]struct{}{},
 	}, nil
+}
+
+// Stats is a snapshot of a gateway's counters, for metrics.
+type Stats struct {
+	// Connections is the number of connected clients now.
+	Connections int
+	// Groups and UIDs count the groups and uids with a member here now.
+	Groups, UIDs int
+	// Accepted counts connections accepted since start.
+	Accepted uint64
+	// Closed counts closed connections by reason (index: bus.CloseReason).
+	Closed []uint64
+	// MessagesIn and BytesIn count what clients sent.
+	MessagesIn, BytesIn uint64
+	// PushesOut and BytesOut count what was sent to clients.
+	PushesOut, BytesOut uint64
+	// Batches counts event batches sent to workers; Resends those sent again.
+	Batches, Resends uint64
+	// PendingAcks is the number of clients whose batch waits for a worker.
+	PendingAcks int
+	// NATSReconnects counts reconnections to NATS.
+	NATSReconnects uint64
+}
+
+// Stats returns the gateway's counters now.
+func (g *Gateway) Stats() Stats {
+	live, _, groups, uids := g.reg.counts()
+	g.waitMu.Lock()
+	pending := len(g.waiting)
+	g.waitMu.Unlock()
+	closed := make([]uint64, len(g.stats.closed))
+	for i := range closed {
+		closed[i] = g.stats.closed[i].Load()
+	}
+	return Stats{
+		Connections: live, Groups: groups, UIDs: uids,
+		Accepted: g.stats.accepted.Load(), Closed: closed,
+		MessagesIn: g.stats.messagesIn.Load(), BytesIn: g.stats.bytesIn.Load(),
+		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),
+		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
+		PendingAcks: pending, NATSReconnects: g.bus.Reconnects(),
+	}
 }
 
 // ID returns the gateway id.
@@ -253,6 +297,7 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
 		return nil
 	}
+	g.stats.accepted.Add(1)
 	return c
 }
 
@@ -261,6 +306,9 @@ func (g *Gateway) onSocketClosed(c *client) {
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return
+	}
+	if r := c.closeReason(); int(r) < len(g.stats.closed) {
+		g.stats.closed[r].Add(1)
 	}
 	for _, group := range groups {
 		g.syncGroupSub(group)

@@ -87,6 +87,10 @@ type Config struct {
 	// API configures the worker's API client; its Bus and Prefix are set
 	// from the fields above.
 	API api.Config
+	// ObserveHandler, if set, is called after every handler with the event
+	// kind, how long the handler ran and what it returned (a recovered panic
+	// counts as an error): the hook for latency metrics. It must be fast.
+	ObserveHandler func(kind bus.EventKind, took time.Duration, err error)
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -188,6 +192,17 @@ func (w *Worker) Ready() <-chan struct{} { return w.ready }
 // Handled counts the events whose handlers returned.
 func (w *Worker) Handled() uint64 { return w.handled.Load() }
 
+// InFlight is the number of batches whose handlers run now.
+func (w *Worker) InFlight() int64 { return w.inFlight.Load() }
+
+// Uptime is how long Run has been running.
+func (w *Worker) Uptime() time.Duration {
+	if w.start.IsZero() {
+		return 0
+	}
+	return time.Since(w.start)
+}
+
 // Run calls OnWorkerStart, takes events until ctx ends, then drains:
 // it stops taking events, lets running handlers finish (at most
 // DrainTimeout), calls OnWorkerStop and returns. No event it took is lost.
@@ -206,6 +221,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			return fmt.Errorf("worker: OnWorkerStart: %w", err)
 		}
 	}
+	info, err := w.bus.Subscribe(w.subj.WorkerInfo(), w.onInfo)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer func() { _ = info.Unsubscribe() }()
 	sub, err := w.bus.QueueSubscribe(w.subj.Events(), bus.WorkerQueue, w.onBatch)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -268,6 +288,20 @@ func (w *Worker) drain(ctx context.Context, sub *bus.Subscription) error {
 		return ctx.Err()
 	}
 	return w.bus.Flush(ctx)
+}
+
+// onInfo answers `gatewayworker status`.
+func (w *Worker) onInfo(m bus.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	body, err := bus.Marshal(&bus.WorkerInfo{ID: w.id, Boot: w.start.UnixMilli(), Handled: w.handled.Load(), InFlight: w.inFlight.Load()})
+	if err != nil {
+		return
+	}
+	if data, err := bus.Marshal(&bus.Reply{Body: body}); err == nil {
+		_ = w.bus.Publish(m.Reply, data)
+	}
 }
 
 // onBatch takes one batch off the subscription. It blocks only while
@@ -388,12 +422,16 @@ func (w *Worker) dispatch(c *Client, ev bus.Event) {
 	h := w.cfg.Handlers
 	ctx := w.handlerCtx
 	var err error
+	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			w.logHandlerError("handler panicked", "client_id", c.id, "event", ev.Kind, "panic", p, "stack", string(debug.Stack()))
-		}
-		if err != nil {
+			err = fmt.Errorf("worker: handler panicked: %v", p)
+		} else if err != nil {
 			w.logHandlerError("handler failed", "client_id", c.id, "event", ev.Kind, "err", err)
+		}
+		if w.cfg.ObserveHandler != nil {
+			w.cfg.ObserveHandler(ev.Kind, time.Since(start), err)
 		}
 	}()
 	switch ev.Kind {

@@ -51,6 +51,11 @@ func (c *cli) int(p *int, name string, def int, usage string) {
 	c.note(name)
 }
 
+func (c *cli) boolean(p *bool, name string, def bool, usage string) {
+	c.fs.BoolVar(p, name, def, usage)
+	c.note(name)
+}
+
 func (c *cli) dur(p *time.Duration, name string, def time.Duration, usage string) {
 	c.fs.DurationVar(p, name, def, usage)
 	c.note(name)

@@ -20,6 +20,7 @@ Usage:
   gatewayworker [run] [flags]      everything in one process on embedded NATS (chat demo at http://127.0.0.1:8080)
   gatewayworker gateway [flags]    a gateway against an external NATS
   gatewayworker worker [flags]     a worker (--app chat|bench) against an external NATS
+  gatewayworker status [--json]    the live gateways and workers, with their counters
   gatewayworker <command> --help   the flags of a command, grouped by tier
 
 Every flag --some-name can also be set as the environment variable GW_SOME_NAME.`
@@ -51,11 +52,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runGateway(ctx, args, stdout)
 	case "worker":
 		return runWorker(ctx, args, stdout)
+	case "status":
+		return runStatus(ctx, args, stdout)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want run, gateway or worker; see --help)", cmd)
+	return fmt.Errorf("unknown command %q (want run, gateway, worker or status; see --help)", cmd)
 }
 
 // parseOrHelp parses args; on --help it prints the grouped flags and

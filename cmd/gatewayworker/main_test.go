@@ -206,3 +206,45 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 	err = dispatch(context.Background(), []string{"gateway"}, io.Discard, io.Discard)
 	require.ErrorContains(t, err, "GW_MAX_CONNS")
 }
+
+// TestStatusAndMetrics: `status` and /metrics show a running `run` with the
+// right connection counts.
+func TestStatusAndMetrics(t *testing.T) {
+	banner, _ := startRun(t, "--http", freeAddr(t))
+	page := field(t, banner, "chat page")
+	ws := field(t, banner, "websocket")
+	natsURL := field(t, banner, "nats")
+	origin := http.Header{"Origin": {strings.TrimSuffix(page, "/")}}
+	for range 2 {
+		c, _, err := websocket.DefaultDialer.Dial(ws, origin)
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "x", "room_id": 1}))
+	}
+
+	var report statusReport
+	require.Eventually(t, func() bool {
+		var out bytes.Buffer
+		if err := dispatch(context.Background(), append([]string{"status", "--json", "--nats", natsURL}, quietLogs...), &out, io.Discard); err != nil {
+			return false
+		}
+		report = statusReport{}
+		return json.Unmarshal(out.Bytes(), &report) == nil && len(report.Gateways) == 1 && report.Gateways[0].Connections == 2 &&
+			len(report.Workers) == 1 && report.Workers[0].Handled >= 4
+	}, 10*time.Second, 50*time.Millisecond, "report: %+v", report)
+	require.Equal(t, int64(1), report.Gateways[0].Groups)
+	require.Contains(t, report.Gateways[0].Addrs, ws)
+
+	var text bytes.Buffer
+	require.NoError(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL}, quietLogs...), &text, io.Discard))
+	require.Contains(t, text.String(), "GATEWAYS (1)")
+	require.Contains(t, text.String(), "WORKERS (1)")
+
+	resp, err := http.Get(page + "metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(body), "gatewayworker_gateway_connections 2")
+	require.Contains(t, string(body), `gatewayworker_worker_handler_seconds_count{event="message"}`)
+	require.Contains(t, string(body), `gatewayworker_gateway_closed_total{reason="slow consumer"} 0`)
+}

@@ -97,7 +97,9 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.register(c)
 	w.register(c)
 	c.group("Chat page")
-	c.str(&http, "http", "127.0.0.1:8080", "address of the chat page (app chat); empty disables")
+	c.str(&http, "http", "127.0.0.1:8080", "address of the chat page (app chat) and /metrics; empty disables")
+	var metricsAddr string
+	metricsFlag(c, &metricsAddr)
 	l.register(c)
 	if err := parseOrHelp(c, args, stdout); err != nil {
 		return err
@@ -148,10 +150,14 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	m := newMetrics()
+	wcfg.ObserveHandler = m.observe
 	wk, err := worker.New(wcfg)
 	if err != nil {
 		return err
 	}
+	m.addGateway(gw)
+	m.addWorker(wk)
 
 	// Workers stop after the gateway, so they handle the close events of the
 	// clients the gateway closes on its way out.
@@ -191,7 +197,9 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer a.Close()
 		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: "ws://" + gw.WebSocketAddr() + g.wsPath, API: a})
 		if err == nil {
-			page, err = serveHTTP(http, h, log)
+			mux := newMux(m)
+			mux.Handle("/", h)
+			page, err = serveHTTP(http, mux, log)
 			err = listenError(err, "http", http)
 		}
 		if err != nil {
@@ -200,6 +208,12 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer page.stop()
 	}
+	stopMetrics, err := serveMetrics(metricsAddr, m, log)
+	if err != nil {
+		_ = shutdown()
+		return err
+	}
+	defer stopMetrics()
 	banner(stderr, n.urls, embedded != nil, gw, &g, page, w.app)
 
 	select {

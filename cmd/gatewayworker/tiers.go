@@ -19,6 +19,8 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCLI("gateway", "gatewayworker gateway: a gateway against an external NATS.")
 	n.register(c, false)
 	g.register(c)
+	var metricsAddr string
+	metricsFlag(c, &metricsAddr)
 	l.register(c)
 	if err := parseOrHelp(c, args, stdout); err != nil {
 		return err
@@ -43,6 +45,13 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	m := newMetrics()
+	m.addGateway(gw)
+	stopMetrics, err := serveMetrics(metricsAddr, m, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	return gatewayListenError(gw.Run(ctx))
 }
 
@@ -56,6 +65,8 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCLI("worker", "gatewayworker worker: a worker of --app against an external NATS.")
 	n.register(c, false)
 	w.register(c)
+	var metricsAddr string
+	metricsFlag(c, &metricsAddr)
 	l.register(c)
 	if err := parseOrHelp(c, args, stdout); err != nil {
 		return err
@@ -73,10 +84,18 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	m := newMetrics()
+	cfg.ObserveHandler = m.observe
 	wk, err := worker.New(cfg)
 	if err != nil {
 		return err
 	}
+	m.addWorker(wk)
+	stopMetrics, err := serveMetrics(metricsAddr, m, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	if err := wk.Run(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

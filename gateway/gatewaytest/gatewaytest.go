@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,11 +158,16 @@ func (in *inbox) Closed(timeout time.Duration) error {
 	}
 }
 
-// WS is a WebSocket test client.
+// WS is a WebSocket test client. It answers pings as browsers do and
+// counts them.
 type WS struct {
 	*inbox
-	Conn *websocket.Conn
+	Conn  *websocket.Conn
+	pings atomic.Int64
 }
+
+// Pings returns how many WebSocket ping frames arrived.
+func (c *WS) Pings() int64 { return c.pings.Load() }
 
 // DialWS connects to g's WebSocket listener with an optional header.
 func DialWS(t testing.TB, g *gateway.Gateway, path string, header map[string][]string) *WS {
@@ -185,10 +191,16 @@ func TryDialWS(g *gateway.Gateway, path string, header map[string][]string) (*WS
 	if err != nil {
 		return nil, err
 	}
-	return &WS{Conn: conn, inbox: newInbox(nil, func() (string, error) {
+	c := &WS{Conn: conn}
+	conn.SetPingHandler(func(data string) error {
+		c.pings.Add(1)
+		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	c.inbox = newInbox(nil, func() (string, error) {
 		_, b, err := conn.ReadMessage()
 		return string(b), err
-	})}, nil
+	})
+	return c, nil
 }
 
 // Send writes a text frame.

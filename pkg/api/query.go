@@ -36,9 +36,10 @@ type presence struct {
 
 	mu      sync.Mutex
 	sub     *bus.Subscription
-	since   time.Time
-	lastErr error
-	seen    map[string]time.Time
+	since time.Time
+	// discovered is set once a ping round has filled seen.
+	discovered bool
+	seen       map[string]time.Time
 }
 
 // beatsToLive is how many beat intervals a gateway may stay silent before
@@ -93,7 +94,8 @@ func (p *presence) note(gw string) {
 }
 
 // live returns the gateways heard from recently; fresh is true while the
-// subscription is too young to have heard every gateway's beat.
+// subscription is too young to have heard every gateway's beat and no
+// discovery round has run yet.
 func (p *presence) live(maxAge time.Duration) (ids []string, fresh bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -105,7 +107,13 @@ func (p *presence) live(maxAge time.Duration) (ids []string, fresh bool) {
 			delete(p.seen, id)
 		}
 	}
-	return ids, now.Sub(p.since) < maxAge
+	return ids, !p.discovered && now.Sub(p.since) < maxAge
+}
+
+func (p *presence) markDiscovered() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.discovered = true
 }
 
 // discoveryWindow is how long a client that just started listens for ping
@@ -191,6 +199,7 @@ func (c *Client) discover(ctx context.Context) {
 		}
 		return false
 	})
+	c.gateways.markDiscovered()
 }
 
 // count sums a counting query's answers.
@@ -359,6 +368,27 @@ func (c *Client) GetGatewayInfos(ctx context.Context) ([]bus.GatewayInfo, error)
 	slices.SortFunc(infos, func(a, b bus.GatewayInfo) int { return strings.Compare(a.ID, b.ID) })
 	if err == nil {
 		err = decodeErr
+	}
+	return infos, err
+}
+
+// GetWorkerInfos asks every worker about itself and returns the answers that
+// came within wait (workers are not counted in advance: they may come and go).
+func (c *Client) GetWorkerInfos(ctx context.Context, wait time.Duration) ([]bus.WorkerInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var infos []bus.WorkerInfo
+	err := c.bus.Gather(ctx, c.subj.WorkerInfo(), nil, func(m bus.Msg) bool {
+		var rep bus.Reply
+		var info bus.WorkerInfo
+		if bus.Unmarshal(m.Data, &rep) == nil && bus.Unmarshal(rep.Body, &info) == nil {
+			infos = append(infos, info)
+		}
+		return false
+	})
+	slices.SortFunc(infos, func(a, b bus.WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
+	if errors.Is(err, bus.ErrTimeout) || errors.Is(err, bus.ErrNoResponders) {
+		err = nil // the window closed, or no worker runs: both are answers
 	}
 	return infos, err
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
+)
+
+// statusReport is what `status --json` prints; its fields are documented
+// in the README ("gatewayworker status").
+type statusReport struct {
+	Gateways []gatewayStatus `json:"gateways"`
+	Workers  []workerStatus  `json:"workers"`
+	// Missing lists gateways that are alive by their heartbeats but did not answer.
+	Missing []string `json:"missing,omitempty"`
+}
+
+type gatewayStatus struct {
+	bus.GatewayInfo
+	UptimeSeconds float64 `json:"uptime_seconds"`
+}
+
+type workerStatus struct {
+	bus.WorkerInfo
+	UptimeSeconds float64 `json:"uptime_seconds"`
+}
+
+// runStatus prints the live gateways and workers, like `php start.php status`.
+func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		n       natsFlags
+		l       logFlags
+		asJSON  bool
+		timeout time.Duration
+	)
+	c := newCLI("status", "gatewayworker status: the live gateways and workers of a deployment.")
+	n.register(c, false)
+	c.group("Output")
+	c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
+	c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")
+	l.register(c)
+	if err := parseOrHelp(c, args, stdout); err != nil {
+		return err
+	}
+	log, err := l.logger()
+	if err != nil {
+		return err
+	}
+	b, err := connectBus(ctx, &n, "status", log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	a, err := api.New(api.Config{Bus: b, Prefix: n.prefix, QueryTimeout: timeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	var report statusReport
+	now := time.Now()
+	infos, err := a.GetGatewayInfos(ctx)
+	var qe *api.QueryError
+	if errors.As(err, &qe) {
+		report.Missing = qe.Missing
+	} else if err != nil {
+		return err
+	}
+	for _, g := range infos {
+		report.Gateways = append(report.Gateways, gatewayStatus{g, uptime(now, g.Boot)})
+	}
+	workers, err := a.GetWorkerInfos(ctx, timeout/2)
+	if err != nil {
+		return err
+	}
+	for _, w := range workers {
+		report.Workers = append(report.Workers, workerStatus{w, uptime(now, w.Boot)})
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	printStatus(stdout, report)
+	return nil
+}
+
+func uptime(now time.Time, bootMillis int64) float64 {
+	return now.Sub(time.UnixMilli(bootMillis)).Round(time.Second).Seconds()
+}
+
+func printStatus(w io.Writer, r statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "GATEWAYS (%d)\n", len(r.Gateways))
+	fmt.Fprintln(tw, "ID\tUPTIME\tCONNECTIONS\tGROUPS\tUIDS\tMESSAGES IN\tBYTES IN\tPUSHES OUT\tBYTES OUT\tLISTENS")
+	var conns int64
+	for _, g := range r.Gateways {
+		conns += g.Connections
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", g.ID, time.Duration(g.UptimeSeconds)*time.Second,
+			g.Connections, g.Groups, g.UIDs, g.MessagesIn, g.BytesIn, g.PushesOut, g.BytesOut, strings.Join(g.Addrs, " "))
+	}
+	for _, id := range r.Missing {
+		fmt.Fprintf(tw, "%s\tNOT ANSWERING\n", id)
+	}
+	fmt.Fprintf(tw, "total\t\t%d\n\n", conns)
+	fmt.Fprintf(tw, "WORKERS (%d)\n", len(r.Workers))
+	fmt.Fprintln(tw, "ID\tUPTIME\tEVENTS HANDLED\tIN FLIGHT")
+	for _, wk := range r.Workers {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", wk.ID, time.Duration(wk.UptimeSeconds)*time.Second, wk.Handled, wk.InFlight)
+	}
+	_ = tw.Flush()
+}
