@@ -3,6 +3,7 @@ package gateway
 import (
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/gatewayworker/gatewayworker/bus"
 )
@@ -10,7 +11,8 @@ import (
 // transport writes to one client's socket. Implementations never block:
 // nbio queues what the socket cannot take, up to Config.SendQueueLimit.
 type transport interface {
-	send(data []byte) error
+	// send writes one message; text says it is valid UTF-8 (see isText).
+	send(data []byte, text bool) error
 	// ping sends a protocol-level keepalive, where the protocol has one.
 	ping()
 	// close closes the socket, after sending last if it is not empty.
@@ -23,6 +25,8 @@ type client struct {
 	id   string
 	addr string
 	t    transport
+	// shard is the fanout goroutine that writes this client's pushes.
+	shard uint8
 	// silent counts heartbeat intervals without input.
 	silent atomic.Int32
 	// reason is the CloseReason recorded by whoever closes the socket.
@@ -66,3 +70,8 @@ func (c *client) closeReason() bus.CloseReason {
 // eventSize is what an event counts against MaxPendingEventBytes: its body
 // plus a fixed overhead, so a flood of empty messages is bounded too.
 func eventSize(e bus.Event) int { return len(e.Body) + 64 }
+
+// isText reports whether data goes to WebSocket clients as a text frame:
+// JSON reaches browsers as strings, and bytes that are not UTF-8 as binary.
+// Callers compute it once per message, not once per recipient.
+func isText(data []byte) bool { return utf8.Valid(data) }

@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -78,7 +77,7 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 	case bus.OpSend:
 		g.stats.pushesOut.Add(1)
 		g.stats.bytesOut.Add(uint64(len(cmd.Body)))
-		if err := c.t.send(cmd.Body); err != nil {
+		if err := c.t.send(cmd.Body, isText(cmd.Body)); err != nil {
 			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client is closing: " + err.Error()}
 		}
 	case bus.OpClose, bus.OpDestroy:
@@ -229,7 +228,7 @@ func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*c
 	}
 	switch cmd.Op {
 	case bus.OpSend:
-		g.fanOut(members(name, nil), cmd)
+		g.fanOut(g.life, members(name, nil), cmd)
 	case bus.OpUngroup:
 		if g.reg.ungroup(name) {
 			g.syncGroupSub(name)
@@ -246,20 +245,7 @@ func (g *Gateway) onBroadcast(m bus.Msg) {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}
-	g.fanOut(g.reg.liveClients(nil), cmd)
-}
-
-func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
-	sent := 0
-	for _, c := range targets {
-		if len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
-			continue
-		}
-		_ = c.t.send(cmd.Body)
-		sent++
-	}
-	g.stats.pushesOut.Add(uint64(sent))
-	g.stats.bytesOut.Add(uint64(sent * len(cmd.Body)))
+	g.fanOut(g.life, g.reg.liveClients(nil), cmd)
 }
 
 // Query answers are cut into parts of at most queryPartItems ids or

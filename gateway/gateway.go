@@ -53,6 +53,7 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
+	fan     fanout
 	ws      *nbhttp.Engine
 	tcp     *nbio.Engine
 	wsAddr  string
@@ -163,6 +164,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer endLife()
 	g.life = life
 
+	g.fan.start(g)
+	defer g.fan.stop()
 	fixed, err := g.subscribeFixed()
 	if err != nil {
 		return err
@@ -288,10 +291,12 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 	if g.stopping.Load() {
 		return nil
 	}
+	seq := g.nextSeq.Add(1)
 	c := &client{
-		id:   clientid.Make(g.cfg.ID, uint64(g.boot.UnixMilli()), g.nextSeq.Add(1)),
-		addr: addr,
-		t:    t,
+		id:    clientid.Make(g.cfg.ID, uint64(g.boot.UnixMilli()), seq),
+		addr:  addr,
+		t:     t,
+		shard: uint8(seq % fanoutShards),
 	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
@@ -498,6 +503,7 @@ func (g *Gateway) sweep(now time.Time) {
 // heartbeat runs every PingInterval, with GatewayWorker's semantics.
 func (g *Gateway) heartbeat() {
 	limit := int32(g.cfg.PingNotResponseLimit)
+	pingText := isText(g.cfg.PingData)
 	for _, c := range g.reg.liveClients(nil) {
 		n := c.silent.Add(1)
 		if limit > 0 && n > limit {
@@ -506,7 +512,7 @@ func (g *Gateway) heartbeat() {
 			continue
 		}
 		if len(g.cfg.PingData) > 0 {
-			_ = c.t.send(g.cfg.PingData)
+			_ = c.t.send(g.cfg.PingData, pingText)
 		} else {
 			c.t.ping()
 		}

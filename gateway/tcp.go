@@ -15,7 +15,7 @@ type tcpTransport struct {
 	codec protocol.Codec
 }
 
-func (t *tcpTransport) send(data []byte) error {
+func (t *tcpTransport) send(data []byte, _ bool) error {
 	_, err := t.c.Write(t.codec.Append(make([]byte, 0, len(data)+8), data))
 	return err
 }
@@ -24,7 +24,7 @@ func (t *tcpTransport) ping() {}
 
 func (t *tcpTransport) close(last []byte) {
 	if len(last) > 0 {
-		_ = t.send(last)
+		_ = t.send(last, false)
 	}
 	_ = t.c.Close()
 }

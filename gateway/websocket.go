@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
@@ -33,12 +32,10 @@ func (e *ListenError) Unwrap() error { return e.Err }
 
 type wsTransport struct{ c *websocket.Conn }
 
-// send writes data as a text frame when it is valid UTF-8 and as a binary
-// frame otherwise, so JSON reaches browsers as strings and bytes stay bytes.
-func (t *wsTransport) send(data []byte) error {
-	mt := websocket.TextMessage
-	if !utf8.Valid(data) {
-		mt = websocket.BinaryMessage
+func (t *wsTransport) send(data []byte, text bool) error {
+	mt := websocket.BinaryMessage
+	if text {
+		mt = websocket.TextMessage
 	}
 	return t.c.WriteMessage(mt, data)
 }
@@ -47,7 +44,7 @@ func (t *wsTransport) ping() { _ = t.c.WriteMessage(websocket.PingMessage, nil) 
 
 func (t *wsTransport) close(last []byte) {
 	if len(last) > 0 {
-		_ = t.send(last)
+		_ = t.send(last, isText(last))
 	}
 	_ = t.c.WriteClose(1000, "")
 	_ = t.c.Close()

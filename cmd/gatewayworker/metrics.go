@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,10 +110,15 @@ func metricsFlag(c *cli, addr *string) {
 	c.str(addr, "metrics", "", "address to serve Prometheus /metrics on; empty disables (run also serves it on --http)")
 }
 
-// newMux returns a mux serving /metrics.
+// newMux returns a mux serving /metrics and Go's profiler under
+// /debug/pprof/ (both on loopback unless configured otherwise).
 func newMux(m *metrics) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
