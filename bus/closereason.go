@@ -29,6 +29,8 @@ const (
 	// CloseEventQueueFull: the client sent faster than workers acknowledged,
 	// past the gateway's pending-event byte limit.
 	CloseEventQueueFull
+	// CloseRateLimited: the client sent more messages per second than allowed.
+	CloseRateLimited
 )
 
 var closeReasonNames = [...]string{
@@ -42,6 +44,7 @@ var closeReasonNames = [...]string{
 	CloseGatewayShutdown:  "gateway shutdown",
 	CloseGatewayLost:      "gateway lost",
 	CloseEventQueueFull:   "event queue full",
+	CloseRateLimited:      "rate limited",
 }
 
 // String returns the reason in words.

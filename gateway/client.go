@@ -50,8 +50,22 @@ type client struct {
 	// ended is set once the close event is queued: nothing follows it.
 	ended bool
 
-	// carry is unconsumed TCP input; only the connection's reader touches it.
-	carry []byte
+	// Only the connection's reader (one at a time) touches these:
+	// carry is unconsumed TCP input; rateSecond and rateCount count the
+	// messages of the current second for MaxMessagesPerSecond.
+	carry      []byte
+	rateSecond int64
+	rateCount  int32
+}
+
+// allowMessage counts one message in second now and reports whether the
+// client stays within limit messages per second.
+func (c *client) allowMessage(now int64, limit int) bool {
+	if now != c.rateSecond {
+		c.rateSecond, c.rateCount = now, 0
+	}
+	c.rateCount++
+	return int(c.rateCount) <= limit
 }
 
 // setReason records why the socket is being closed, unless a reason is

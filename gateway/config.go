@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -30,6 +32,11 @@ const (
 	MaxBatchBytes = 256 << 10
 )
 
+// TLSFiles names a PEM certificate (chain) and its private key.
+type TLSFiles struct {
+	CertFile, KeyFile string
+}
+
 // Config configures a [Gateway]. Zero values mean the documented default;
 // New copies it and never changes the caller's value.
 type Config struct {
@@ -53,10 +60,19 @@ type Config struct {
 	// from ("https://chat.example.com"); "*" allows any. Empty allows any,
 	// which suits non-browser clients; set it when browsers connect.
 	AllowedOrigins []string
-	// TCPAddr is where raw TCP clients connect. Empty means no TCP listener.
-	TCPAddr string
-	// TCPCodec cuts the TCP stream into messages. Nil means protocol.Text.
-	TCPCodec protocol.Codec
+	// WebSocketTLS, if set, makes the WebSocket listener serve wss://.
+	// Nil means plain ws://, which suits a gateway behind a TLS-terminating
+	// proxy (see TrustedProxies).
+	WebSocketTLS *TLSFiles
+	// WebSocketCompression negotiates permessage-deflate with clients that
+	// ask for it. Off by default: it costs CPU and memory per connection.
+	WebSocketCompression bool
+	// TrustedProxies are the networks of reverse proxies whose
+	// X-Forwarded-For header is believed for a client's address. Empty
+	// means the header is ignored: anyone can write it.
+	TrustedProxies []netip.Prefix
+	// TCP lists raw TCP listeners, each with its protocol. Empty means none.
+	TCP []TCPListener
 
 	// PingInterval is how often the heartbeat runs (GatewayWorker's
 	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
@@ -82,6 +98,9 @@ type Config struct {
 	// for workers before the client is closed with bus.CloseEventQueueFull.
 	// Zero means DefaultMaxPendingEventBytes (1 MiB).
 	MaxPendingEventBytes int
+	// MaxMessagesPerSecond closes a client that sends more messages than
+	// this within one second (bus.CloseRateLimited). Zero means no limit.
+	MaxMessagesPerSecond int
 	// MaxConnections caps this gateway's clients. Zero means
 	// DefaultMaxConnections (100,000).
 	MaxConnections int
@@ -118,8 +137,11 @@ func (c Config) withDefaults() Config {
 	if c.WebSocketPath == "" {
 		c.WebSocketPath = DefaultWebSocketPath
 	}
-	if c.TCPCodec == nil {
-		c.TCPCodec = protocol.Text{}
+	c.TCP = slices.Clone(c.TCP)
+	for i := range c.TCP {
+		if c.TCP[i].Codec == nil {
+			c.TCP[i].Codec = protocol.Text{}
+		}
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
@@ -167,8 +189,13 @@ func (c Config) validate() error {
 	if err := clientid.ValidateGatewayID(c.ID); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	if c.WebSocketAddr == "" && c.TCPAddr == "" {
-		return errors.New("gateway: no listener: set WebSocketAddr or TCPAddr")
+	if c.WebSocketAddr == "" && len(c.TCP) == 0 {
+		return errors.New("gateway: no listener: set WebSocketAddr or TCP")
+	}
+	for _, l := range c.TCP {
+		if l.Addr == "" {
+			return fmt.Errorf("gateway: a %s TCP listener has no address", l.Codec.Name())
+		}
 	}
 	if c.WebSocketPath[0] != '/' {
 		return fmt.Errorf("gateway: WebSocketPath %q must start with '/'", c.WebSocketPath)
@@ -177,6 +204,7 @@ func (c Config) validate() error {
 		"MaxMessageSize": c.MaxMessageSize, "SendQueueLimit": c.SendQueueLimit,
 		"MaxPendingEventBytes": c.MaxPendingEventBytes, "MaxConnections": c.MaxConnections,
 		"MaxGroupsPerClient": c.MaxGroupsPerClient, "PingNotResponseLimit": c.PingNotResponseLimit + 1,
+		"MaxMessagesPerSecond": c.MaxMessagesPerSecond,
 	} {
 		if v < 0 {
 			return fmt.Errorf("gateway: %s must not be negative", name)

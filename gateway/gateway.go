@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -53,20 +52,19 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
-	fan     fanout
-	ws      *nbhttp.Engine
-	tcp     *nbio.Engine
-	wsAddr  string
-	tcpAddr string
-	loops   sync.WaitGroup
-	warns   ratelog.Limiter
+	fan    fanout
+	ws     *nbhttp.Engine
+	tcp    []*tcpServer
+	wsAddr string
+	loops  sync.WaitGroup
+	warns  ratelog.Limiter
 
 	stats stats
 }
 
 type stats struct {
 	accepted     atomic.Uint64
-	closed       [bus.CloseEventQueueFull + 1]atomic.Uint64
+	closed       [bus.CloseRateLimited + 1]atomic.Uint64
 	bytesIn      atomic.Uint64
 	bytesOut     atomic.Uint64
 	messagesIn   atomic.Uint64
@@ -151,8 +149,13 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 // WebSocketAddr is the address the WebSocket listener is bound to, once Ready.
 func (g *Gateway) WebSocketAddr() string { return g.wsAddr }
 
-// TCPAddr is the address the TCP listener is bound to, once Ready.
-func (g *Gateway) TCPAddr() string { return g.tcpAddr }
+// TCPAddr is the address the first TCP listener is bound to, once Ready.
+func (g *Gateway) TCPAddr() string {
+	if len(g.tcp) == 0 {
+		return ""
+	}
+	return g.tcp[0].addr
+}
 
 // Run listens and serves until ctx ends, then closes every client, waits up
 // to DrainTimeout for workers to acknowledge their close events, and returns.
@@ -184,8 +187,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.startLoop(life, g.cfg.PingInterval, func(time.Time) { g.heartbeat() })
 	}
 	g.beat(false)
-	g.log.Info("gateway listening", "websocket", g.wsAddr, "ws_path", g.cfg.WebSocketPath, "tcp", g.tcpAddr,
-		"tcp_protocol", g.cfg.TCPCodec.Name())
+	g.log.Info("gateway listening", "websocket", g.wsAddr, "ws_path", g.cfg.WebSocketPath, "addrs", g.Addrs())
 	close(g.ready)
 
 	<-ctx.Done()
@@ -221,8 +223,8 @@ func (g *Gateway) shutdown() {
 	if g.ws != nil {
 		_ = g.ws.Shutdown(stopCtx)
 	}
-	if g.tcp != nil {
-		g.tcp.Stop()
+	for _, t := range g.tcp {
+		t.engine.Stop()
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -324,12 +326,19 @@ func (g *Gateway) onSocketClosed(c *client) {
 	g.pushEvent(c, bus.Event{Kind: bus.EventClose, Reason: c.closeReason()})
 }
 
-// onInput notes that c is alive and forwards one message.
-func (g *Gateway) onInput(c *client, msg []byte) {
+// onInput notes that c is alive and forwards one message. It returns false
+// when c sent too fast and must be closed.
+func (g *Gateway) onInput(c *client, msg []byte) bool {
 	c.silent.Store(0)
+	if limit := g.cfg.MaxMessagesPerSecond; limit > 0 && !c.allowMessage(time.Now().Unix(), limit) {
+		c.setReason(bus.CloseRateLimited)
+		g.warnRateLimited("client closed: over MaxMessagesPerSecond", "client_id", c.id, "limit", limit)
+		return false
+	}
 	g.stats.messagesIn.Add(1)
 	g.stats.bytesIn.Add(uint64(len(msg)))
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
+	return true
 }
 
 // pushEvent queues ev for c and sends a batch if none is in flight.
@@ -519,14 +528,19 @@ func (g *Gateway) heartbeat() {
 	}
 }
 
-// addrs lists the listeners as URLs.
-func (g *Gateway) addrs() []string {
+// Addrs lists the listeners as URLs, once Ready: "ws://host:port/path",
+// "wss://...", "text://host:port", "frame://host:port".
+func (g *Gateway) Addrs() []string {
 	var addrs []string
 	if g.wsAddr != "" {
-		addrs = append(addrs, "ws://"+g.wsAddr+g.cfg.WebSocketPath)
+		scheme := "ws://"
+		if g.cfg.WebSocketTLS != nil {
+			scheme = "wss://"
+		}
+		addrs = append(addrs, scheme+g.wsAddr+g.cfg.WebSocketPath)
 	}
-	if g.tcpAddr != "" {
-		addrs = append(addrs, g.cfg.TCPCodec.Name()+"://"+g.tcpAddr)
+	for _, t := range g.tcp {
+		addrs = append(addrs, t.codec.Name()+"://"+t.addr)
 	}
 	return addrs
 }
@@ -534,7 +548,7 @@ func (g *Gateway) addrs() []string {
 // beat announces this gateway to API clients and workers.
 func (g *Gateway) beat(leaving bool) {
 	live, _, _, _ := g.reg.counts()
-	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.addrs(), Conns: int64(live)})
+	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.Addrs(), Conns: int64(live)})
 	if err == nil {
 		_ = g.bus.Publish(g.subj.Heartbeat(), data)
 	}

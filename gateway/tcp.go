@@ -10,6 +10,14 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
+// TCPListener is one raw TCP listener and the protocol its clients speak.
+type TCPListener struct {
+	// Addr is the listen address ("127.0.0.1:7273").
+	Addr string
+	// Codec cuts the stream into messages. Nil means protocol.Text.
+	Codec protocol.Codec
+}
+
 type tcpTransport struct {
 	c     *nbio.Conn
 	codec protocol.Codec
@@ -29,16 +37,27 @@ func (t *tcpTransport) close(last []byte) {
 	_ = t.c.Close()
 }
 
-func (g *Gateway) listenTCP() error {
+// tcpServer is one running TCP listener.
+type tcpServer struct {
+	engine *nbio.Engine
+	codec  protocol.Codec
+	addr   string
+}
+
+func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
+	codec := l.Codec
+	if codec == nil {
+		codec = protocol.Text{}
+	}
 	e := nbio.NewEngine(nbio.Config{
-		Name:               "gateway-tcp",
+		Name:               "gateway-" + codec.Name(),
 		Network:            "tcp",
-		Addrs:              []string{g.cfg.TCPAddr},
+		Addrs:              []string{l.Addr},
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		ReadBufferSize:     16 << 10,
 	})
 	e.OnOpen(func(conn *nbio.Conn) {
-		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{c: conn, codec: g.cfg.TCPCodec})
+		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{c: conn, codec: codec})
 		if c == nil {
 			_ = conn.Close()
 			return
@@ -54,7 +73,7 @@ func (g *Gateway) listenTCP() error {
 			_ = conn.Close()
 			return
 		}
-		g.onTCPData(conn, c, data)
+		g.onTCPData(conn, c, codec, data)
 	})
 	e.OnClose(func(conn *nbio.Conn, err error) {
 		c, ok := conn.Session().(*client)
@@ -67,21 +86,19 @@ func (g *Gateway) listenTCP() error {
 		g.onSocketClosed(c)
 	})
 	if err := e.Start(); err != nil {
-		return &ListenError{Listener: "tcp", Addr: g.cfg.TCPAddr, Err: err}
+		return nil, &ListenError{Listener: codec.Name(), Addr: l.Addr, Err: err}
 	}
-	g.tcp = e
-	g.tcpAddr = e.Addrs[0]
-	return nil
+	return &tcpServer{engine: e, codec: codec, addr: e.Addrs[0]}, nil
 }
 
-func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, data []byte) {
+func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, codec protocol.Codec, data []byte) {
 	buf := data
 	if len(c.carry) > 0 {
 		c.carry = append(c.carry, data...)
 		buf = c.carry
 	}
 	for len(buf) > 0 {
-		msg, n, err := g.cfg.TCPCodec.Split(buf, g.cfg.MaxMessageSize)
+		msg, n, err := codec.Split(buf, g.cfg.MaxMessageSize)
 		if err != nil {
 			reason := bus.CloseProtocolError
 			if errors.Is(err, protocol.ErrTooLarge) {
@@ -96,7 +113,11 @@ func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, data []byte) {
 		if n == 0 {
 			break
 		}
-		g.onInput(c, bytes.Clone(msg))
+		if !g.onInput(c, bytes.Clone(msg)) {
+			c.carry = nil
+			_ = conn.Close()
+			return
+		}
 		buf = buf[n:]
 	}
 	switch {

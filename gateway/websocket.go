@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
@@ -55,6 +57,7 @@ func (g *Gateway) listenWebSocket() error {
 	up.KeepaliveTime = 0 // heartbeats are ours: one ticker for all clients
 	up.MessageLengthLimit = g.cfg.MaxMessageSize
 	up.CheckOrigin = g.checkOrigin
+	up.EnableCompression(g.cfg.WebSocketCompression)
 	up.OnMessage(func(conn *websocket.Conn, _ websocket.MessageType, data []byte) {
 		c, ok := conn.Session().(*client)
 		if !ok {
@@ -62,7 +65,9 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		// nbio hands us a fresh buffer (ReleaseWebsocketPayload is off): keep it.
-		g.onInput(c, data)
+		if !g.onInput(c, data) {
+			_ = conn.Close()
+		}
 	})
 	up.SetPingHandler(func(conn *websocket.Conn, data string) {
 		if c, ok := conn.Session().(*client); ok {
@@ -96,7 +101,7 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		t := &wsTransport{c: conn}
-		c := g.newClient(r.RemoteAddr, t)
+		c := g.newClient(g.clientAddr(r), t)
 		if c == nil {
 			_ = conn.WriteClose(1013, "try again later")
 			_ = conn.Close()
@@ -108,10 +113,22 @@ func (g *Gateway) listenWebSocket() error {
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
 		}})
 	})
+	addrs, tlsAddrs := []string{g.cfg.WebSocketAddr}, []string(nil)
+	var tlsConfig *tls.Config
+	if f := g.cfg.WebSocketTLS; f != nil {
+		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		if err != nil {
+			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: fmt.Errorf("TLS certificate: %w", err)}
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		addrs, tlsAddrs = nil, addrs
+	}
 	e := nbhttp.NewEngine(nbhttp.Config{
 		Name:               "gateway-ws",
 		Network:            "tcp",
-		Addrs:              []string{g.cfg.WebSocketAddr},
+		Addrs:              addrs,
+		AddrsTLS:           tlsAddrs,
+		TLSConfig:          tlsConfig,
 		Handler:            mux,
 		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
@@ -123,8 +140,46 @@ func (g *Gateway) listenWebSocket() error {
 		return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 	}
 	g.ws = e
-	g.wsAddr = e.Addrs[0]
+	if g.cfg.WebSocketTLS != nil {
+		g.wsAddr = e.AddrsTLS[0]
+	} else {
+		g.wsAddr = e.Addrs[0]
+	}
 	return nil
+}
+
+// clientAddr is the client's address: the connection's, or, behind a
+// trusted proxy, the nearest address in X-Forwarded-For that is not one of
+// the trusted proxies.
+func (g *Gateway) clientAddr(r *http.Request) string {
+	if len(g.cfg.TrustedProxies) == 0 {
+		return r.RemoteAddr
+	}
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !g.trusted(peer.Addr()) {
+		return r.RemoteAddr
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return r.RemoteAddr // a forged or broken header: believe the socket
+		}
+		if !g.trusted(hop) {
+			return hop.String()
+		}
+	}
+	return r.RemoteAddr
+}
+
+func (g *Gateway) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range g.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkOrigin applies AllowedOrigins. Requests without an Origin header do
@@ -171,12 +226,14 @@ func (g *Gateway) listen() error {
 	routeNbioLogs()
 	// nbio can hang in its own cleanup when an engine stops right after a
 	// failed start: find taken addresses before starting any engine.
-	for _, l := range []struct{ name, addr string }{{"websocket", g.cfg.WebSocketAddr}, {"tcp", g.cfg.TCPAddr}} {
-		if l.addr == "" {
-			continue
+	if g.cfg.WebSocketAddr != "" {
+		if err := probeListen(g.cfg.WebSocketAddr); err != nil {
+			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 		}
-		if err := probeListen(l.addr); err != nil {
-			return &ListenError{Listener: l.name, Addr: l.addr, Err: err}
+	}
+	for _, l := range g.cfg.TCP {
+		if err := probeListen(l.Addr); err != nil {
+			return &ListenError{Listener: l.Codec.Name(), Addr: l.Addr, Err: err}
 		}
 	}
 	if g.cfg.WebSocketAddr != "" {
@@ -184,15 +241,26 @@ func (g *Gateway) listen() error {
 			return err
 		}
 	}
-	if g.cfg.TCPAddr != "" {
-		if err := g.listenTCP(); err != nil {
-			if g.ws != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_ = g.ws.Shutdown(ctx)
-				cancel()
-			}
+	for _, l := range g.cfg.TCP {
+		t, err := g.listenTCP(l)
+		if err != nil {
+			g.stopListeners()
 			return err
 		}
+		g.tcp = append(g.tcp, t)
 	}
 	return nil
+}
+
+// stopListeners stops what listen started, after a failed start.
+func (g *Gateway) stopListeners() {
+	if g.ws != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = g.ws.Shutdown(ctx)
+		cancel()
+	}
+	for _, t := range g.tcp {
+		t.engine.Stop()
+	}
+	g.tcp = nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -42,11 +43,7 @@ func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 		Name: name, Token: n.token, User: n.user, Password: n.password,
 		NKeySeedFile: n.nkey, CredsFile: n.creds, Logger: log,
 	}
-	for _, u := range strings.Split(n.urls, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			cfg.URLs = append(cfg.URLs, u)
-		}
-	}
+	cfg.URLs = splitList(n.urls)
 	if n.ca != "" || n.cert != "" || n.key != "" {
 		cfg.TLS = &bus.TLSConfig{CAFile: n.ca, CertFile: n.cert, KeyFile: n.key}
 	}
@@ -56,8 +53,11 @@ func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 // gatewayFlags configure the gateway tier.
 type gatewayFlags struct {
 	id, ws, wsPath, origins, tcp, tcpProtocol, pingData string
+	wsCert, wsKey, proxies                              string
+	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
+	rateLimit                                           int
 }
 
 func (g *gatewayFlags) register(c *cli) {
@@ -66,8 +66,13 @@ func (g *gatewayFlags) register(c *cli) {
 	c.str(&g.ws, "ws", "127.0.0.1:7272", "WebSocket listen address; empty disables")
 	c.str(&g.wsPath, "ws-path", gateway.DefaultWebSocketPath, "WebSocket URL path")
 	c.str(&g.origins, "origins", "", "allowed browser Origins, comma-separated; * allows any; empty: any (run: the chat page's)")
-	c.str(&g.tcp, "tcp", "127.0.0.1:7273", "raw TCP listen address; empty disables")
-	c.str(&g.tcpProtocol, "tcp-protocol", "text", "raw TCP protocol: text (newline) or frame (4-byte length)")
+	c.str(&g.tcp, "tcp", "127.0.0.1:7273", "raw TCP listeners, comma-separated, each ADDR or PROTOCOL://ADDR (text://..., frame://...); empty disables")
+	c.str(&g.tcpProtocol, "tcp-protocol", "text", "protocol of --tcp addresses without one: text (newline) or frame (4-byte length)")
+	c.str(&g.wsCert, "ws-cert", "", "PEM certificate file: serve wss:// (with --ws-key)")
+	c.str(&g.wsKey, "ws-key", "", "PEM private key file of --ws-cert")
+	c.boolean(&g.wsCompression, "ws-compression", false, "negotiate permessage-deflate with clients that ask")
+	c.str(&g.proxies, "trusted-proxies", "", "CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
+	c.int(&g.rateLimit, "rate-limit", 0, "close clients sending more messages per second than this; 0 no limit")
 	c.dur(&g.pingInterval, "ping-interval", gateway.DefaultPingInterval, "heartbeat interval; negative disables")
 	c.int(&g.pingLimit, "ping-limit", 0, "close clients silent for this many intervals; 0 never")
 	c.str(&g.pingData, "ping-data", "", "data sent to every client at each heartbeat; empty sends WebSocket pings")
@@ -77,23 +82,51 @@ func (g *gatewayFlags) register(c *cli) {
 }
 
 func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gateway.Config, error) {
-	codec, err := protocol.ByName(g.tcpProtocol)
-	if err != nil {
-		return gateway.Config{}, err
-	}
 	cfg := gateway.Config{
 		Bus: b, ID: g.id, Prefix: prefix,
-		WebSocketAddr: g.ws, WebSocketPath: g.wsPath, TCPAddr: g.tcp, TCPCodec: codec,
-		PingInterval: g.pingInterval, PingNotResponseLimit: g.pingLimit, PingData: []byte(g.pingData),
+		WebSocketAddr: g.ws, WebSocketPath: g.wsPath, WebSocketCompression: g.wsCompression,
+		AllowedOrigins: splitList(g.origins),
+		PingInterval:   g.pingInterval, PingNotResponseLimit: g.pingLimit, PingData: []byte(g.pingData),
 		MaxMessageSize: g.maxMessage, SendQueueLimit: g.sendQueue, MaxConnections: g.maxConns,
-		Logger: log,
+		MaxMessagesPerSecond: g.rateLimit,
+		Logger:               log,
 	}
-	for _, o := range strings.Split(g.origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+	if g.wsCert != "" || g.wsKey != "" {
+		if g.wsCert == "" || g.wsKey == "" {
+			return cfg, fmt.Errorf("--ws-cert and --ws-key go together")
 		}
+		cfg.WebSocketTLS = &gateway.TLSFiles{CertFile: g.wsCert, KeyFile: g.wsKey}
+	}
+	for _, p := range splitList(g.proxies) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return cfg, fmt.Errorf("--trusted-proxies %q: %v", p, err)
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
+	}
+	for _, l := range splitList(g.tcp) {
+		name, addr, ok := strings.Cut(l, "://")
+		if !ok {
+			name, addr = g.tcpProtocol, l
+		}
+		codec, err := protocol.ByName(name)
+		if err != nil {
+			return cfg, fmt.Errorf("--tcp %q: %w", l, err)
+		}
+		cfg.TCP = append(cfg.TCP, gateway.TCPListener{Addr: addr, Codec: codec})
 	}
 	return cfg, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // logFlags configure logging.

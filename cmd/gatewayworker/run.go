@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -188,6 +189,10 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	var page *httpServer
+	if w.app == "chat" && http != "" && gw.WebSocketAddr() == "" {
+		_ = shutdown()
+		return fmt.Errorf("the chat page needs a WebSocket listener: set --ws, or --http \"\" to run without the page")
+	}
 	if w.app == "chat" && http != "" {
 		a, err := api.New(api.Config{Bus: wkBus, Prefix: n.prefix, Logger: log})
 		if err != nil {
@@ -195,7 +200,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer a.Close()
-		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: "ws://" + gw.WebSocketAddr() + g.wsPath, API: a})
+		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a})
 		if err == nil {
 			mux := newMux(m)
 			mux.Handle("/", h)
@@ -230,9 +235,9 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func gatewayListenError(err error) error {
 	var le *gateway.ListenError
 	if errors.As(err, &le) {
-		flagName := "ws"
-		if le.Listener == "tcp" {
-			flagName = "tcp"
+		flagName := "tcp"
+		if le.Listener == "websocket" {
+			flagName = "ws"
 		}
 		return listenError(err, flagName, le.Addr)
 	}
@@ -289,11 +294,14 @@ func banner(w io.Writer, natsURL string, embedded bool, gw *gateway.Gateway, g *
 	if page != nil {
 		fmt.Fprintf(w, "  chat page   http://%s/\n", page.addr)
 	}
-	if gw.WebSocketAddr() != "" {
-		fmt.Fprintf(w, "  websocket   ws://%s%s\n", gw.WebSocketAddr(), g.wsPath)
-	}
-	if gw.TCPAddr() != "" {
-		fmt.Fprintf(w, "  tcp (%s)  %s\n", g.tcpProtocol, gw.TCPAddr())
+	for _, addr := range gw.Addrs() {
+		scheme, hostport, _ := strings.Cut(addr, "://")
+		switch scheme {
+		case "ws", "wss":
+			fmt.Fprintf(w, "  websocket   %s\n", addr)
+		default:
+			fmt.Fprintf(w, "  tcp %-7s %s\n", scheme, hostport)
+		}
 	}
 	kind := "external"
 	if embedded {

@@ -29,8 +29,8 @@ func Start(t testing.TB, e *bus.Embedded, cfg gateway.Config) *gateway.Gateway {
 	if cfg.WebSocketAddr == "" {
 		cfg.WebSocketAddr = "127.0.0.1:0"
 	}
-	if cfg.TCPAddr == "" {
-		cfg.TCPAddr = "127.0.0.1:0"
+	if cfg.TCP == nil {
+		cfg.TCP = []gateway.TCPListener{{Addr: "127.0.0.1:0"}}
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 2 * time.Second
