@@ -24,12 +24,41 @@ type EmbeddedConfig struct {
 	Token string
 	// User and Password, if set, are required of clients.
 	User, Password string
+	// Users are accounts with their own credentials and permissions, for
+	// a server shared by processes of different roles (see
+	// Subjects.Permissions). They replace Token and User/Password.
+	Users []EmbeddedUser
 	// MaxPayload is the largest message in bytes. Zero means the server's default (1 MiB).
 	MaxPayload int32
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero means 10s.
 	ReadyTimeout time.Duration
 	// Logs turns on the server's own log on stderr.
 	Logs bool
+}
+
+// EmbeddedUser is one client identity of an embedded server: a user name
+// and password, or an nkey.
+type EmbeddedUser struct {
+	Name, Password string
+	// NKey is a public user nkey ("U..."); the client proves it holds the seed.
+	NKey string
+	// Publish and Subscribe are the subjects it may use (wildcards allowed);
+	// nil means any.
+	Publish, Subscribe []string
+}
+
+func (u EmbeddedUser) permissions() *server.Permissions {
+	if u.Publish == nil && u.Subscribe == nil {
+		return nil
+	}
+	p := &server.Permissions{}
+	if u.Publish != nil {
+		p.Publish = &server.SubjectPermission{Allow: u.Publish}
+	}
+	if u.Subscribe != nil {
+		p.Subscribe = &server.SubjectPermission{Allow: u.Subscribe}
+	}
+	return p
 }
 
 // Embedded is a running in-process NATS server.
@@ -44,6 +73,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if cfg.Token != "" && (cfg.User != "" || cfg.Password != "") {
 		return nil, errors.New("bus: embedded NATS takes a token or a user/password, not both")
+	}
+	if len(cfg.Users) > 0 && (cfg.Token != "" || cfg.User != "") {
+		return nil, errors.New("bus: embedded NATS takes Users or a token or a user/password, not several")
 	}
 	host := cfg.Host
 	if host == "" {
@@ -63,6 +95,16 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		Username:      cfg.User,
 		Password:      cfg.Password,
 		MaxPayload:    cfg.MaxPayload,
+	}
+	for _, u := range cfg.Users {
+		switch {
+		case u.NKey != "":
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: u.permissions()})
+		case u.Name != "":
+			opts.Users = append(opts.Users, &server.User{Username: u.Name, Password: u.Password, Permissions: u.permissions()})
+		default:
+			return nil, errors.New("bus: an embedded user needs a Name or an NKey")
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -1,0 +1,122 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
+	"github.com/gatewayworker/gatewayworker/worker"
+	"github.com/gatewayworker/gatewayworker/worker/workertest"
+)
+
+// syncBuffer is a log sink the test reads while NATS callbacks write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRolePermissions runs every tier with the least NATS permissions of
+// its role (bus.Subjects.Permissions): the stack works, a worker cannot
+// impersonate a gateway, a user without publish rights cannot push, and
+// wrong credentials are refused. The worker authenticates with an nkey.
+func TestRolePermissions(t *testing.T) {
+	var subj bus.Subjects
+	role := func(name string, r bus.Role) bus.EmbeddedUser {
+		pub, sub := subj.Permissions(r)
+		return bus.EmbeddedUser{Name: name, Password: name + "-pw", Publish: pub, Subscribe: sub}
+	}
+	kp, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	pubKey, err := kp.PublicKey()
+	require.NoError(t, err)
+	seed, err := kp.Seed()
+	require.NoError(t, err)
+	seedFile := filepath.Join(t.TempDir(), "worker.nk")
+	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
+	workerUser := role("", bus.RoleWorker)
+	workerUser.Name, workerUser.Password, workerUser.NKey = "", "", pubKey
+
+	e := bustest.RunServer(t, bus.EmbeddedConfig{Users: []bus.EmbeddedUser{
+		role("gw", bus.RoleGateway), workerUser, role("web", bus.RoleAPI),
+		{Name: "reader", Password: "reader-pw", Publish: []string{"nothing.allowed"}},
+		{Name: "admin", Password: "admin-pw"},
+	}})
+
+	rec := newRecorder()
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers(),
+		Bus: bustest.Connect(t, e, bus.Config{NKeySeedFile: seedFile})})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, bus.Config{User: "gw", Password: "gw-pw"})})
+	web, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{User: "web", Password: "web-pw"})})
+	require.NoError(t, err)
+	defer web.Close()
+	ctx := context.Background()
+
+	c := gatewaytest.DialWS(t, gw, "/", nil)
+	id := strings.TrimPrefix(c.Read(wait), "id:")
+	c.Send("echo:works")
+	require.Equal(t, "echo:works", c.Read(wait))
+	require.NoError(t, web.JoinGroup(ctx, id, "room"))
+	require.NoError(t, web.SendToGroup(ctx, "room", []byte("from the web app")))
+	require.Equal(t, "from the web app", c.Read(wait))
+	n, err := web.GetAllClientIDCount(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	// The admin watches client events and pushes.
+	admin := bustest.Connect(t, e, bus.Config{User: "admin", Password: "admin-pw"})
+	seen := make(chan string, 16)
+	_, err = admin.Subscribe(subj.Events(), func(m bus.Msg) { seen <- m.Subject })
+	require.NoError(t, err)
+	require.NoError(t, admin.Flush(ctx))
+
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	impostor := bustest.Connect(t, e, bus.Config{NKeySeedFile: seedFile, Logger: logger})
+	require.NoError(t, impostor.Publish(subj.Events(), []byte("forged client event")))
+	require.NoError(t, impostor.Publish(subj.Heartbeat(), []byte("forged beat")))
+	reader := bustest.Connect(t, e, bus.Config{User: "reader", Password: "reader-pw", Logger: logger})
+	readerAPI, err := api.New(api.Config{Bus: reader})
+	require.NoError(t, err)
+	defer readerAPI.Close()
+	require.NoError(t, readerAPI.SendToAll(ctx, []byte("must not arrive")))
+	require.Eventually(t, func() bool {
+		return strings.Count(logs.String(), "Permissions Violation") >= 3
+	}, wait, 10*time.Millisecond, "NATS reports each refused publish: %s", logs.String())
+	c.ExpectSilence(quiet)
+	select {
+	case s := <-seen:
+		t.Fatalf("a forged event reached %s", s)
+	default:
+	}
+
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = bus.Connect(short, bus.Config{URLs: []string{e.URL()}, User: "web", Password: "wrong", MaxReconnects: 1})
+	require.ErrorContains(t, err, "Authorization Violation")
+}
