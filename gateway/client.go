@@ -49,6 +49,8 @@ type client struct {
 	deadline int64
 	// ended is set once the close event is queued: nothing follows it.
 	ended bool
+	// announced is set once the connect event is queued.
+	announced bool
 
 	// Only the connection's reader (one at a time) touches these:
 	// carry is unconsumed TCP input; rateSecond and rateCount count the

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -338,6 +339,36 @@ func TestWSS(t *testing.T) {
 	_, err = gateway.New(gateway.Config{Bus: bustest.Connect(t, bustest.RunServer(t, bus.EmbeddedConfig{}), bus.Config{}),
 		WebSocketAddr: "127.0.0.1:0", WebSocketTLS: &gateway.TLSFiles{CertFile: "/nonexistent", KeyFile: keyFile}})
 	require.NoError(t, err, "files are read when listening")
+}
+
+func TestTLSOverRawTCP(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	s := startEdge(t, gateway.Config{TCP: []gateway.TCPListener{{Addr: "127.0.0.1:0", TLS: &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}}}})
+	require.True(t, strings.HasPrefix(s.gw.Addrs()[1], "text+tls://"), s.gw.Addrs())
+	conn, err := tls.Dial("tcp", s.gw.TCPAddr(), &tls.Config{RootCAs: pool})
+	require.NoError(t, err)
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	greeting, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.NotEmpty(t, strings.TrimSpace(greeting))
+	for _, b := range []byte("over tls\n") { // split across TLS records too
+		_, err := conn.Write([]byte{b})
+		require.NoError(t, err)
+	}
+	line, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "over tls\n", line)
+
+	plain, err := net.Dial("tcp", s.gw.TCPAddr())
+	require.NoError(t, err)
+	defer plain.Close()
+	_, err = plain.Write([]byte("not a TLS hello\n"))
+	require.NoError(t, err)
+	_ = plain.SetReadDeadline(time.Now().Add(wait))
+	_, err = bufio.NewReader(plain).ReadString('\n')
+	require.Error(t, err, "plain text on a TLS port is closed")
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and returns its files and a pool trusting it.

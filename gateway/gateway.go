@@ -348,6 +348,17 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 		c.mu.Unlock()
 		return
 	}
+	switch {
+	case ev.Kind == bus.EventConnect:
+		c.announced = true
+	case ev.Kind == bus.EventClose && !c.announced:
+		// Gone before its connect event (a TLS handshake that never
+		// finished): workers never heard of it, so they hear nothing.
+		c.ended = true
+		c.mu.Unlock()
+		g.reg.remove(c)
+		return
+	}
 	if ev.Kind == bus.EventClose {
 		c.ended = true
 	} else if c.queued+eventSize(ev) > g.cfg.MaxPendingEventBytes {
@@ -529,7 +540,7 @@ func (g *Gateway) heartbeat() {
 }
 
 // Addrs lists the listeners as URLs, once Ready: "ws://host:port/path",
-// "wss://...", "text://host:port", "frame://host:port".
+// "wss://...", "text://host:port", "frame+tls://host:port".
 func (g *Gateway) Addrs() []string {
 	var addrs []string
 	if g.wsAddr != "" {
@@ -540,7 +551,11 @@ func (g *Gateway) Addrs() []string {
 		addrs = append(addrs, scheme+g.wsAddr+g.cfg.WebSocketPath)
 	}
 	for _, t := range g.tcp {
-		addrs = append(addrs, t.codec.Name()+"://"+t.addr)
+		scheme := t.codec.Name()
+		if t.tls {
+			scheme += "+tls"
+		}
+		addrs = append(addrs, scheme+"://"+t.addr)
 	}
 	return addrs
 }

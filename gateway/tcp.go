@@ -3,6 +3,10 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/lesismal/llib/std/crypto/tls"
 
 	"github.com/lesismal/nbio"
 
@@ -16,15 +20,28 @@ type TCPListener struct {
 	Addr string
 	// Codec cuts the stream into messages. Nil means protocol.Text.
 	Codec protocol.Codec
+	// TLS, if set, makes clients speak TLS first.
+	TLS *TLSFiles
 }
 
 type tcpTransport struct {
 	c     *nbio.Conn
 	codec protocol.Codec
+	// tls is the TLS layer on c, or nil for plain TCP.
+	tls *tls.Conn
+	// secured is set once the TLS handshake is done; only the connection's
+	// reader touches it.
+	secured bool
 }
 
 func (t *tcpTransport) send(data []byte, _ bool) error {
-	_, err := t.c.Write(t.codec.Append(make([]byte, 0, len(data)+8), data))
+	framed := t.codec.Append(make([]byte, 0, len(data)+8), data)
+	var err error
+	if t.tls != nil {
+		_, err = t.tls.Write(framed)
+	} else {
+		_, err = t.c.Write(framed)
+	}
 	return err
 }
 
@@ -37,17 +54,37 @@ func (t *tcpTransport) close(last []byte) {
 	_ = t.c.Close()
 }
 
+// tlsReadBuffers hold decrypted input between a poller's read and the codec.
+var tlsReadBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// loadTLS reads a certificate for nbio's TLS (llib's fork of crypto/tls).
+func loadTLS(f *TLSFiles) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
 // tcpServer is one running TCP listener.
 type tcpServer struct {
 	engine *nbio.Engine
 	codec  protocol.Codec
 	addr   string
+	tls    bool
 }
 
 func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 	codec := l.Codec
 	if codec == nil {
 		codec = protocol.Text{}
+	}
+	var tlsConfig *tls.Config
+	if l.TLS != nil {
+		var err error
+		if tlsConfig, err = loadTLS(l.TLS); err != nil {
+			return nil, &ListenError{Listener: codec.Name(), Addr: l.Addr, Err: err}
+		}
 	}
 	e := nbio.NewEngine(nbio.Config{
 		Name:               "gateway-" + codec.Name(),
@@ -57,13 +94,19 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		ReadBufferSize:     16 << 10,
 	})
 	e.OnOpen(func(conn *nbio.Conn) {
-		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{c: conn, codec: codec})
+		t := &tcpTransport{c: conn, codec: codec}
+		if tlsConfig != nil {
+			t.tls = tls.NewConn(conn, tlsConfig, false, true)
+		}
+		c := g.newClient(conn.RemoteAddr().String(), t)
 		if c == nil {
 			_ = conn.Close()
 			return
 		}
 		conn.SetSession(c)
-		g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+		if t.tls == nil {
+			g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+		} // else at the end of the handshake: nothing can be sent before it
 	})
 	// OnData runs on the poller goroutine, and data is the poller's buffer:
 	// everything kept is copied.
@@ -71,6 +114,10 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		c, ok := conn.Session().(*client)
 		if !ok {
 			_ = conn.Close()
+			return
+		}
+		if t, _ := c.t.(*tcpTransport); t != nil && t.tls != nil {
+			g.onTLSData(conn, c, t, codec, data)
 			return
 		}
 		g.onTCPData(conn, c, codec, data)
@@ -88,7 +135,32 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 	if err := e.Start(); err != nil {
 		return nil, &ListenError{Listener: codec.Name(), Addr: l.Addr, Err: err}
 	}
-	return &tcpServer{engine: e, codec: codec, addr: e.Addrs[0]}, nil
+	return &tcpServer{engine: e, codec: codec, addr: e.Addrs[0], tls: tlsConfig != nil}, nil
+}
+
+// onTLSData decrypts what arrived and hands the plain bytes to onTCPData.
+func (g *Gateway) onTLSData(conn *nbio.Conn, c *client, t *tcpTransport, codec protocol.Codec, data []byte) {
+	buf := tlsReadBuffers.Get().(*[]byte)
+	defer tlsReadBuffers.Put(buf)
+	defer t.tls.ResetOrFreeBuffer()
+	in := data
+	for {
+		_, n, err := t.tls.AppendAndRead(in, *buf)
+		in = nil
+		if err != nil {
+			c.setReason(bus.CloseProtocolError)
+			_ = conn.Close()
+			return
+		}
+		if !t.secured && t.tls.ConnectionState().HandshakeComplete {
+			t.secured = true
+			g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+		}
+		if n == 0 {
+			return
+		}
+		g.onTCPData(conn, c, codec, (*buf)[:n])
+	}
 }
 
 func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, codec protocol.Codec, data []byte) {

@@ -116,11 +116,10 @@ func (g *Gateway) listenWebSocket() error {
 	addrs, tlsAddrs := []string{g.cfg.WebSocketAddr}, []string(nil)
 	var tlsConfig *tls.Config
 	if f := g.cfg.WebSocketTLS; f != nil {
-		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
-		if err != nil {
-			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: fmt.Errorf("TLS certificate: %w", err)}
+		var err error
+		if tlsConfig, err = loadTLS(f); err != nil {
+			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		addrs, tlsAddrs = nil, addrs
 	}
 	e := nbhttp.NewEngine(nbhttp.Config{

@@ -53,7 +53,7 @@ func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 // gatewayFlags configure the gateway tier.
 type gatewayFlags struct {
 	id, ws, wsPath, origins, tcp, tcpProtocol, pingData string
-	wsCert, wsKey, proxies                              string
+	wsCert, wsKey, tcpCert, tcpKey, proxies             string
 	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
@@ -66,7 +66,9 @@ func (g *gatewayFlags) register(c *cli) {
 	c.str(&g.ws, "ws", "127.0.0.1:7272", "WebSocket listen address; empty disables")
 	c.str(&g.wsPath, "ws-path", gateway.DefaultWebSocketPath, "WebSocket URL path")
 	c.str(&g.origins, "origins", "", "allowed browser Origins, comma-separated; * allows any; empty: any (run: the chat page's)")
-	c.str(&g.tcp, "tcp", "127.0.0.1:7273", "raw TCP listeners, comma-separated, each ADDR or PROTOCOL://ADDR (text://..., frame://...); empty disables")
+	c.str(&g.tcp, "tcp", "127.0.0.1:7273", "raw TCP listeners, comma-separated, each ADDR or PROTOCOL://ADDR (text://, frame://, text+tls://, frame+tls://); empty disables")
+	c.str(&g.tcpCert, "tcp-cert", "", "PEM certificate file of the +tls TCP listeners (with --tcp-key)")
+	c.str(&g.tcpKey, "tcp-key", "", "PEM private key file of --tcp-cert")
 	c.str(&g.tcpProtocol, "tcp-protocol", "text", "protocol of --tcp addresses without one: text (newline) or frame (4-byte length)")
 	c.str(&g.wsCert, "ws-cert", "", "PEM certificate file: serve wss:// (with --ws-key)")
 	c.str(&g.wsKey, "ws-key", "", "PEM private key file of --ws-cert")
@@ -109,11 +111,19 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		if !ok {
 			name, addr = g.tcpProtocol, l
 		}
+		name, secure := strings.CutSuffix(name, "+tls")
 		codec, err := protocol.ByName(name)
 		if err != nil {
 			return cfg, fmt.Errorf("--tcp %q: %w", l, err)
 		}
-		cfg.TCP = append(cfg.TCP, gateway.TCPListener{Addr: addr, Codec: codec})
+		listener := gateway.TCPListener{Addr: addr, Codec: codec}
+		if secure {
+			if g.tcpCert == "" || g.tcpKey == "" {
+				return cfg, fmt.Errorf("--tcp %q needs --tcp-cert and --tcp-key", l)
+			}
+			listener.TLS = &gateway.TLSFiles{CertFile: g.tcpCert, KeyFile: g.tcpKey}
+		}
+		cfg.TCP = append(cfg.TCP, listener)
 	}
 	return cfg, nil
 }
