@@ -107,8 +107,14 @@ type Worker struct {
 	ready chan struct{}
 
 	running atomic.Bool
-	sem     chan struct{}
-	batches sync.WaitGroup
+	// Batches run on a pool of runner goroutines: at most MaxConcurrency,
+	// started on demand and ended after runnerIdle without work, so a busy
+	// worker does not pay for a new goroutine (and its stack growth) per batch.
+	jobs        chan job
+	sem         chan struct{}
+	runners     sync.WaitGroup
+	stopRunners chan struct{}
+	batches     sync.WaitGroup
 	// handlerCtx is cancelled when the drain deadline passes.
 	handlerCtx context.Context
 
@@ -129,7 +135,18 @@ type clientState struct {
 	done    uint64
 	lastAck []byte
 	at      time.Time
+	// reply is where the running batch's acks go.
+	reply string
 }
+
+// job is a batch waiting for a runner.
+type job struct {
+	b     bus.EventBatch
+	reply string
+}
+
+// runnerIdle is how long a runner goroutine waits for work before it ends.
+const runnerIdle = 10 * time.Second
 
 // New checks cfg and returns a worker; it does no I/O.
 func New(cfg Config) (*Worker, error) {
@@ -166,16 +183,18 @@ func New(cfg Config) (*Worker, error) {
 	}
 	id := randomID()
 	return &Worker{
-		cfg:     cfg,
-		id:      id,
-		log:     cfg.Logger.With("worker_id", id),
-		bus:     cfg.Bus,
-		subj:    subj,
-		api:     a,
-		ready:   make(chan struct{}),
-		errLogs: ratelog.Limiter{Burst: 20},
-		sem:     make(chan struct{}, cfg.MaxConcurrency),
-		recent:  map[string]*clientState{},
+		cfg:         cfg,
+		id:          id,
+		log:         cfg.Logger.With("worker_id", id),
+		bus:         cfg.Bus,
+		subj:        subj,
+		api:         a,
+		ready:       make(chan struct{}),
+		errLogs:     ratelog.Limiter{Burst: 20},
+		sem:         make(chan struct{}, cfg.MaxConcurrency),
+		jobs:        make(chan job),
+		stopRunners: make(chan struct{}),
+		recent:      map[string]*clientState{},
 	}, nil
 }
 
@@ -237,12 +256,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker taking events", "subject", w.subj.Events(), "queue", bus.WorkerQueue)
 	close(w.ready)
 
+	defer func() { close(w.stopRunners); w.runners.Wait() }()
 	forget := time.NewTicker(10 * time.Second)
 	defer forget.Stop()
+	progress := time.NewTicker(bus.ProgressInterval)
+	defer progress.Stop()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
+		case now := <-progress.C:
+			w.reportProgress(now)
 		case now := <-forget.C:
 			w.forgetOld(now)
 		}
@@ -282,12 +306,18 @@ func (w *Worker) drain(ctx context.Context, sub *bus.Subscription) error {
 	}
 	done := make(chan struct{})
 	go func() { w.batches.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	progress := time.NewTicker(bus.ProgressInterval)
+	defer progress.Stop()
+	for {
+		select {
+		case <-done:
+			return w.bus.Flush(ctx)
+		case now := <-progress.C:
+			w.reportProgress(now)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	return w.bus.Flush(ctx)
 }
 
 // onInfo answers `gatewayworker status`.
@@ -330,13 +360,49 @@ func (w *Worker) onBatch(m bus.Msg) {
 		st = &clientState{}
 		w.recent[b.Client] = st
 	}
-	st.running, st.at = b.Seq, time.Now()
+	st.running, st.at, st.reply = b.Seq, time.Now(), m.Reply
 	w.mu.Unlock()
 
-	w.sem <- struct{}{}
 	w.batches.Add(1)
 	w.inFlight.Add(1)
-	go w.process(b, m.Reply)
+	w.submit(job{b: b, reply: m.Reply})
+}
+
+// submit hands j to an idle runner, or starts one, or waits for one when
+// MaxConcurrency runners are busy.
+func (w *Worker) submit(j job) {
+	select {
+	case w.jobs <- j:
+		return
+	default:
+	}
+	select {
+	case w.jobs <- j:
+	case w.sem <- struct{}{}:
+		w.runners.Add(1)
+		go w.runner(j)
+	}
+}
+
+func (w *Worker) runner(first job) {
+	defer func() {
+		<-w.sem
+		w.runners.Done()
+	}()
+	w.process(first.b, first.reply)
+	idle := time.NewTimer(runnerIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case j := <-w.jobs:
+			w.process(j.b, j.reply)
+			idle.Reset(runnerIdle)
+		case <-idle.C:
+			return
+		case <-w.stopRunners:
+			return
+		}
+	}
 }
 
 func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
@@ -353,10 +419,8 @@ func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
 func (w *Worker) process(b bus.EventBatch, reply string) {
 	defer func() {
 		w.inFlight.Add(-1)
-		<-w.sem
 		w.batches.Done()
 	}()
-	stop := w.reportProgress(b, reply)
 	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
 	closed := false
 	for _, ev := range b.Events {
@@ -364,7 +428,6 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 		w.handled.Add(1)
 		closed = closed || ev.Kind == bus.EventClose
 	}
-	stop()
 
 	ack := bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckDone}
 	if s, changed, err := c.sessionUpdate(); err != nil {
@@ -379,7 +442,7 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 	}
 	w.mu.Lock()
 	if st := w.recent[b.Client]; st != nil {
-		st.done, st.lastAck, st.at = b.Seq, data, time.Now()
+		st.done, st.lastAck, st.at, st.reply = b.Seq, data, time.Now(), ""
 		if closed {
 			delete(w.recent, b.Client)
 		}
@@ -390,31 +453,27 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 	}
 }
 
-// reportProgress tells the gateway every bus.ProgressInterval that the
-// batch still runs, until the returned stop is called.
-func (w *Worker) reportProgress(b bus.EventBatch, reply string) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	fire := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		if data, err := bus.Marshal(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckWorking}); err == nil {
-			_ = w.bus.Publish(reply, data)
-		}
-		t.Reset(bus.ProgressInterval)
+// reportProgress tells the gateway of every batch that has run for a
+// while that its handlers still run (bus.AckWorking), so a slow handler is
+// not mistaken for a dead worker. Called every bus.ProgressInterval, it
+// reports a batch at most 2 × ProgressInterval after it started.
+func (w *Worker) reportProgress(now time.Time) {
+	type report struct {
+		client, reply string
+		seq           uint64
 	}
-	mu.Lock()
-	t = time.AfterFunc(bus.ProgressInterval, fire)
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
+	var due []report
+	w.mu.Lock()
+	for id, st := range w.recent {
+		if st.running > st.done && st.reply != "" && now.Sub(st.at) >= bus.ProgressInterval/2 {
+			due = append(due, report{id, st.reply, st.running})
+		}
+	}
+	w.mu.Unlock()
+	for _, r := range due {
+		if data, err := bus.Marshal(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}); err == nil {
+			_ = w.bus.Publish(r.reply, data)
+		}
 	}
 }
 

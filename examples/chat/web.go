@@ -72,6 +72,10 @@ func NewWebHandler(cfg WebConfig) (http.Handler, error) {
 		h.Set("Cache-Control", "no-cache")
 		_, _ = w.Write(page)
 	})
+	// No icon: answering the browser's request spares every page load a 404.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /config.json", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, conf)
 	})

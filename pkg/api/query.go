@@ -34,8 +34,8 @@ type presence struct {
 	bus  *bus.Conn
 	subj bus.Subjects
 
-	mu      sync.Mutex
-	sub     *bus.Subscription
+	mu    sync.Mutex
+	sub   *bus.Subscription
 	since time.Time
 	// discovered is set once a ping round has filled seen.
 	discovered bool
