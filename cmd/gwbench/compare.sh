@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # BENCHMARKS.md's comparison: the reference server and `run --app bench`,
 # each measured right after the other in one run, with every gwbench mode.
-# Usage: scripts/bench.sh BINDIR   (BINDIR holds gatewayworker and gwbench)
+# Usage: cmd/gwbench/compare.sh BINDIR   (BINDIR holds gatewayworker and gwbench)
 set -euo pipefail
-bin=${1:?usage: scripts/bench.sh BINDIR}
+bin=${1:?usage: cmd/gwbench/compare.sh BINDIR}
 "$bin/gwbench" refserver --addr 127.0.0.1:7300 > /dev/null 2>&1 &
 ref=$!
 "$bin/gatewayworker" run --app bench --nats-port 0 --ws 127.0.0.1:7272 --tcp "" --http "" --log-level warn > /dev/null 2>&1 &
