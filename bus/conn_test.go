@@ -102,3 +102,16 @@ func TestRequestErrors(t *testing.T) {
 	_, err = c.Request(ctx, "slow", nil)
 	require.ErrorIs(t, err, bus.ErrTimeout)
 }
+
+func TestTLSToNATS(t *testing.T) {
+	certFile, keyFile, caFile := selfSignedFiles(t)
+	e := bustest.RunServer(t, bus.EmbeddedConfig{CertFile: certFile, KeyFile: keyFile, Token: "t"})
+	c := bustest.Connect(t, e, bus.Config{Token: "t", TLS: &bus.TLSConfig{CAFile: caFile}})
+	require.True(t, c.Connected())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := bus.Connect(ctx, bus.Config{URLs: []string{e.URL()}, Token: "t", MaxReconnects: 1,
+		TLS: &bus.TLSConfig{CAFile: writeFile(t, "other-ca.pem", otherCA(t))}})
+	require.Error(t, err, "a server whose certificate the CA did not sign is refused")
+}

@@ -28,6 +28,9 @@ type EmbeddedConfig struct {
 	// a server shared by processes of different roles (see
 	// Subjects.Permissions). They replace Token and User/Password.
 	Users []EmbeddedUser
+	// CertFile and KeyFile, if set, make clients connect with TLS
+	// ("tls://" URLs, or Config.TLS with the CA that signed the certificate).
+	CertFile, KeyFile string
 	// MaxPayload is the largest message in bytes. Zero means the server's default (1 MiB).
 	MaxPayload int32
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero means 10s.
@@ -95,6 +98,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		Username:      cfg.User,
 		Password:      cfg.Password,
 		MaxPayload:    cfg.MaxPayload,
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
+		if err != nil {
+			return nil, fmt.Errorf("bus: embedded NATS TLS: %w", err)
+		}
+		opts.TLSConfig, opts.TLSTimeout = tc, 2
 	}
 	for _, u := range cfg.Users {
 		switch {
