@@ -2,6 +2,11 @@
 
 package gateway
 
-import "github.com/lesismal/nbio/nbhttp"
+import (
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+)
 
 func raceBridge(*nbhttp.Engine) {}
+
+func raceBridgeTCP(*nbio.Engine) (opened func()) { return func() {} }

@@ -22,3 +22,15 @@ func raceBridge(e *nbhttp.Engine) {
 		return e.Engine.PollerBufferPtr(c)
 	})
 }
+
+// raceBridgeTCP is the same edge for a raw TCP engine, whose OnOpen is
+// ours: call the returned function at the end of OnOpen.
+func raceBridgeTCP(e *nbio.Engine) (opened func()) {
+	var mu sync.Mutex
+	e.OnReadBufferAlloc(func(c *nbio.Conn) *[]byte {
+		mu.Lock()
+		mu.Unlock()
+		return e.PollerBufferPtr(c)
+	})
+	return func() { mu.Lock(); mu.Unlock() }
+}

@@ -93,7 +93,9 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		ReadBufferSize:     16 << 10,
 	})
+	opened := raceBridgeTCP(e)
 	e.OnOpen(func(conn *nbio.Conn) {
+		defer opened()
 		t := &tcpTransport{c: conn, codec: codec}
 		if tlsConfig != nil {
 			t.tls = tls.NewConn(conn, tlsConfig, false, true)
