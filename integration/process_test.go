@@ -194,3 +194,5 @@ func TestTiersAsSeparateProcesses(t *testing.T) {
 	require.True(t, strings.HasPrefix(ws1, "ws://127.0.0.1:"))
 	require.NoError(t, all.stop(t))
 }
+
+func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
