@@ -24,7 +24,8 @@ const (
 	ClosedByAPI
 	// CloseGatewayShutdown: its gateway is stopping.
 	CloseGatewayShutdown
-	// CloseGatewayLost: its gateway vanished; synthesised for workers.
+	// CloseGatewayLost: its gateway lost NATS for longer than its
+	// NATSLossTimeout, or vanished.
 	CloseGatewayLost
 	// CloseEventQueueFull: the client sent faster than workers acknowledged,
 	// past the gateway's pending-event byte limit.

@@ -28,6 +28,7 @@ const (
 	DefaultHandshakeTimeout     = 10 * time.Second
 	DefaultDrainTimeout         = 5 * time.Second
 	DefaultBeatInterval         = time.Second
+	DefaultNATSLossTimeout      = 10 * time.Second
 	// MaxBatchBytes bounds one event batch, well under NATS's 1 MiB default payload.
 	MaxBatchBytes = 256 << 10
 )
@@ -122,6 +123,13 @@ type Config struct {
 	// DrainTimeout bounds how long Run waits, when stopping, for workers to
 	// acknowledge the close events of its clients. Zero means DefaultDrainTimeout (5s).
 	DrainTimeout time.Duration
+	// NATSLossTimeout is how long the gateway rides out a lost NATS
+	// connection. Shorter losses are invisible to clients: events and
+	// replies wait in the reconnect buffer. Past it, the gateway closes its
+	// clients (bus.CloseGatewayLost), since workers and API clients take it
+	// for dead by then; the close events reach workers when NATS is back.
+	// Zero means DefaultNATSLossTimeout (10s); negative never closes.
+	NATSLossTimeout time.Duration
 	// BeatInterval is how often the gateway announces itself on the bus.
 	// Zero means DefaultBeatInterval (1s).
 	BeatInterval time.Duration
@@ -175,6 +183,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BeatInterval == 0 {
 		c.BeatInterval = DefaultBeatInterval
+	}
+	if c.NATSLossTimeout == 0 {
+		c.NATSLossTimeout = DefaultNATSLossTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

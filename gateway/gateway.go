@@ -58,6 +58,8 @@ type Gateway struct {
 	wsAddr string
 	loops  sync.WaitGroup
 	warns  ratelog.Limiter
+	// lostSince is when the sweep loop first saw NATS down; zero while up.
+	lostSince time.Time
 
 	stats stats
 }
@@ -487,8 +489,10 @@ func (g *Gateway) onAck(m bus.Msg) {
 // published is in the client's reconnect buffer already.
 func (g *Gateway) sweep(now time.Time) {
 	if !g.bus.Connected() {
+		g.natsLost(now)
 		return
 	}
+	g.lostSince = time.Time{}
 	g.waitMu.Lock()
 	overdue := make([]*client, 0, len(g.waiting))
 	for c := range g.waiting {
@@ -517,6 +521,26 @@ func (g *Gateway) sweep(now time.Time) {
 			g.log.Debug("event batch resent", "client_id", c.id)
 		}
 		g.sendBatch(c, data)
+	}
+}
+
+// natsLost closes every client once NATS has been gone for NATSLossTimeout.
+// Only the sweep loop calls it.
+func (g *Gateway) natsLost(now time.Time) {
+	if g.lostSince.IsZero() {
+		g.lostSince = now
+		return
+	}
+	if g.cfg.NATSLossTimeout < 0 || now.Sub(g.lostSince) < g.cfg.NATSLossTimeout {
+		return
+	}
+	clients := g.reg.liveClients(nil)
+	if len(clients) > 0 {
+		g.log.Warn("NATS lost for too long: closing every client", "nats_loss_timeout", g.cfg.NATSLossTimeout, "clients", len(clients))
+	}
+	for _, c := range clients {
+		c.setReason(bus.CloseGatewayLost)
+		c.t.close(nil)
 	}
 }
 

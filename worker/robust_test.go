@@ -346,3 +346,45 @@ func TestWorkerStopDrains(t *testing.T) {
 	require.Equal(t, "m2", p.Read(wait))
 	require.EqualValues(t, 2, handled.Load())
 }
+
+// TestNATSOutage: a NATS blip shorter than NATSLossTimeout is invisible to
+// clients (their messages wait and arrive); a longer loss makes the gateway
+// close its clients, and workers get their close events once NATS is back.
+func TestNATSOutage(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	startNATS := func() *bus.Embedded {
+		t.Helper()
+		var e *bus.Embedded
+		require.Eventually(t, func() bool {
+			e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: port})
+			return err == nil
+		}, wait, 20*time.Millisecond)
+		return e
+	}
+	e := startNATS()
+	defer func() { e.Shutdown() }()
+	fast := bus.Config{ReconnectWait: 20 * time.Millisecond}
+	rec := newRecorder()
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers(), Bus: bustest.Connect(t, e, fast)})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, fast), NATSLossTimeout: 1500 * time.Millisecond})
+	p := gatewaytest.DialWS(t, gw, "/", nil)
+	id := strings.TrimPrefix(p.Read(wait), "id:")
+
+	e.Shutdown() // a blip
+	for i := range 5 {
+		p.Send(fmt.Sprint("echo:during-", i))
+	}
+	e = startNATS()
+	for i := range 5 {
+		require.Equal(t, fmt.Sprint("echo:during-", i), p.Read(wait), "nothing lost in a blip")
+	}
+
+	e.Shutdown() // an outage
+	require.Error(t, p.Closed(wait), "the gateway closes its clients")
+	e = startNATS()
+	require.Equal(t, bus.CloseGatewayLost, rec.waitClose(t, id))
+}
+
