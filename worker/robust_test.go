@@ -387,4 +387,3 @@ func TestNATSOutage(t *testing.T) {
 	e = startNATS()
 	require.Equal(t, bus.CloseGatewayLost, rec.waitClose(t, id))
 }
-
