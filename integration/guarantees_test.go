@@ -2,9 +2,7 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,36 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var (
-	natsOnce sync.Once
-	natsBin  string
-	natsErr  error
-)
-
-// natsServer builds nats-server from the version go.mod pins, once.
-func natsServer(t *testing.T) string {
-	t.Helper()
-	natsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gw-nats-")
-		if err != nil {
-			natsErr = err
-			return
-		}
-		natsBin = filepath.Join(dir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-		}
-	})
-	require.NoError(t, natsErr)
-	return natsBin
-}
-
 // natsCluster starts n nats-server processes routed into one cluster and
 // returns their client URLs.
 func natsCluster(t *testing.T, n int) (urls []string, procs []*exec.Cmd) {
 	t.Helper()
-	bin := natsServer(t)
+	bin := natsServerBin.get(t)
 	var routes []string
 	clusterPorts := make([]int, n)
 	for i := range n {

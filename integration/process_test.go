@@ -21,30 +21,40 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// built builds a main package once per test run, into a temporary
+// directory the OS cleans, and returns the binary's path.
+type built struct {
+	once      sync.Once
+	pkg, name string
+	path      string
+	err       error
+}
 
-// binary builds cmd/gatewayworker once per test run.
-func binary(t *testing.T) string {
+func (b *built) get(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "gw-integration-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "gatewayworker")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/gatewayworker").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		b.path = filepath.Join(dir, b.name)
+		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
-	require.NoError(t, buildErr)
-	return binPath
+	require.NoError(t, b.err)
+	return b.path
 }
+
+var (
+	gatewayworkerBin = &built{pkg: "../cmd/gatewayworker", name: "gatewayworker"}
+	// natsServerBin is nats-server at the version go.mod pins.
+	natsServerBin = &built{pkg: "github.com/nats-io/nats-server/v2", name: "nats-server"}
+)
+
+// binary returns the gatewayworker binary.
+func binary(t *testing.T) string { return gatewayworkerBin.get(t) }
 
 // proc is a running tier process whose stderr is scanned for lines.
 type proc struct {
