@@ -29,6 +29,9 @@ var (
 	ErrTimeout = errors.New("bus: request timed out")
 	// ErrClosed means the connection was closed.
 	ErrClosed = errors.New("bus: connection closed")
+	// ErrMaxPayload means a message is larger than the server accepts
+	// (1 MiB by default, Conn.MaxPayload).
+	ErrMaxPayload = errors.New("bus: message over the server's max payload")
 )
 
 // Config says how to reach NATS. Every gatewayworker process (gateway, worker,
@@ -358,6 +361,8 @@ func wrap(op, subject string, err error) error {
 		err = fmt.Errorf("%w: %w", ErrTimeout, err)
 	case errors.Is(err, nats.ErrConnectionClosed):
 		err = ErrClosed
+	case errors.Is(err, nats.ErrMaxPayload):
+		err = fmt.Errorf("%w: %w", ErrMaxPayload, err)
 	}
 	if subject == "" {
 		return fmt.Errorf("bus: %s: %w", op, err)

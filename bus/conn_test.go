@@ -115,3 +115,10 @@ func TestTLSToNATS(t *testing.T) {
 		TLS: &bus.TLSConfig{CAFile: writeFile(t, "other-ca.pem", otherCA(t))}})
 	require.Error(t, err, "a server whose certificate the CA did not sign is refused")
 }
+
+func TestMaxPayloadIsASentinel(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{MaxPayload: 1024})
+	c := bustest.Connect(t, e, bus.Config{})
+	err := c.Publish("big", make([]byte, 2048))
+	require.ErrorIs(t, err, bus.ErrMaxPayload)
+}

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,6 +22,7 @@ Usage:
   gatewayworker gateway [flags]    a gateway against an external NATS
   gatewayworker worker [flags]     a worker (--app chat|bench) against an external NATS
   gatewayworker status [--json]    the live gateways and workers, with their counters
+  gatewayworker api [flags]        the HTTP API for pushes and queries from any language
   gatewayworker <command> --help   the flags of a command, grouped by tier
 
 Every flag --some-name can also be set as the environment variable GW_SOME_NAME.`
@@ -54,11 +56,22 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runWorker(ctx, args, stdout)
 	case "status":
 		return runStatus(ctx, args, stdout)
+	case "api":
+		return runAPI(ctx, args, stdout)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want run, gateway, worker or status; see --help)", cmd)
+	return fmt.Errorf("unknown command %q (want run, gateway, worker, status or api; see --help)", cmd)
+}
+
+// parseWithLogger parses args (printing the grouped flags on --help) and
+// builds the logger the logging flags ask for.
+func parseWithLogger(c *cli, l *logFlags, args []string, stdout io.Writer) (*slog.Logger, error) {
+	if err := parseOrHelp(c, args, stdout); err != nil {
+		return nil, err
+	}
+	return l.logger()
 }
 
 // parseOrHelp parses args; on --help it prints the grouped flags and

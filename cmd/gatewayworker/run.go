@@ -102,10 +102,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var metricsAddr string
 	metricsFlag(c, &metricsAddr)
 	l.register(c)
-	if err := parseOrHelp(c, args, stdout); err != nil {
-		return err
-	}
-	log, err := l.logger()
+	log, err := parseWithLogger(c, &l, args, stdout)
 	if err != nil {
 		return err
 	}

@@ -47,10 +47,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
 	c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")
 	l.register(c)
-	if err := parseOrHelp(c, args, stdout); err != nil {
-		return err
-	}
-	log, err := l.logger()
+	log, err := parseWithLogger(c, &l, args, stdout)
 	if err != nil {
 		return err
 	}

@@ -22,10 +22,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	var metricsAddr string
 	metricsFlag(c, &metricsAddr)
 	l.register(c)
-	if err := parseOrHelp(c, args, stdout); err != nil {
-		return err
-	}
-	log, err := l.logger()
+	log, err := parseWithLogger(c, &l, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -68,10 +65,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	var metricsAddr string
 	metricsFlag(c, &metricsAddr)
 	l.register(c)
-	if err := parseOrHelp(c, args, stdout); err != nil {
-		return err
-	}
-	log, err := l.logger()
+	log, err := parseWithLogger(c, &l, args, stdout)
 	if err != nil {
 		return err
 	}
