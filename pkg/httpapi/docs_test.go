@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 )
 
@@ -25,12 +26,36 @@ const docBoot = "mihyrchs"
 // output and status with the one the document shows. Error bodies are
 // compared by code: their messages are for people and may change.
 func TestDocsCurlSession(t *testing.T) {
+	c1, c2 := runCurlSession(t, "../../docs/http-api.md", 15)
+	// What the WebSocket clients received. Pushes to a group and to a uid
+	// travel on different subjects: only their set is certain, not their order.
+	var got []string
+	for range 4 {
+		got = append(got, c1.Read(wait))
+	}
+	require.ElementsMatch(t, []string{"hello", "hi room", "you have mail", "1 of 2"}, got)
+	require.Equal(t, "bye", c2.Read(wait))
+	require.Error(t, c2.Closed(wait))
+}
+
+// TestReadmeCurlSession runs the shorter session of the README the same way.
+func TestReadmeCurlSession(t *testing.T) {
+	c1, c2 := runCurlSession(t, "../../README.md", 5)
+	require.Equal(t, "hi room", c1.Read(wait))
+	c2.ExpectSilence(100 * time.Millisecond)
+}
+
+// runCurlSession runs the first console block of a document, command by
+// command, with the real curl against a real stack holding two WebSocket
+// clients, and returns the clients.
+func runCurlSession(t *testing.T, doc string, minSteps int) (c1, c2 *gatewaytest.WS) {
+	t.Helper()
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Skip("curl is not installed")
 	}
-	steps, fn := readCurlSession(t, "../../docs/http-api.md")
-	require.GreaterOrEqual(t, len(steps), 15)
+	steps, fn := readCurlSession(t, doc)
+	require.GreaterOrEqual(t, len(steps), minSteps)
 
 	const key = "secret-key"
 	s := newStack(t, stackConfig{http: httpapi.Config{Keys: []string{key}}})
@@ -63,16 +88,7 @@ func TestDocsCurlSession(t *testing.T) {
 			sameOutputLine(t, st.command, want[i], got[i])
 		}
 	}
-
-	// What the WebSocket clients received. Pushes to a group and to a uid
-	// travel on different subjects: only their set is certain, not their order.
-	var got []string
-	for range 4 {
-		got = append(got, c1.Read(wait))
-	}
-	require.ElementsMatch(t, []string{"hello", "hi room", "you have mail", "1 of 2"}, got)
-	require.Equal(t, "bye", c2.Read(wait))
-	require.Error(t, c2.Closed(wait))
+	return c1, c2
 }
 
 type curlStep struct {
