@@ -233,6 +233,9 @@ func Unmarshal(data []byte, v any) error {
 	if data[0] != EnvelopeVersion {
 		return fmt.Errorf("%w: version %d, want %d", ErrBadEnvelope, data[0], EnvelopeVersion)
 	}
+	if err := checkLengths(data[1:]); err != nil {
+		return err
+	}
 	if err := msgpack.Unmarshal(data[1:], v); err != nil {
 		return fmt.Errorf("%w: %T: %v", ErrBadEnvelope, v, err)
 	}
@@ -261,6 +264,9 @@ func EncodeSession(s map[string]any) ([]byte, error) {
 func DecodeSession(b []byte) (map[string]any, error) {
 	if len(b) == 0 {
 		return map[string]any{}, nil
+	}
+	if err := checkLengths(b); err != nil {
+		return nil, err
 	}
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
 	dec.UseLooseInterfaceDecoding(true)

@@ -100,3 +100,24 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestHugeLengthsAreRefusedBeforeAllocating(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"map of a billion entries": {0xdf, 'A', 'v', 0x01, 'w', 0xb0},
+		"array32":                  {0xdd, 0xff, 0xff, 0xff, 0xff},
+		"str32":                    {0xdb, 0x00, 0x10, 0x00, 0x00, 'x'},
+		"nested map16":             {0x81, 0xa1, 'k', 0xde, 0xff, 0xff},
+		"truncated":                {0x82, 0xa1, 'k'},
+		"reserved byte":            {0xc1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := DecodeSession(b)
+			require.ErrorIs(t, err, ErrBadEnvelope)
+			require.ErrorIs(t, Unmarshal(append([]byte{EnvelopeVersion}, b...), &Command{}), ErrBadEnvelope)
+		})
+	}
+	// Valid envelopes of every shape still pass.
+	b, err := EncodeSession(map[string]any{"a": []any{1, "x", 2.5, true, nil, map[string]any{"b": []byte{1, 2}}}, "big": int64(1) << 40})
+	require.NoError(t, err)
+	require.NoError(t, checkLengths(b))
+}
