@@ -36,27 +36,20 @@ type workerStatus struct {
 // runStatus prints the live gateways and workers, like `php start.php status`.
 func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		n       natsFlags
-		l       logFlags
+		s       singleTier
 		asJSON  bool
 		timeout time.Duration
 	)
-	c := newCLI("status", "gatewayworker status: the live gateways and workers of a deployment.")
-	n.register(c, false)
-	c.group("Output")
-	c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
-	c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")
-	l.register(c)
-	log, err := parseWithLogger(c, &l, args, stdout)
-	if err != nil {
-		return err
-	}
-	b, err := connectBus(ctx, &n, "status", log)
+	log, b, err := s.start(ctx, "status", "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, func(c *cli) {
+		c.group("Output")
+		c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
+		c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")
+	}, false)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	a, err := api.New(api.Config{Bus: b, Prefix: n.prefix, QueryTimeout: timeout, Logger: log})
+	a, err := api.New(api.Config{Bus: b, Prefix: s.nats.prefix, QueryTimeout: timeout, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -4,34 +4,56 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
+	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/worker"
 )
 
+// singleTier is what the commands that run against an external NATS share:
+// its flags, its logger and its NATS connection.
+type singleTier struct {
+	nats    natsFlags
+	logs    logFlags
+	metrics string
+}
+
+// start registers the NATS flags, the command's own flags (own), --metrics
+// when withMetrics, and the logging flags; parses args; and connects to
+// NATS. The caller closes the connection.
+func (s *singleTier) start(ctx context.Context, name, title string, args []string, stdout io.Writer,
+	own func(*cli), withMetrics bool) (*slog.Logger, *bus.Conn, error) {
+	c := newCLI(name, title)
+	s.nats.register(c, false)
+	own(c)
+	if withMetrics {
+		metricsFlag(c, &s.metrics)
+	}
+	s.logs.register(c)
+	log, err := parseWithLogger(c, &s.logs, args, stdout)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := connectBus(ctx, &s.nats, name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, b, nil
+}
+
 // runGateway runs one gateway against an external NATS until ctx ends.
 func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		n natsFlags
+		s singleTier
 		g gatewayFlags
-		l logFlags
 	)
-	c := newCLI("gateway", "gatewayworker gateway: a gateway against an external NATS.")
-	n.register(c, false)
-	g.register(c)
-	var metricsAddr string
-	metricsFlag(c, &metricsAddr)
-	l.register(c)
-	log, err := parseWithLogger(c, &l, args, stdout)
-	if err != nil {
-		return err
-	}
-	b, err := connectBus(ctx, &n, "gateway", log)
+	log, b, err := s.start(ctx, "gateway", "gatewayworker gateway: a gateway against an external NATS.", args, stdout, g.register, true)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	cfg, err := g.config(b, n.prefix, log)
+	cfg, err := g.config(b, s.nats.prefix, log)
 	if err != nil {
 		return err
 	}
@@ -44,7 +66,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	m := newMetrics()
 	m.addGateway(gw)
-	stopMetrics, err := serveMetrics(metricsAddr, m, log)
+	stopMetrics, err := serveMetrics(s.metrics, m, log)
 	if err != nil {
 		return err
 	}
@@ -55,26 +77,15 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 // runWorker runs one worker against an external NATS until ctx ends, then drains.
 func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		n natsFlags
+		s singleTier
 		w workerFlags
-		l logFlags
 	)
-	c := newCLI("worker", "gatewayworker worker: a worker of --app against an external NATS.")
-	n.register(c, false)
-	w.register(c)
-	var metricsAddr string
-	metricsFlag(c, &metricsAddr)
-	l.register(c)
-	log, err := parseWithLogger(c, &l, args, stdout)
-	if err != nil {
-		return err
-	}
-	b, err := connectBus(ctx, &n, "worker", log)
+	log, b, err := s.start(ctx, "worker", "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, w.register, true)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	cfg, err := w.config(b, n.prefix, log)
+	cfg, err := w.config(b, s.nats.prefix, log)
 	if err != nil {
 		return err
 	}
@@ -85,7 +96,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	m.addWorker(wk)
-	stopMetrics, err := serveMetrics(metricsAddr, m, log)
+	stopMetrics, err := serveMetrics(s.metrics, m, log)
 	if err != nil {
 		return err
 	}
