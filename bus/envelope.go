@@ -118,6 +118,10 @@ const (
 	OpIsOnline
 	// OpGetUID: Reply.Items holds the client's uid, if it has one.
 	OpGetUID
+	// OpClientList asks a gateway for the clients whose connect event
+	// went out and whose close event was not acknowledged yet: Items, in
+	// parts, and Seq, the last Presence sequence the list includes.
+	OpClientList
 )
 
 // Command is a push or a request to gateways: on a gateway's command subject
@@ -163,6 +167,26 @@ type Reply struct {
 	Sessions map[string][]byte `msgpack:"s,omitempty"`
 	// More is set on every part of a long answer but the last.
 	More bool `msgpack:"more,omitempty"`
+	// Seq answers OpClientList (see Presence.Seq).
+	Seq uint64 `msgpack:"sq,omitempty"`
+}
+
+// Presence is a gateway's report of the clients that workers heard of
+// (their connect event went out) and of those they are done with (their
+// close event was acknowledged), since its previous report.
+type Presence struct {
+	Gateway string `msgpack:"g"`
+	// Boot tells gateway processes with the same id apart.
+	Boot int64 `msgpack:"b"`
+	// Seq numbers reports from 1; a gap means one was lost.
+	Seq     uint64   `msgpack:"q"`
+	Added   []string `msgpack:"a,omitempty"`
+	Removed []string `msgpack:"r,omitempty"`
+}
+
+// WorkerBeat is a worker's heartbeat on [Subjects.WorkerBeat].
+type WorkerBeat struct {
+	ID string `msgpack:"id"`
 }
 
 // GatewayInfo is a gateway's answer to [QueryInfo], for `gatewayworker status`.

@@ -22,10 +22,11 @@ func (s Subjects) Permissions(r Role) (publish, subscribe []string) {
 	pushes := []string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", p + ".all", p + ".q.>", p + ".wk.info"}
 	switch r {
 	case RoleGateway:
-		return []string{s.Events(), s.Heartbeat(), "_INBOX.>"},
+		return []string{s.Events(), s.Heartbeat(), p + ".pr.*", "_INBOX.>"},
 			[]string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", s.All(), p + ".q.>", "_INBOX.>"}
 	case RoleWorker:
-		return append(pushes, "_INBOX.>"), []string{s.Events(), s.Heartbeat(), s.WorkerInfo(), "_INBOX.>"}
+		return append(pushes, s.LostEvents(), s.WorkerBeat(), "_INBOX.>"),
+			[]string{s.Events(), s.LostEvents(), s.Heartbeat(), s.AllPresence(), s.WorkerInfo(), s.WorkerBeat(), "_INBOX.>"}
 	case RoleAPI:
 		return pushes, []string{s.Heartbeat(), "_INBOX.>"}
 	}

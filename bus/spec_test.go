@@ -62,7 +62,8 @@ var specEnums = map[string]map[string]string{
 	"Op": named(bus.OpSend, "OpSend", bus.OpClose, "OpClose", bus.OpDestroy, "OpDestroy", bus.OpBindUID, "OpBindUID",
 		bus.OpUnbindUID, "OpUnbindUID", bus.OpJoinGroup, "OpJoinGroup", bus.OpLeaveGroup, "OpLeaveGroup",
 		bus.OpUngroup, "OpUngroup", bus.OpGetSession, "OpGetSession", bus.OpSetSession, "OpSetSession",
-		bus.OpUpdateSession, "OpUpdateSession", bus.OpIsOnline, "OpIsOnline", bus.OpGetUID, "OpGetUID"),
+		bus.OpUpdateSession, "OpUpdateSession", bus.OpIsOnline, "OpIsOnline", bus.OpGetUID, "OpGetUID",
+		bus.OpClientList, "OpClientList"),
 	"EventKind": named(bus.EventConnect, "EventConnect", bus.EventWebSocketConnect, "EventWebSocketConnect",
 		bus.EventMessage, "EventMessage", bus.EventClose, "EventClose"),
 	"CloseReason": named(bus.CloseUnknown, "CloseUnknown", bus.CloseClientClosed, "CloseClientClosed",
@@ -99,7 +100,7 @@ func named(pairs ...any) map[string]string {
 var specStructs = map[string]any{
 	"EventBatch": bus.EventBatch{}, "Event": bus.Event{}, "WebSocketInfo": bus.WebSocketInfo{}, "Ack": bus.Ack{},
 	"Command": bus.Command{}, "Reply": bus.Reply{}, "Beat": bus.Beat{}, "GatewayInfo": bus.GatewayInfo{},
-	"WorkerInfo": bus.WorkerInfo{},
+	"WorkerInfo": bus.WorkerInfo{}, "Presence": bus.Presence{}, "WorkerBeat": bus.WorkerBeat{},
 }
 
 // spec is what the test reads out of the document.

@@ -142,3 +142,17 @@ const (
 // WorkerInfo is the subject every worker answers status requests on, with
 // a [WorkerInfo] in Reply.Body.
 func (s Subjects) WorkerInfo() string { return s.p() + ".wk.info" }
+
+// Presence carries a gateway's connects and closes ([Presence]), so that
+// workers know the clients of a gateway that dies without a word.
+func (s Subjects) Presence(gateway string) string { return s.p() + ".pr." + gateway }
+
+// AllPresence matches every gateway's [Subjects.Presence].
+func (s Subjects) AllPresence() string { return s.p() + ".pr.*" }
+
+// WorkerBeat carries worker heartbeats ([WorkerBeat]).
+func (s Subjects) WorkerBeat() string { return s.p() + ".wk.hb" }
+
+// LostEvents is where workers send, to the [WorkerQueue] group, the close
+// events of the clients of a gateway that died.
+func (s Subjects) LostEvents() string { return s.p() + ".evl" }

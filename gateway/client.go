@@ -51,6 +51,8 @@ type client struct {
 	ended bool
 	// announced is set once the connect event is queued.
 	announced bool
+	// finished is set once the close event was acknowledged.
+	finished bool
 
 	// Only the connection's reader (one at a time) touches these:
 	// carry is unconsumed TCP input; rateSecond and rateCount count the

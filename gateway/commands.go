@@ -13,9 +13,15 @@ import (
 func (g *Gateway) onCommand(m bus.Msg) {
 	var cmd bus.Command
 	var rep bus.Reply
-	if err := bus.Unmarshal(m.Data, &cmd); err != nil {
+	switch err := bus.Unmarshal(m.Data, &cmd); {
+	case err != nil:
 		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
-	} else {
+	case cmd.Op == bus.OpClientList:
+		if m.Reply != "" {
+			g.replyClientList(m.Reply)
+		}
+		return
+	default:
 		rep = g.execClientCommand(cmd)
 	}
 	if m.Reply != "" {

@@ -52,12 +52,13 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
-	fan    fanout
-	ws     *nbhttp.Engine
-	tcp    []*tcpServer
-	wsAddr string
-	loops  sync.WaitGroup
-	warns  ratelog.Limiter
+	fan      fanout
+	presence presence
+	ws       *nbhttp.Engine
+	tcp      []*tcpServer
+	wsAddr   string
+	loops    sync.WaitGroup
+	warns    ratelog.Limiter
 	// lostSince is when the sweep loop first saw NATS down; zero while up.
 	lostSince time.Time
 
@@ -196,6 +197,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.shutdown()
 	endLife()
 	g.loops.Wait()
+	g.flushPresence()
 	g.beat(true)
 	unsubscribeAll(fixed)
 	g.subsMu.Lock()
@@ -350,9 +352,10 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 		c.mu.Unlock()
 		return
 	}
+	announce := false
 	switch {
 	case ev.Kind == bus.EventConnect:
-		c.announced = true
+		c.announced, announce = true, true
 	case ev.Kind == bus.EventClose && !c.announced:
 		// Gone before its connect event (a TLS handshake that never
 		// finished): workers never heard of it, so they hear nothing.
@@ -377,6 +380,9 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 		batch = g.nextBatchLocked(c, time.Now())
 	}
 	c.mu.Unlock()
+	if announce {
+		g.presence.add(c.id)
+	}
 	if batch != nil {
 		g.sendBatch(c, batch)
 	}
@@ -470,6 +476,7 @@ func (g *Gateway) onAck(m bus.Msg) {
 	c.inflight = nil
 	next := g.nextBatchLocked(c, now)
 	finished := next == nil && c.ended
+	c.finished = finished
 	if next == nil {
 		g.waitMu.Lock()
 		delete(g.waiting, c)
@@ -481,6 +488,7 @@ func (g *Gateway) onAck(m bus.Msg) {
 	}
 	if finished {
 		g.reg.remove(c)
+		g.presence.remove(c.id)
 	}
 }
 
@@ -493,6 +501,7 @@ func (g *Gateway) sweep(now time.Time) {
 		return
 	}
 	g.lostSince = time.Time{}
+	g.flushPresence()
 	g.waitMu.Lock()
 	overdue := make([]*client, 0, len(g.waiting))
 	for c := range g.waiting {

@@ -204,6 +204,17 @@ func (r *registry) uidMembers(uid string, dst []*client) []*client {
 	return dst
 }
 
+// registered appends every registered client to dst, also those whose
+// close event is pending.
+func (r *registry) registered(dst []*client) []*client {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.clients {
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // liveClients appends every client with an open socket to dst.
 func (r *registry) liveClients(dst []*client) []*client {
 	r.mu.RLock()

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
 
 // natsCluster starts n nats-server processes routed into one cluster and
@@ -262,4 +266,52 @@ func TestG4NATSNodeKilled(t *testing.T) {
 	for _, c := range l.clients {
 		require.Less(t, c.maxGap, 2*time.Second+500*time.Millisecond, "echoes resume within about 2 s")
 	}
+}
+
+// TestG5GatewayKilled: a gateway SIGKILLed with clients: its clients'
+// connections drop, and the workers' OnClose runs for each of them within
+// 5 s (GatewayWorker never fires these). Counted through the workers'
+// handled-events counters, as `gatewayworker status` shows them.
+func TestG5GatewayKilled(t *testing.T) {
+	urls, _ := natsCluster(t, 1)
+	doomed, ws := startGateway(t, urls[0])
+	startTier(t, "worker-a", "worker", "--nats", urls[0], "--app", "bench")
+	startTier(t, "worker-b", "worker", "--nats", urls[0], "--app", "bench")
+	const clients = 50
+	for range clients {
+		c, _, err := websocket.DefaultDialer.Dial(ws, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	ctx := context.Background()
+	conn, err := bus.Connect(ctx, bus.Config{URLs: urls})
+	require.NoError(t, err)
+	defer conn.Close()
+	a, err := api.New(api.Config{Bus: conn})
+	require.NoError(t, err)
+	defer a.Close()
+	handled := func() uint64 {
+		infos, err := a.GetWorkerInfos(ctx, 300*time.Millisecond)
+		require.NoError(t, err)
+		require.Len(t, infos, 2)
+		var n uint64
+		for _, i := range infos {
+			n += i.Handled
+		}
+		return n
+	}
+	// A WebSocket client makes two events: connect and websocket-connect.
+	require.Eventually(t, func() bool { return handled() == 2*clients }, 10*time.Second, 50*time.Millisecond, "every connect handled")
+	time.Sleep(1500 * time.Millisecond) // presence reports reach the workers
+
+	require.NoError(t, doomed.cmd.Process.Signal(syscall.SIGKILL))
+	start := time.Now()
+	require.Eventually(t, func() bool { return handled() >= 3*clients }, 10*time.Second, 100*time.Millisecond)
+	took := time.Since(start)
+	time.Sleep(time.Second)
+	got := handled() - 2*clients
+	t.Logf("G5 gateway SIGKILL: clients %d / close events handled %d / duplicated %d / after %v",
+		clients, got, got-clients, took.Round(time.Millisecond))
+	require.Equal(t, uint64(clients), got, "one OnClose per client")
+	require.Less(t, took, 5*time.Second)
 }

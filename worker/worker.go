@@ -245,6 +245,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer func() { _ = info.Unsubscribe() }()
+	lost, err := w.bus.QueueSubscribe(w.subj.LostEvents(), bus.WorkerQueue, w.onBatch)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer func() { _ = lost.Unsubscribe() }()
+	reapCtx, stopReaper := context.WithCancel(hctx)
+	reaperDone := make(chan error, 1)
+	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
+	defer func() { stopReaper(); <-reaperDone }()
 	sub, err := w.bus.QueueSubscribe(w.subj.Events(), bus.WorkerQueue, w.onBatch)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)

@@ -1,0 +1,114 @@
+package worker_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/worker"
+	"github.com/gatewayworker/gatewayworker/worker/workertest"
+)
+
+// closeCounter counts close events per client across workers.
+type closeCounter struct {
+	mu      sync.Mutex
+	reasons map[string][]bus.CloseReason
+}
+
+func (cc *closeCounter) handlers() worker.Handlers {
+	return worker.Handlers{
+		OnConnect: func(ctx context.Context, c *worker.Client) error {
+			return c.SendToCurrentClient(ctx, []byte("id:"+c.ID()))
+		},
+		OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
+		OnClose: func(_ context.Context, c *worker.Client, e worker.CloseEvent) error {
+			cc.mu.Lock()
+			cc.reasons[c.ID()] = append(cc.reasons[c.ID()], e.Reason)
+			cc.mu.Unlock()
+			return nil
+		},
+	}
+}
+
+func (cc *closeCounter) of(id string) []bus.CloseReason {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return append([]bus.CloseReason(nil), cc.reasons[id]...)
+}
+
+func startGatewayWithClients(t *testing.T, e *bus.Embedded, gwBus *bus.Conn, n int) []string {
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "doomed"})
+	var ids []string
+	for range n {
+		c := gatewaytest.DialWS(t, gw, "/", nil)
+		ids = append(ids, strings.TrimPrefix(c.Read(wait), "id:"))
+	}
+	return ids
+}
+
+// TestGatewayLostClientsGetOnClose: a gateway that vanishes (its NATS
+// connection gone, no goodbye) still gets each of its clients an OnClose,
+// exactly once across two workers, within 5 s (ARCHITECTURE.md G5).
+func TestGatewayLostClientsGetOnClose(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
+	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	gwBus := bustest.Connect(t, e, bus.Config{})
+	ids := startGatewayWithClients(t, e, gwBus, 5)
+	time.Sleep(1500 * time.Millisecond) // let presence reports and a beat reach the workers
+
+	gwBus.Close()
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			if len(cc.of(id)) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond)
+	t.Logf("every client's OnClose after %v", time.Since(start).Round(time.Millisecond))
+	require.Less(t, time.Since(start), 5*time.Second)
+	time.Sleep(time.Second) // duplicates would come now
+	for _, id := range ids {
+		require.Equal(t, []bus.CloseReason{bus.CloseGatewayLost}, cc.of(id), id)
+	}
+}
+
+// TestGatewayStopIsNotALoss: a gateway that stops cleanly sends its
+// clients' close events itself; nobody synthesizes them again.
+func TestGatewayStopIsNotALoss(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
+	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	stopCtx, stop := context.WithCancel(context.Background())
+	g, err := gateway.New(gateway.Config{Bus: bustest.Connect(t, e, bus.Config{}), WebSocketAddr: "127.0.0.1:0", Logger: bustest.Logger(t)})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(stopCtx) }()
+	<-g.Ready()
+	var ids []string
+	for range 3 {
+		c := gatewaytest.DialWS(t, g, "/", nil)
+		ids = append(ids, strings.TrimPrefix(c.Read(wait), "id:"))
+	}
+	time.Sleep(1500 * time.Millisecond)
+	stop()
+	require.NoError(t, <-done)
+	time.Sleep(gatewayQuietPeriod)
+	for _, id := range ids {
+		require.Equal(t, []bus.CloseReason{bus.CloseGatewayShutdown}, cc.of(id), id)
+	}
+}
+
+// gatewayQuietPeriod is longer than the reaper needs to notice a gateway.
+const gatewayQuietPeriod = 4 * time.Second
