@@ -28,7 +28,7 @@ const (
 	DefaultHandshakeTimeout     = 10 * time.Second
 	DefaultDrainTimeout         = 5 * time.Second
 	DefaultBeatInterval         = time.Second
-	DefaultNATSLossTimeout      = 10 * time.Second
+	DefaultNATSLossTimeout      = 2500 * time.Millisecond
 	// MaxBatchBytes bounds one event batch, well under NATS's 1 MiB default payload.
 	MaxBatchBytes = 256 << 10
 )
@@ -123,12 +123,13 @@ type Config struct {
 	// DrainTimeout bounds how long Run waits, when stopping, for workers to
 	// acknowledge the close events of its clients. Zero means DefaultDrainTimeout (5s).
 	DrainTimeout time.Duration
-	// NATSLossTimeout is how long the gateway rides out a lost NATS
-	// connection. Shorter losses are invisible to clients: events and
-	// replies wait in the reconnect buffer. Past it, the gateway closes its
-	// clients (bus.CloseGatewayLost), since workers and API clients take it
-	// for dead by then; the close events reach workers when NATS is back.
-	// Zero means DefaultNATSLossTimeout (10s); negative never closes.
+	// NATSLossTimeout is how long the gateway rides out a lost NATS: the
+	// time its own heartbeats may fail to come back through NATS. Shorter
+	// losses are invisible to clients: events and replies wait in the
+	// reconnect buffer. Past it, the gateway closes its clients
+	// (bus.CloseGatewayLost), because workers take a gateway whose beats
+	// stopped for 3.5 s for dead and run its clients' OnClose; keep it below
+	// that. Zero means DefaultNATSLossTimeout (2.5s); negative never closes.
 	NATSLossTimeout time.Duration
 	// BeatInterval is how often the gateway announces itself on the bus.
 	// Zero means DefaultBeatInterval (1s).
@@ -226,6 +227,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxPendingEventBytes < c.MaxMessageSize {
 		return fmt.Errorf("gateway: MaxPendingEventBytes (%d) cannot be lower than MaxMessageSize (%d)", c.MaxPendingEventBytes, c.MaxMessageSize)
+	}
+	if c.NATSLossTimeout > 0 && c.NATSLossTimeout < 2*c.BeatInterval {
+		return fmt.Errorf("gateway: NATSLossTimeout (%v) must be at least twice BeatInterval (%v)", c.NATSLossTimeout, c.BeatInterval)
 	}
 	if c.AckTimeout < 2*bus.ProgressInterval {
 		return fmt.Errorf("gateway: AckTimeout (%v) must be at least twice bus.ProgressInterval (%v)", c.AckTimeout, bus.ProgressInterval)

@@ -59,8 +59,8 @@ type Gateway struct {
 	wsAddr   string
 	loops    sync.WaitGroup
 	warns    ratelog.Limiter
-	// lostSince is when the sweep loop first saw NATS down; zero while up.
-	lostSince time.Time
+	// lastOwnBeat is when a heartbeat of ours last came back (Unix ns).
+	lastOwnBeat atomic.Int64
 
 	stats stats
 }
@@ -172,6 +172,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	g.fan.start(g)
 	defer g.fan.stop()
+	g.lastOwnBeat.Store(time.Now().UnixNano())
 	fixed, err := g.subscribeFixed()
 	if err != nil {
 		return err
@@ -274,6 +275,7 @@ func (g *Gateway) subscribeFixed() ([]*bus.Subscription, error) {
 		{g.subj.Gateway(g.cfg.ID), g.onCommand},
 		{g.subj.All(), g.onBroadcast},
 		{g.subj.Query("*"), g.onQuery},
+		{g.subj.Heartbeat(), g.onOwnBeat},
 	} {
 		sub, err := g.bus.Subscribe(s.subject, s.h)
 		if err != nil {
@@ -496,11 +498,10 @@ func (g *Gateway) onAck(m bus.Msg) {
 // worker was there. While NATS is down nothing is resent: what was
 // published is in the client's reconnect buffer already.
 func (g *Gateway) sweep(now time.Time) {
+	g.checkBusLiveness(now)
 	if !g.bus.Connected() {
-		g.natsLost(now)
 		return
 	}
-	g.lostSince = time.Time{}
 	g.flushPresence()
 	g.waitMu.Lock()
 	overdue := make([]*client, 0, len(g.waiting))
@@ -533,23 +534,33 @@ func (g *Gateway) sweep(now time.Time) {
 	}
 }
 
-// natsLost closes every client once NATS has been gone for NATSLossTimeout.
-// Only the sweep loop calls it.
-func (g *Gateway) natsLost(now time.Time) {
-	if g.lostSince.IsZero() {
-		g.lostSince = now
-		return
-	}
-	if g.cfg.NATSLossTimeout < 0 || now.Sub(g.lostSince) < g.cfg.NATSLossTimeout {
+// checkBusLiveness closes every client once the gateway's own heartbeats
+// have not come back through NATS for NATSLossTimeout. Workers judge the
+// gateway by the same heartbeats (and take it for dead a little later), so
+// a gateway cut off from NATS closes its clients before workers run their
+// OnClose, and what the handlers heard stays true. Only the sweep loop
+// calls it.
+func (g *Gateway) checkBusLiveness(now time.Time) {
+	last := time.Unix(0, g.lastOwnBeat.Load())
+	if g.cfg.NATSLossTimeout < 0 || now.Sub(last) < g.cfg.NATSLossTimeout {
 		return
 	}
 	clients := g.reg.liveClients(nil)
 	if len(clients) > 0 {
-		g.log.Warn("NATS lost for too long: closing every client", "nats_loss_timeout", g.cfg.NATSLossTimeout, "clients", len(clients))
+		g.log.Warn("own heartbeats lost in NATS for too long: closing every client",
+			"nats_loss_timeout", g.cfg.NATSLossTimeout, "clients", len(clients))
 	}
 	for _, c := range clients {
 		c.setReason(bus.CloseGatewayLost)
 		c.t.close(nil)
+	}
+}
+
+// onOwnBeat notes that a heartbeat of this gateway went round through NATS.
+func (g *Gateway) onOwnBeat(m bus.Msg) {
+	var b bus.Beat
+	if bus.Unmarshal(m.Data, &b) == nil && b.Gateway == g.cfg.ID && b.Boot == g.boot.UnixMilli() {
+		g.lastOwnBeat.Store(time.Now().UnixNano())
 	}
 }
 

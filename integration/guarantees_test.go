@@ -73,13 +73,14 @@ type echoClient struct {
 	conn *websocket.Conn
 	mu   sync.Mutex
 	sent int
-	// next is the lowest number not yet echoed; dup counts repeats; reorder
-	// counts first copies that arrived after a higher number.
-	next, dup, reorder int
-	seen               map[int]bool
-	maxGap             time.Duration
-	lastEcho           time.Time
-	readErr            error
+	// next is the lowest number not yet echoed; top the highest seen; dup
+	// counts repeats; reorder counts first copies that arrived after a
+	// higher number (a lost one is loss, not reorder).
+	next, top, dup, reorder int
+	seen                    map[int]bool
+	maxGap                  time.Duration
+	lastEcho                time.Time
+	readErr                 error
 }
 
 func startLoad(t *testing.T, wsURL string, clients int, every time.Duration) *load {
@@ -114,9 +115,10 @@ func startLoad(t *testing.T, wsURL string, clients int, every time.Duration) *lo
 				switch {
 				case c.seen[n]:
 					c.dup++
-				case n != c.next:
+				case n < c.top:
 					c.reorder++
 				}
+				c.top = max(c.top, n)
 				c.seen[n] = true
 				for c.seen[c.next] {
 					c.next++
@@ -151,6 +153,13 @@ func startLoad(t *testing.T, wsURL string, clients int, every time.Duration) *lo
 // finish stops sending, waits until every echo arrived (or the deadline),
 // prints the counts and fails on loss, disconnects or reorders.
 func (l *load) finish(name string, allowDuplicates bool) {
+	l.finishAllowingLoss(name, allowDuplicates, 0)
+}
+
+// finishAllowingLoss is finish where up to maxLost echoes may be missing:
+// pushes are at most once, and those published while a gateway fails over
+// to another NATS node are lost.
+func (l *load) finishAllowingLoss(name string, allowDuplicates bool, maxLost int) {
 	t := l.t
 	t.Helper()
 	close(l.stop)
@@ -186,7 +195,7 @@ func (l *load) finish(name string, allowDuplicates bool) {
 	}
 	t.Logf("%s: sent %d / handled %d / lost %d / duplicated %d / reordered %d / disconnected %d / longest pause in echoes %v",
 		name, sent, handled, lost, dup, reorder, disconnected, maxGap.Round(time.Millisecond))
-	require.Zero(t, lost, "lost")
+	require.LessOrEqual(t, lost, maxLost, "lost")
 	require.Zero(t, disconnected, "disconnected clients")
 	require.Zero(t, reorder, "reordered")
 	if !allowDuplicates {
@@ -262,7 +271,10 @@ func TestG4NATSNodeKilled(t *testing.T) {
 	time.Sleep(time.Second)
 	require.NoError(t, procs[0].Process.Signal(syscall.SIGKILL))
 	time.Sleep(3 * time.Second)
-	l.finish("G4 NATS node SIGKILL", true)
+	// The client events all reach a worker (the gateway's reconnect buffer
+	// holds them), but echoes the workers pushed while the gateway was
+	// between nodes have no subscriber to go to: at most one per client.
+	l.finishAllowingLoss("G4 NATS node SIGKILL", true, len(l.clients))
 	for _, c := range l.clients {
 		require.Less(t, c.maxGap, 2*time.Second+500*time.Millisecond, "echoes resume within about 2 s")
 	}

@@ -12,12 +12,15 @@ import (
 )
 
 // Timing of the reaper. A gateway is dead after gatewayDeadAfter without a
-// heartbeat (it beats every second); a worker leads the reaping while it
-// has the smallest id among the workers heard within workerDeadAfter.
+// heartbeat (it beats every second). A gateway cut off from NATS closes its
+// clients itself after its NATSLossTimeout (2.5 s by default), just before
+// that, so an OnClose run here is never for a client still connected. A
+// worker leads the reaping while it has the smallest id among the workers
+// heard within workerDeadAfter.
 const (
 	workerBeatEvery  = time.Second
 	workerDeadAfter  = 3 * time.Second
-	gatewayDeadAfter = 3 * time.Second
+	gatewayDeadAfter = 3500 * time.Millisecond
 	reaperTick       = 250 * time.Millisecond
 	reapRetry        = 2 * time.Second
 	reapAttempts     = 5

@@ -369,7 +369,7 @@ func TestNATSOutage(t *testing.T) {
 	fast := bus.Config{ReconnectWait: 20 * time.Millisecond}
 	rec := newRecorder()
 	workertest.Start(t, e, worker.Config{Handlers: rec.handlers(), Bus: bustest.Connect(t, e, fast)})
-	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, fast), NATSLossTimeout: 1500 * time.Millisecond})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, fast), NATSLossTimeout: 2500 * time.Millisecond})
 	p := gatewaytest.DialWS(t, gw, "/", nil)
 	id := strings.TrimPrefix(p.Read(wait), "id:")
 

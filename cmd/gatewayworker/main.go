@@ -23,6 +23,7 @@ Usage:
   gatewayworker worker [flags]     a worker (--app chat|bench) against an external NATS
   gatewayworker status [--json]    the live gateways and workers, with their counters
   gatewayworker api [flags]        the HTTP API for pushes and queries from any language
+  gatewayworker health --addr A    exit 0 when A accepts TCP connections (container healthchecks)
   gatewayworker <command> --help   the flags of a command, grouped by tier
 
 Every flag --some-name can also be set as the environment variable GW_SOME_NAME.`
@@ -58,11 +59,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runStatus(ctx, args, stdout)
 	case "api":
 		return runAPI(ctx, args, stdout)
+	case "health":
+		return runHealth(ctx, args, stdout)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want run, gateway, worker, status or api; see --help)", cmd)
+	return fmt.Errorf("unknown command %q (want run, gateway, worker, status, api or health; see --help)", cmd)
 }
 
 // parseWithLogger parses args (printing the grouped flags on --help) and

@@ -248,3 +248,13 @@ func TestStatusAndMetrics(t *testing.T) {
 	require.Contains(t, string(body), `gatewayworker_worker_handler_seconds_count{event="message"}`)
 	require.Contains(t, string(body), `gatewayworker_gateway_closed_total{reason="slow consumer"} 0`)
 }
+
+func TestHealth(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	require.NoError(t, dispatch(context.Background(), []string{"health", "--addr", l.Addr().String()}, io.Discard, io.Discard))
+	err = dispatch(context.Background(), []string{"health", "--addr", freeAddr(t)}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "unhealthy")
+	require.ErrorContains(t, dispatch(context.Background(), []string{"health"}, io.Discard, io.Discard), "--addr is required")
+}

@@ -1,0 +1,108 @@
+//go:build compose
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+)
+
+// The compose test runs compose.yaml for real: a 3-node NATS cluster, two
+// gateways and two workers in containers built FROM scratch, driven by
+// clients on the host, with faults injected across container boundaries.
+// `go tool task test:compose` runs it; .ci/run runs it when Docker works.
+
+const project = "gwcompose"
+
+func sh(t *testing.T, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	require.NoError(t, err, "%s %s\n%s", name, strings.Join(args, " "), out)
+	return string(out)
+}
+
+func compose(t *testing.T, args ...string) string {
+	t.Helper()
+	return sh(t, 3*time.Minute, "docker-compose", append([]string{"-p", project, "-f", "../compose.yaml"}, args...)...)
+}
+
+// waitEcho waits until a gateway answers an echo through a worker.
+func waitEcho(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		c, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			err = c.WriteMessage(websocket.TextMessage, []byte("ready?"))
+			if err == nil {
+				var b []byte
+				_, b, err = c.ReadMessage()
+				if err == nil && string(b) != "ready?" {
+					err = fmt.Errorf("echo %q", b)
+				}
+			}
+			_ = c.Close()
+		}
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never echoed: %v", url, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestCompose(t *testing.T) {
+	if exec.Command("docker", "info").Run() != nil {
+		t.Skip("no working Docker engine")
+	}
+	sh(t, 5*time.Minute, "bash", "compose/build.sh")
+	_ = exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "down", "-v", "--remove-orphans").Run()
+	compose(t, "up", "-d")
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "logs", "--tail", "40").CombinedOutput()
+			t.Logf("container logs:\n%s", out)
+		}
+		_ = exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "down", "-v", "--remove-orphans").Run()
+	})
+	gw1, gw2 := "ws://127.0.0.1:17272/", "ws://127.0.0.1:17273/"
+	waitEcho(t, gw1)
+	waitEcho(t, gw2)
+
+	l1 := startLoad(t, gw1, 10, 10*time.Millisecond)
+	l2 := startLoad(t, gw2, 10, 10*time.Millisecond)
+	time.Sleep(2 * time.Second)
+
+	t.Log("fault: NATS node nats1 SIGKILLed")
+	sh(t, time.Minute, "docker", "kill", "-s", "KILL", project+"_nats1_1")
+	time.Sleep(4 * time.Second)
+
+	t.Log("fault: gw1 cut off from NATS for 1 s, then healed (its clients stay connected)")
+	sh(t, time.Minute, "docker", "network", "disconnect", project+"_bus", project+"_gw1_1")
+	time.Sleep(time.Second) // below the gateway's NATSLossTimeout (2.5 s)
+	sh(t, time.Minute, "docker", "network", "connect", project+"_bus", project+"_gw1_1")
+	time.Sleep(5 * time.Second)
+
+	t.Log("rolling restart of the workers, one by one (SIGTERM drains)")
+	compose(t, "restart", "-t", "30", "worker1")
+	time.Sleep(2 * time.Second)
+	compose(t, "restart", "-t", "30", "worker2")
+	time.Sleep(3 * time.Second)
+
+	// A NATS node's death and the partition can make a gateway resend a
+	// batch whose ack was lost: at-least-once allows duplicates, never loss.
+	l1.finish("compose gw1 (node kill, partition, rolling restart)", true)
+	l2.finish("compose gw2 (node kill, rolling restart)", true)
+}
