@@ -325,6 +325,11 @@ func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 // MaxPayload is the largest message the server accepts.
 func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
 
+// ForceReconnect drops the current server and connects to another (or the
+// same) one, keeping subscriptions: for a peer that seems frozen before the
+// client's own pings notice.
+func (c *Conn) ForceReconnect() error { return wrap("reconnect", "", c.nc.ForceReconnect()) }
+
 // Reconnects counts how often the connection came back after a loss.
 func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }
 

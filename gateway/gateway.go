@@ -59,8 +59,10 @@ type Gateway struct {
 	wsAddr   string
 	loops    sync.WaitGroup
 	warns    ratelog.Limiter
-	// lastOwnBeat is when a heartbeat of ours last came back (Unix ns).
-	lastOwnBeat atomic.Int64
+	// lastOwnBeat is when a heartbeat of ours last came back (Unix ns);
+	// reconnectForced is set once per silence, when we tried another node.
+	lastOwnBeat     atomic.Int64
+	reconnectForced atomic.Bool
 
 	stats stats
 }
@@ -542,7 +544,17 @@ func (g *Gateway) sweep(now time.Time) {
 // calls it.
 func (g *Gateway) checkBusLiveness(now time.Time) {
 	last := time.Unix(0, g.lastOwnBeat.Load())
-	if g.cfg.NATSLossTimeout < 0 || now.Sub(last) < g.cfg.NATSLossTimeout {
+	silent := now.Sub(last)
+	if g.cfg.NATSLossTimeout < 0 {
+		return
+	}
+	if silent >= g.cfg.NATSLossTimeout/2 && g.bus.Connected() && g.reconnectForced.CompareAndSwap(false, true) {
+		// The server may be frozen: NATS's own pings would take seconds to
+		// say so. Try another node before the clients have to go.
+		g.log.Warn("own heartbeats do not come back: reconnecting to NATS", "silent_for", silent.Round(time.Millisecond))
+		_ = g.bus.ForceReconnect()
+	}
+	if silent < g.cfg.NATSLossTimeout {
 		return
 	}
 	clients := g.reg.liveClients(nil)
@@ -561,6 +573,7 @@ func (g *Gateway) onOwnBeat(m bus.Msg) {
 	var b bus.Beat
 	if bus.Unmarshal(m.Data, &b) == nil && b.Gateway == g.cfg.ID && b.Boot == g.boot.UnixMilli() {
 		g.lastOwnBeat.Store(time.Now().UnixNano())
+		g.reconnectForced.Store(false)
 	}
 }
 
