@@ -327,3 +327,56 @@ func TestG5GatewayKilled(t *testing.T) {
 	require.Equal(t, uint64(clients), got, "one OnClose per client")
 	require.Less(t, took, 5*time.Second)
 }
+
+// TestG1OrderAcrossTheCluster: two gateways and two workers, each on
+// another node of a 3-node NATS cluster: every client's messages are
+// handled and echoed in order, none lost, none twice.
+func TestG1OrderAcrossTheCluster(t *testing.T) {
+	urls, _ := natsCluster(t, 3)
+	_, ws1 := startGateway(t, urls[0])
+	_, ws2 := startGateway(t, urls[1])
+	startTier(t, "worker-a", "worker", "--nats", urls[1], "--app", "bench")
+	startTier(t, "worker-b", "worker", "--nats", urls[2], "--app", "bench")
+	l1 := startLoad(t, ws1, 10, 2*time.Millisecond)
+	l2 := startLoad(t, ws2, 10, 2*time.Millisecond)
+	time.Sleep(3 * time.Second)
+	l1.finish("G1 order, gateway on node 1", false)
+	l2.finish("G1 order, gateway on node 2", false)
+}
+
+// TestG6QueryWithADeadGateway: a query while one of two gateways was
+// SIGKILLed returns in bounded time, with the live gateway's answer and an
+// error naming the dead one.
+func TestG6QueryWithADeadGateway(t *testing.T) {
+	urls, _ := natsCluster(t, 1)
+	doomed := start(t, "gateway", "gateway", "--nats", urls[0], "--ws", "127.0.0.1:0", "--tcp", "", "--id", "doomed")
+	doomed.waitLine(t, `(gateway listening)`)
+	_, ws := startGateway(t, urls[0])
+	for range 3 {
+		c, _, err := websocket.DefaultDialer.Dial(ws, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	ctx := context.Background()
+	conn, err := bus.Connect(ctx, bus.Config{URLs: urls})
+	require.NoError(t, err)
+	defer conn.Close()
+	a, err := api.New(api.Config{Bus: conn, QueryTimeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	defer a.Close()
+	require.Eventually(t, func() bool {
+		n, err := a.GetAllClientIDCount(ctx)
+		return err == nil && n == 3
+	}, 10*time.Second, 50*time.Millisecond)
+
+	require.NoError(t, doomed.cmd.Process.Signal(syscall.SIGKILL))
+	start := time.Now()
+	n, err := a.GetAllClientIDCount(ctx)
+	took := time.Since(start)
+	var qe *api.QueryError
+	require.ErrorAs(t, err, &qe)
+	require.Equal(t, []string{"doomed"}, qe.Missing)
+	require.Equal(t, 3, n, "the live gateway's clients")
+	t.Logf("G6 query with a dead gateway: answered in %v, partial count %d, missing %v", took.Round(time.Millisecond), n, qe.Missing)
+	require.Less(t, took, 2*time.Second)
+}
