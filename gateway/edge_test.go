@@ -197,6 +197,17 @@ func TestTwoProtocolsOnOneGateway(t *testing.T) {
 	text.Read(wait)
 	text.Send("hello text")
 	require.Equal(t, "hello text", text.Read(wait))
+
+	// 100 lines in one write come back as 100 messages, in order.
+	var burst strings.Builder
+	for i := range 100 {
+		burst.WriteString(strings.Repeat("t", i+1) + "\n")
+	}
+	_, err := text.Conn.Write([]byte(burst.String()))
+	require.NoError(t, err)
+	for i := range 100 {
+		require.Equal(t, strings.Repeat("t", i+1), text.Read(wait))
+	}
 }
 
 func TestFloodIsRateLimited(t *testing.T) {
