@@ -18,6 +18,7 @@ import (
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
+	"github.com/gatewayworker/gatewayworker/pkg/clientid"
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"
@@ -76,11 +77,18 @@ func newStack(t testing.TB, cfg stackConfig) *stack {
 	return &stack{t: t, e: e, gw: gw, api: a, srv: srv}
 }
 
-// dial connects a WebSocket client and returns it with its id.
+// dial connects a WebSocket client and returns it with its id. A push to
+// everyone made just before may reach the new client ahead of its greeting:
+// what is not a client id is skipped.
 func (s *stack) dial() (*gatewaytest.WS, string) {
 	s.t.Helper()
 	c := gatewaytest.DialWS(s.t, s.gw, "/", nil)
-	return c, c.Read(5 * time.Second)
+	for {
+		msg := c.Read(5 * time.Second)
+		if _, err := clientid.Gateway(msg); err == nil {
+			return c, msg
+		}
+	}
 }
 
 // raw sends a request as given and returns the status, header and body.
