@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // EnvelopeVersion is the first byte of every envelope. A decoder refuses
@@ -289,22 +290,72 @@ func DecodeSession(b []byte) (map[string]any, error) {
 	if len(b) == 0 {
 		return map[string]any{}, nil
 	}
-	if err := checkLengths(b); err != nil {
+	if err := walkLengths(b, true); err != nil {
 		return nil, err
 	}
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
 	dec.UseLooseInterfaceDecoding(true)
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
+	v, err := decodeSessionValue(dec, len(b))
+	if err != nil {
 		return nil, fmt.Errorf("%w: session: %v", ErrBadEnvelope, err)
 	}
-	if m == nil {
+	if v == nil {
 		return map[string]any{}, nil
 	}
-	for k, v := range m {
-		m[k] = normalizeInts(v)
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: session is a %T, not a map", ErrBadEnvelope, v)
+	}
+	for k, x := range m {
+		m[k] = normalizeInts(x)
 	}
 	return m, nil
+}
+
+// decodeSessionValue decodes one value of a session, sizing maps and
+// slices by what the input can hold rather than by what their headers claim.
+func decodeSessionValue(dec *msgpack.Decoder, limit int) (any, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
+		n, err := dec.DecodeMapLen()
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		if n > limit {
+			return nil, fmt.Errorf("map of %d entries in %d bytes", n, limit)
+		}
+		m := make(map[string]any, n)
+		for range n {
+			k, err := dec.DecodeString()
+			if err != nil {
+				return nil, err
+			}
+			if m[k], err = decodeSessionValue(dec, limit); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
+	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+		n, err := dec.DecodeArrayLen()
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		if n > limit {
+			return nil, fmt.Errorf("array of %d items in %d bytes", n, limit)
+		}
+		a := make([]any, n)
+		for i := range a {
+			if a[i], err = decodeSessionValue(dec, limit); err != nil {
+				return nil, err
+			}
+		}
+		return a, nil
+	}
+	return dec.DecodeInterfaceLoose()
 }
 
 // normalizeInts turns the uint64 that compact encoding makes of every

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -120,4 +121,20 @@ func TestHugeLengthsAreRefusedBeforeAllocating(t *testing.T) {
 	b, err := EncodeSession(map[string]any{"a": []any{1, "x", 2.5, true, nil, map[string]any{"b": []byte{1, 2}}}, "big": int64(1) << 40})
 	require.NoError(t, err)
 	require.NoError(t, checkLengths(b))
+}
+
+func TestSessionsKeepTimesButRefuseOtherExtensions(t *testing.T) {
+	when := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	b, err := EncodeSession(map[string]any{"at": when})
+	require.NoError(t, err)
+	s, err := DecodeSession(b)
+	require.NoError(t, err)
+	require.True(t, when.Equal(s["at"].(time.Time)))
+
+	// An extension whose payload looks like a huge map header.
+	_, err = DecodeSession([]byte("\xd6\x01\xdf000i"))
+	require.ErrorIs(t, err, ErrBadEnvelope)
+	require.ErrorIs(t, Unmarshal([]byte("\x01\xd6\x01\xdf000i"), &Command{}), ErrBadEnvelope)
+	_, err = DecodeSession([]byte("\xd6\xff\xdf000i")) // a time extension as the whole session
+	require.ErrorIs(t, err, ErrBadEnvelope)
 }

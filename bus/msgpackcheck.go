@@ -11,7 +11,17 @@ import (
 // them, so without this check seven bytes that announce a map of a billion
 // entries make the decoder allocate gigabytes (found by FuzzUnmarshal).
 // After it, every allocation is bounded by len(b).
+//
+// Extension types are refused: envelopes never hold any, and msgpack/v5
+// reads a map or array header found inside an extension's payload as the
+// container itself, which would slip past this walk. Sessions, which may
+// hold times (extension -1), are decoded by decodeSessionValue instead.
 func checkLengths(b []byte) error {
+	return walkLengths(b, false)
+}
+
+// walkLengths is checkLengths; allowTime lets the time extension (-1) through.
+func walkLengths(b []byte, allowTime bool) error {
 	pending := 1 // objects still to read
 	i := 0
 	need := func(n uint64) error {
@@ -62,6 +72,9 @@ func checkLengths(b []byte) error {
 			skip, err = length(4)
 		case c == 0xc7 || c == 0xc8 || c == 0xc9: // ext: length, then a type byte
 			skip, err = length(1 << (c - 0xc7))
+			if err == nil {
+				err = extAllowed(b, i, allowTime)
+			}
 			skip++
 		case c == 0xca || c == 0xce || c == 0xd2:
 			skip = 4
@@ -73,6 +86,7 @@ func checkLengths(b []byte) error {
 			skip = 2
 		case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16 and a type byte
 			skip = 1 + 1<<(c-0xd4)
+			err = extAllowed(b, i, allowTime)
 		case c == 0xdc:
 			items, err = length(2)
 		case c == 0xdd:
@@ -99,4 +113,12 @@ func checkLengths(b []byte) error {
 		pending += int(items)
 	}
 	return nil
+}
+
+// extAllowed checks the type byte of an extension at b[i].
+func extAllowed(b []byte, i int, allowTime bool) error {
+	if i < len(b) && allowTime && int8(b[i]) == -1 {
+		return nil
+	}
+	return fmt.Errorf("%w: msgpack extension at byte %d", ErrBadEnvelope, i)
 }
