@@ -156,10 +156,11 @@ func (l *load) finish(name string, allowDuplicates bool) {
 	l.finishAllowingLoss(name, allowDuplicates, 0)
 }
 
-// finishAllowingLoss is finish where up to maxLost echoes may be missing:
-// pushes are at most once, and those published while a gateway fails over
-// to another NATS node are lost.
-func (l *load) finishAllowingLoss(name string, allowDuplicates bool, maxLost int) {
+// finishAllowingLoss is finish where a fraction of the echoes may be
+// missing: pushes are at most once, and the echoes of the batch each client
+// had in flight while its gateway failed over to another NATS node are lost
+// (the events themselves reach a worker).
+func (l *load) finishAllowingLoss(name string, allowDuplicates bool, maxLostFraction float64) {
 	t := l.t
 	t.Helper()
 	close(l.stop)
@@ -195,7 +196,7 @@ func (l *load) finishAllowingLoss(name string, allowDuplicates bool, maxLost int
 	}
 	t.Logf("%s: sent %d / handled %d / lost %d / duplicated %d / reordered %d / disconnected %d / longest pause in echoes %v",
 		name, sent, handled, lost, dup, reorder, disconnected, maxGap.Round(time.Millisecond))
-	require.LessOrEqual(t, lost, maxLost, "lost")
+	require.LessOrEqual(t, float64(lost), maxLostFraction*float64(sent), "lost")
 	require.Zero(t, disconnected, "disconnected clients")
 	require.Zero(t, reorder, "reordered")
 	if !allowDuplicates {
@@ -273,8 +274,8 @@ func TestG4NATSNodeKilled(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	// The client events all reach a worker (the gateway's reconnect buffer
 	// holds them), but echoes the workers pushed while the gateway was
-	// between nodes have no subscriber to go to: at most one per client.
-	l.finishAllowingLoss("G4 NATS node SIGKILL", true, len(l.clients))
+	// between nodes have no subscriber to go to.
+	l.finishAllowingLoss("G4 NATS node SIGKILL", true, 0.02)
 	for _, c := range l.clients {
 		require.Less(t, c.maxGap, 2*time.Second+500*time.Millisecond, "echoes resume within about 2 s")
 	}
