@@ -30,7 +30,7 @@ var (
 	// ErrClosed means the connection was closed.
 	ErrClosed = errors.New("bus: connection closed")
 	// ErrMaxPayload means a message is larger than the server accepts
-	// (1 MiB by default, Conn.MaxPayload).
+	// (1 MiB by default).
 	ErrMaxPayload = errors.New("bus: message over the server's max payload")
 )
 
@@ -322,9 +322,6 @@ func (c *Conn) Flush(ctx context.Context) error {
 // Connected reports whether the connection is up right now.
 func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 
-// MaxPayload is the largest message the server accepts.
-func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
-
 // ForceReconnect drops the current server and connects to another (or the
 // same) one, keeping subscriptions: for a peer that seems frozen before the
 // client's own pings notice.
@@ -332,26 +329,6 @@ func (c *Conn) ForceReconnect() error { return wrap("reconnect", "", c.nc.ForceR
 
 // Reconnects counts how often the connection came back after a loss.
 func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }
-
-// Drain unsubscribes everything, lets handlers finish what they hold, flushes
-// and closes. It returns when that is done or ctx ends.
-func (c *Conn) Drain(ctx context.Context) error {
-	closed := make(chan struct{})
-	c.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := c.nc.Drain(); err != nil {
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			return nil
-		}
-		return wrap("drain", "", err)
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-ctx.Done():
-		c.nc.Close()
-		return fmt.Errorf("bus: drain: %w", ctx.Err())
-	}
-}
 
 // Close closes the connection at once.
 func (c *Conn) Close() { c.nc.Close() }

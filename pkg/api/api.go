@@ -88,9 +88,6 @@ func New(cfg Config) (*Client, error) {
 // Close stops following gateway heartbeats. The NATS connection stays open.
 func (c *Client) Close() { c.gateways.stop() }
 
-// Subjects returns the subject names this client uses.
-func (c *Client) Subjects() bus.Subjects { return c.subj }
-
 func (c *Client) bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
