@@ -72,7 +72,10 @@ func TestCompose(t *testing.T) {
 	compose(t, "up", "-d")
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "logs", "--tail", "40").CombinedOutput()
+			// The gateways and workers say what happened; the NATS nodes
+			// mostly repeat that nats1 is gone.
+			out, _ := exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "logs", "--no-color", "--tail", "60",
+				"gw1", "gw2", "worker1", "worker2").CombinedOutput()
 			t.Logf("container logs:\n%s", out)
 		}
 		_ = exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "down", "-v", "--remove-orphans").Run()

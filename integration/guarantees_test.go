@@ -191,6 +191,7 @@ func (l *load) finishAllowingLoss(name string, allowDuplicates bool, maxLostFrac
 		maxGap = max(maxGap, c.maxGap)
 		if c.readErr != nil {
 			disconnected++
+			t.Logf("%s: client %d disconnected after %d sent, %d echoed: %v", name, c.id, c.sent, len(c.seen), c.readErr)
 		}
 		c.mu.Unlock()
 	}
