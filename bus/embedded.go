@@ -3,6 +3,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"net"
 	"strconv"
 	"time"
@@ -145,6 +146,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 
 // URL is the address clients connect to.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// InProcess returns the option that connects a [Config] to this server
+// through memory instead of TCP: for the processes of `gatewayworker run`,
+// which share the server's process. It saves every NATS message a write and
+// a read system call on each side; other processes still use [Embedded.URL].
+func (e *Embedded) InProcess() nats.Option { return nats.InProcessServer(e.srv) }
 
 // Shutdown stops the server and waits for it; safe to call more than once.
 // Close the server's clients first, or they spend a while reconnecting.

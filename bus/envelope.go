@@ -238,8 +238,22 @@ var encoders = sync.Pool{New: func() any {
 	return e
 }}
 
-// Marshal encodes v behind the version byte.
+// Marshal encodes v behind the version byte. EventBatch, Ack and Command,
+// which cross NATS for every client message, have hand-written encoders
+// that write the bytes msgpack/v5 would, into one exact allocation.
 func Marshal(v any) ([]byte, error) {
+	switch x := v.(type) {
+	case *EventBatch:
+		return MarshalBatch(x), nil
+	case *Ack:
+		return MarshalAck(x), nil
+	case *Command:
+		return MarshalCommand(x), nil
+	}
+	return marshalReflect(v)
+}
+
+func marshalReflect(v any) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
 	e.buf.Reset()
@@ -250,18 +264,42 @@ func Marshal(v any) ([]byte, error) {
 	return bytes.Clone(e.buf.Bytes()), nil
 }
 
-// Unmarshal decodes an envelope made by [Marshal] into v.
+// Unmarshal decodes an envelope made by [Marshal] into v. Byte slices in v
+// may share data's memory: data must not be reused afterwards (a NATS
+// message's Data never is).
 func Unmarshal(data []byte, v any) error {
-	if len(data) == 0 {
-		return fmt.Errorf("%w: empty", ErrBadEnvelope)
+	switch x := v.(type) {
+	case *EventBatch:
+		return UnmarshalBatch(data, x)
+	case *Ack:
+		return UnmarshalAck(data, x)
+	case *Command:
+		return UnmarshalCommand(data, x)
 	}
-	if data[0] != EnvelopeVersion {
-		return fmt.Errorf("%w: version %d, want %d", ErrBadEnvelope, data[0], EnvelopeVersion)
-	}
-	if err := checkLengths(data[1:]); err != nil {
+	payload, err := payloadOf(data)
+	if err != nil {
 		return err
 	}
-	if err := msgpack.Unmarshal(data[1:], v); err != nil {
+	return unmarshalReflect(payload, v)
+}
+
+// payloadOf checks the version byte and returns what follows it.
+func payloadOf(data []byte) ([]byte, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadEnvelope)
+	}
+	if data[0] != EnvelopeVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadEnvelope, data[0], EnvelopeVersion)
+	}
+	return data[1:], nil
+}
+
+// unmarshalReflect decodes msgpack (no version byte) into v.
+func unmarshalReflect(payload []byte, v any) error {
+	if err := checkLengths(payload); err != nil {
+		return err
+	}
+	if err := msgpack.Unmarshal(payload, v); err != nil {
 		return fmt.Errorf("%w: %T: %v", ErrBadEnvelope, v, err)
 	}
 	return nil
