@@ -13,7 +13,7 @@ import (
 func (g *Gateway) onCommand(m bus.Msg) {
 	var cmd bus.Command
 	var rep bus.Reply
-	switch err := bus.Unmarshal(m.Data, &cmd); {
+	switch err := bus.UnmarshalCommand(m.Data, &cmd); {
 	case err != nil:
 		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
 	case cmd.Op == bus.OpClientList:
@@ -228,7 +228,7 @@ func (g *Gateway) syncSub(subject string, want func() bool, h bus.Handler) bus.R
 // onMemberPush handles a push to a group or uid subject.
 func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*client) []*client) {
 	var cmd bus.Command
-	if err := bus.Unmarshal(m.Data, &cmd); err != nil {
+	if err := bus.UnmarshalCommand(m.Data, &cmd); err != nil {
 		g.warnRateLimited("bad push", "subject", m.Subject, "err", err)
 		return
 	}
@@ -247,7 +247,7 @@ func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*c
 // onBroadcast handles a push to every client.
 func (g *Gateway) onBroadcast(m bus.Msg) {
 	var cmd bus.Command
-	if err := bus.Unmarshal(m.Data, &cmd); err != nil || cmd.Op != bus.OpSend {
+	if err := bus.UnmarshalCommand(m.Data, &cmd); err != nil || cmd.Op != bus.OpSend {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}
@@ -270,7 +270,7 @@ func (g *Gateway) onQuery(m bus.Msg) {
 	op := m.Subject[len(g.subj.Query("")):]
 	var cmd bus.Command
 	if len(m.Data) > 0 {
-		if err := bus.Unmarshal(m.Data, &cmd); err != nil {
+		if err := bus.UnmarshalCommand(m.Data, &cmd); err != nil {
 			g.reply(m.Reply, bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()})
 			return
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -334,8 +335,9 @@ func (g *Gateway) onSocketClosed(c *client) {
 	g.pushEvent(c, bus.Event{Kind: bus.EventClose, Reason: c.closeReason()})
 }
 
-// onInput notes that c is alive and forwards one message. It returns false
-// when c sent too fast and must be closed.
+// onInput notes that c is alive and forwards one message, which it
+// copies if it keeps it. It returns false when c sent too fast and must be
+// closed.
 func (g *Gateway) onInput(c *client, msg []byte) bool {
 	c.silent.Store(0)
 	if limit := g.cfg.MaxMessagesPerSecond; limit > 0 && !c.allowMessage(time.Now().Unix(), limit) {
@@ -349,7 +351,9 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 	return true
 }
 
-// pushEvent queues ev for c and sends a batch if none is in flight.
+// pushEvent sends ev for c in a batch of its own when no batch is in
+// flight, else queues it. ev.Body is borrowed (nbio reuses the buffer):
+// it is copied only when the event has to wait.
 func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 	c.mu.Lock()
 	if c.ended {
@@ -377,11 +381,14 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 		c.t.close(nil)
 		return
 	}
-	c.queue = append(c.queue, ev)
-	c.queued += eventSize(ev)
 	var batch []byte
-	if c.inflight == nil {
-		batch = g.nextBatchLocked(c, time.Now())
+	if c.inflight == nil && len(c.queue) == 0 {
+		one := [1]bus.Event{ev}
+		batch = g.startBatchLocked(c, one[:], time.Now())
+	} else {
+		ev.Body = bytes.Clone(ev.Body)
+		c.queue = append(c.queue, ev)
+		c.queued += eventSize(ev)
 	}
 	c.mu.Unlock()
 	if announce {
@@ -403,26 +410,25 @@ func (g *Gateway) nextBatchLocked(c *client, now time.Time) []byte {
 		size += eventSize(c.queue[n])
 		n++
 	}
-	c.seq++
-	batch := bus.EventBatch{
-		Gateway: g.cfg.ID, Client: c.id, Seq: c.seq, Addr: c.addr,
-		UID: g.reg.uidOf(c), Session: c.session, Events: c.queue[:n],
-	}
-	data, err := bus.Marshal(&batch)
-	if err != nil {
-		// Unreachable for these types; drop the events rather than wedge the client.
-		g.log.Error("event batch not encodable", "client_id", c.id, "err", err)
-		data = nil
-	}
+	data := g.startBatchLocked(c, c.queue[:n], now)
 	clear(c.queue[:n])
 	c.queue = c.queue[n:]
 	if len(c.queue) == 0 {
 		c.queue = nil
 	}
 	c.queued -= size
-	if data == nil {
-		return nil
+	return data
+}
+
+// startBatchLocked encodes events as c's next batch and marks it in
+// flight. c.mu must be held.
+func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time) []byte {
+	c.seq++
+	batch := bus.EventBatch{
+		Gateway: g.cfg.ID, Client: c.id, Seq: c.seq, Addr: c.addr,
+		UID: g.reg.uidOf(c), Session: c.session, Events: events,
 	}
+	data := bus.MarshalBatch(&batch)
 	c.inflight = data
 	c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 	g.waitMu.Lock()
@@ -456,7 +462,7 @@ func (g *Gateway) onAck(m bus.Msg) {
 		return
 	}
 	var ack bus.Ack
-	if err := bus.Unmarshal(m.Data, &ack); err != nil {
+	if err := bus.UnmarshalAck(m.Data, &ack); err != nil {
 		g.warnRateLimited("bad ack from a worker", "err", err)
 		return
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -187,7 +186,7 @@ func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, codec protocol.Codec, da
 		if n == 0 {
 			break
 		}
-		if !g.onInput(c, bytes.Clone(msg)) {
+		if !g.onInput(c, msg) {
 			c.carry = nil
 			_ = conn.Close()
 			return

@@ -219,13 +219,10 @@ func (t *gatewayTable) apply(p bus.Presence) {
 func (r *reaper) sync(gw string, boot int64) {
 	ctx, cancel := context.WithTimeout(r.w.handlerCtx, 5*time.Second)
 	defer cancel()
-	data, err := bus.Marshal(&bus.Command{Op: bus.OpClientList})
-	if err != nil {
-		return
-	}
+	data := bus.MarshalCommand(&bus.Command{Op: bus.OpClientList})
 	var ids []string
 	var seq uint64
-	err = r.w.bus.Gather(ctx, r.w.subj.Gateway(gw), data, func(m bus.Msg) bool {
+	err := r.w.bus.Gather(ctx, r.w.subj.Gateway(gw), data, func(m bus.Msg) bool {
 		var rep bus.Reply
 		if bus.Unmarshal(m.Data, &rep) != nil {
 			return false
@@ -314,11 +311,8 @@ func (r *reaper) reapLocked(gw string, t *gatewayTable, now time.Time) []closeSe
 	var out []closeSend
 	r.w.log.Warn("gateway lost: telling handlers its clients are gone", "gateway_id", gw, "clients", len(t.clients))
 	for id := range t.clients {
-		data, err := bus.Marshal(&bus.EventBatch{Gateway: gw, Client: id, Seq: reapSeq,
+		data := bus.MarshalBatch(&bus.EventBatch{Gateway: gw, Client: id, Seq: reapSeq,
 			Events: []bus.Event{{Kind: bus.EventClose, Reason: bus.CloseGatewayLost}}})
-		if err != nil {
-			continue
-		}
 		r.pending[id] = &reapJob{data: data, attempts: 1, sentAt: now}
 		out = append(out, closeSend{id, data})
 	}

@@ -347,7 +347,7 @@ func (w *Worker) onInfo(m bus.Msg) {
 // MaxConcurrency batches run, which slows delivery instead of dropping.
 func (w *Worker) onBatch(m bus.Msg) {
 	var b bus.EventBatch
-	if err := bus.Unmarshal(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
+	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
 		w.log.Error("event batch dropped: undecodable", "err", err)
 		return
 	}
@@ -416,10 +416,7 @@ func (w *Worker) runner(first job) {
 
 func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
 	if ack == nil {
-		var err error
-		if ack, err = bus.Marshal(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckDone}); err != nil {
-			return
-		}
+		ack = bus.MarshalAck(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckDone})
 	}
 	_ = w.bus.Publish(reply, ack)
 }
@@ -444,11 +441,7 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 	} else if changed {
 		ack.SetSession, ack.Session = true, s
 	}
-	data, err := bus.Marshal(&ack)
-	if err != nil {
-		w.log.Error("ack not encodable", "client_id", b.Client, "err", err)
-		return
-	}
+	data := bus.MarshalAck(&ack)
 	w.mu.Lock()
 	if st := w.recent[b.Client]; st != nil {
 		st.done, st.lastAck, st.at, st.reply = b.Seq, data, time.Now(), ""
@@ -480,9 +473,7 @@ func (w *Worker) reportProgress(now time.Time) {
 	}
 	w.mu.Unlock()
 	for _, r := range due {
-		if data, err := bus.Marshal(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}); err == nil {
-			_ = w.bus.Publish(r.reply, data)
-		}
+		_ = w.bus.Publish(r.reply, bus.MarshalAck(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}))
 	}
 }
 

@@ -107,11 +107,7 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	data, err := bus.Marshal(cmd)
-	if err != nil {
-		return err
-	}
-	return c.bus.Publish(subject, data)
+	return c.bus.Publish(subject, bus.MarshalCommand(cmd))
 }
 
 // toClient sends cmd to the gateway of client id and waits for its answer.
@@ -121,10 +117,7 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 		return bus.Reply{}, fmt.Errorf("%w: %q", ErrInvalidClientID, id)
 	}
 	cmd.Clients = []string{id}
-	data, err := bus.Marshal(cmd)
-	if err != nil {
-		return bus.Reply{}, err
-	}
+	data := bus.MarshalCommand(cmd)
 	ctx, cancel := c.bounded(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	answer, err := c.bus.Request(ctx, c.subj.Gateway(gw), data)

@@ -135,10 +135,7 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each f
 	}
 	var data []byte
 	if cmd != nil {
-		var err error
-		if data, err = bus.Marshal(cmd); err != nil {
-			return err
-		}
+		data = bus.MarshalCommand(cmd)
 	}
 	ctx, cancel := c.bounded(ctx, c.cfg.QueryTimeout)
 	defer cancel()
