@@ -79,10 +79,15 @@ func listenError(err error, flagName, addr string) error {
 	return err
 }
 
-func connectBus(ctx context.Context, n *natsFlags, name string, log *slog.Logger) (*bus.Conn, error) {
+// connectBus connects to --nats, or through memory to embedded when set.
+func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, name string, log *slog.Logger) (*bus.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return bus.Connect(ctx, n.config(name, log))
+	cfg := n.config(name, log)
+	if embedded != nil {
+		cfg.NATSOptions = append(cfg.NATSOptions, embedded.InProcess())
+	}
+	return bus.Connect(ctx, cfg)
 }
 
 func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -125,12 +130,12 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer embedded.Shutdown()
 		n.urls = embedded.URL()
 	}
-	gwBus, err := connectBus(ctx, &n, "gateway", log)
+	gwBus, err := connectBus(ctx, &n, embedded, "gateway", log)
 	if err != nil {
 		return err
 	}
 	defer gwBus.Close()
-	wkBus, err := connectBus(ctx, &n, "worker", log)
+	wkBus, err := connectBus(ctx, &n, embedded, "worker", log)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func (s *singleTier) start(ctx context.Context, name, title string, args []strin
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := connectBus(ctx, &s.nats, name, log)
+	b, err := connectBus(ctx, &s.nats, nil, name, log)
 	if err != nil {
 		return nil, nil, err
 	}
