@@ -295,6 +295,48 @@ func TestHandshakeThatNeverCompletesIsClosed(t *testing.T) {
 	require.Less(t, time.Since(start), 4*time.Second)
 }
 
+// TestUpgradedConnectionsOutliveHandshakeTimeout: nbio's handshake read
+// deadline raced the upgrade and killed a WebSocket connection here and
+// there HandshakeTimeout after it opened (lost connections in the 100k
+// hold run and the compose test). Many connections opened at once give the
+// race its chances; none may close.
+func TestUpgradedConnectionsOutliveHandshakeTimeout(t *testing.T) {
+	s := startEdge(t, gateway.Config{HandshakeTimeout: 200 * time.Millisecond})
+	const n = 90 // the edge's close channel holds 100
+	var wg sync.WaitGroup
+	conns := make([]*gatewaytest.WS, n)
+	for i := range conns {
+		wg.Go(func() {
+			c, err := gatewaytest.TryDialWS(s.gw, "/", nil)
+			if err == nil {
+				t.Cleanup(func() { _ = c.Conn.Close() })
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	for i, c := range conns {
+		require.NotNil(t, c, "connection %d not opened", i)
+	}
+	time.Sleep(5 * 200 * time.Millisecond)
+	select {
+	case id := <-s.closed:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t.Fatalf("%s was closed (%v) after its handshake had finished", id, s.reasons[id])
+	default:
+	}
+	for _, c := range conns {
+		require.NoError(t, c.Conn.WriteMessage(websocket.TextMessage, []byte("still here")))
+	}
+	for i, c := range conns {
+		_, _ = c.TryRead(wait) // its id, pushed on connect
+		msg, err := c.TryRead(wait)
+		require.NoError(t, err, "connection %d", i)
+		require.Equal(t, "still here", msg, "connection %d", i)
+	}
+}
+
 func TestXForwardedForOnlyFromTrustedProxies(t *testing.T) {
 	header := map[string][]string{"X-Forwarded-For": {"198.51.100.9, 203.0.113.7"}}
 	trusting := startEdge(t, gateway.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})

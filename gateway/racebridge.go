@@ -7,6 +7,6 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-func raceBridge(*nbhttp.Engine) {}
+func raceBridge(*nbhttp.Engine) (opened func()) { return func() {} }
 
 func raceBridgeTCP(*nbio.Engine) (opened func()) { return func() {} }
