@@ -22,9 +22,11 @@ type transport interface {
 // client is one connection. Its fields are grouped by the lock that guards
 // them; an idle client costs only this struct and its registry entries.
 type client struct {
-	id   string
-	addr string
-	t    transport
+	id string
+	// reply is the reply subject of the client's event batches; id is its tail.
+	reply string
+	addr  string
+	t     transport
 	// shard is the fanout goroutine that writes this client's pushes.
 	shard uint8
 	// silent counts heartbeat intervals without input.

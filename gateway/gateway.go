@@ -34,6 +34,8 @@ type Gateway struct {
 	// inbox is the prefix of the reply subjects of event batches; the client
 	// id follows it, so even a no-responders status names its client.
 	inbox string
+	// eventsSubject is where event batches go (g.subj.Events()).
+	eventsSubject string
 
 	nextSeq atomic.Uint64
 	running atomic.Bool
@@ -90,17 +92,18 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return &Gateway{
-		cfg:     cfg,
-		warns:   ratelog.Limiter{Burst: 10},
-		log:     cfg.Logger.With("gateway_id", cfg.ID),
-		bus:     cfg.Bus,
-		subj:    subj,
-		boot:    time.Now(),
-		reg:     newRegistry(),
-		inbox:   cfg.Bus.NewInbox() + ".",
-		ready:   make(chan struct{}),
-		subs:    map[string]*bus.Subscription{},
-		waiting: map[*client]struct{}{},
+		cfg:           cfg,
+		warns:         ratelog.Limiter{Burst: 10},
+		log:           cfg.Logger.With("gateway_id", cfg.ID),
+		bus:           cfg.Bus,
+		subj:          subj,
+		boot:          time.Now(),
+		reg:           newRegistry(),
+		inbox:         cfg.Bus.NewInbox() + ".",
+		eventsSubject: subj.Events(),
+		ready:         make(chan struct{}),
+		subs:          map[string]*bus.Subscription{},
+		waiting:       map[*client]struct{}{},
 	}, nil
 }
 
@@ -303,8 +306,11 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 		return nil
 	}
 	seq := g.nextSeq.Add(1)
+	// The id is the tail of the batches' reply subject: one string for both.
+	reply := g.inbox + clientid.Make(g.cfg.ID, uint64(g.boot.UnixMilli()), seq)
 	c := &client{
-		id:    clientid.Make(g.cfg.ID, uint64(g.boot.UnixMilli()), seq),
+		id:    reply[len(g.inbox):],
+		reply: reply,
 		addr:  addr,
 		t:     t,
 		shard: uint8(seq % fanoutShards),
@@ -439,7 +445,7 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 
 func (g *Gateway) sendBatch(c *client, data []byte) {
 	g.stats.batchesSent.Add(1)
-	if err := g.bus.PublishRequest(g.subj.Events(), g.inbox+c.id, data); err != nil {
+	if err := g.bus.PublishRequest(g.eventsSubject, c.reply, data); err != nil {
 		// The sweeper sends it again when the ack does not come.
 		g.warnRateLimited("event batch not published", "client_id", c.id, "err", err)
 	}
@@ -458,7 +464,7 @@ func (g *Gateway) onAck(m bus.Msg) {
 			c.deadline = now.Add(g.cfg.NoWorkerRetry).UnixNano()
 		}
 		c.mu.Unlock()
-		g.warnRateLimited("no worker listens: client events wait", "subject", g.subj.Events())
+		g.warnRateLimited("no worker listens: client events wait", "subject", g.eventsSubject)
 		return
 	}
 	var ack bus.Ack
