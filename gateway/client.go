@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -22,55 +23,59 @@ type transport interface {
 // client is one connection. Its fields are grouped by the lock that guards
 // them; an idle client costs only this struct and its registry entries.
 type client struct {
-	id string
-	// reply is the reply subject of the client's event batches; id is its tail.
+	// id is the tail of reply, the reply subject of the client's event
+	// batches: one string for both.
+	id    string
 	reply string
 	addr  string
 	t     transport
-	// shard is the fanout goroutine that writes this client's pushes.
-	shard uint8
-	// silent counts heartbeat intervals without input.
-	silent atomic.Int32
-	// reason is the CloseReason recorded by whoever closes the socket.
-	reason atomic.Uint32
 
 	// Guarded by registry.mu.
-	uid      string
-	groups   map[string]struct{}
-	detached bool
+	uid    string
+	groups map[string]struct{}
 
 	// mu guards the session and the event pipeline.
 	mu      sync.Mutex
 	session []byte
 	queue   []bus.Event
-	queued  int
-	seq     uint64
 	// inflight is the encoded batch that waits for an ack; nil when none.
 	inflight []byte
+	seq      uint64
 	// deadline (Unix nanoseconds) is when inflight is sent again.
 	deadline int64
+	queued   int32
+
+	// silent counts heartbeat intervals without input.
+	silent atomic.Int32
+	// reason is the CloseReason recorded by whoever closes the socket.
+	reason atomic.Uint32
+
+	// Only the connection's reader (one at a time) touches these: they
+	// count the messages of the current second for MaxMessagesPerSecond.
+	rateSecond uint32
+	rateCount  uint16
+
+	// shard is the fanout goroutine that writes this client's pushes.
+	shard uint8
+	// detached is guarded by registry.mu, the rest by mu.
+	detached bool
 	// ended is set once the close event is queued: nothing follows it.
 	ended bool
 	// announced is set once the connect event is queued.
 	announced bool
 	// finished is set once the close event was acknowledged.
 	finished bool
-
-	// Only the connection's reader (one at a time) touches these:
-	// carry is unconsumed TCP input; rateSecond and rateCount count the
-	// messages of the current second for MaxMessagesPerSecond.
-	carry      []byte
-	rateSecond int64
-	rateCount  int32
 }
 
 // allowMessage counts one message in second now and reports whether the
 // client stays within limit messages per second.
 func (c *client) allowMessage(now int64, limit int) bool {
-	if now != c.rateSecond {
-		c.rateSecond, c.rateCount = now, 0
+	if sec := uint32(now); sec != c.rateSecond { // equality only: wrapping is harmless
+		c.rateSecond, c.rateCount = sec, 0
 	}
-	c.rateCount++
+	if c.rateCount < math.MaxUint16 { // limit is at most MaxMessagesPerSecondLimit
+		c.rateCount++
+	}
 	return int(c.rateCount) <= limit
 }
 

@@ -21,14 +21,18 @@ const (
 	DefaultMaxMessageSize       = 64 << 10
 	DefaultSendQueueLimit       = 1 << 20
 	DefaultMaxPendingEventBytes = 1 << 20
-	DefaultMaxConnections       = 100_000
-	DefaultMaxGroupsPerClient   = 256
-	DefaultAckTimeout           = time.Second
-	DefaultNoWorkerRetry        = 250 * time.Millisecond
-	DefaultHandshakeTimeout     = 10 * time.Second
-	DefaultDrainTimeout         = 5 * time.Second
-	DefaultBeatInterval         = time.Second
-	DefaultNATSLossTimeout      = 2500 * time.Millisecond
+	// MaxPendingEventBytesLimit and MaxMessagesPerSecondLimit are the
+	// highest values Config accepts.
+	MaxPendingEventBytesLimit = 1 << 30
+	MaxMessagesPerSecondLimit = 1<<16 - 2
+	DefaultMaxConnections     = 100_000
+	DefaultMaxGroupsPerClient = 256
+	DefaultAckTimeout         = time.Second
+	DefaultNoWorkerRetry      = 250 * time.Millisecond
+	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultDrainTimeout       = 5 * time.Second
+	DefaultBeatInterval       = time.Second
+	DefaultNATSLossTimeout    = 2500 * time.Millisecond
 	// MaxBatchBytes bounds one event batch, well under NATS's 1 MiB default payload.
 	MaxBatchBytes = 256 << 10
 )
@@ -97,10 +101,12 @@ type Config struct {
 	SendQueueLimit int
 	// MaxPendingEventBytes is how many bytes of one client's events may wait
 	// for workers before the client is closed with bus.CloseEventQueueFull.
-	// Zero means DefaultMaxPendingEventBytes (1 MiB).
+	// Zero means DefaultMaxPendingEventBytes (1 MiB); at most
+	// MaxPendingEventBytesLimit (1 GiB).
 	MaxPendingEventBytes int
 	// MaxMessagesPerSecond closes a client that sends more messages than
-	// this within one second (bus.CloseRateLimited). Zero means no limit.
+	// this within one second (bus.CloseRateLimited). Zero means no limit;
+	// at most MaxMessagesPerSecondLimit (65,534).
 	MaxMessagesPerSecond int
 	// MaxConnections caps this gateway's clients. Zero means
 	// DefaultMaxConnections (100,000).
@@ -224,6 +230,13 @@ func (c Config) validate() error {
 	}
 	if c.MaxMessageSize > MaxBatchBytes {
 		return fmt.Errorf("gateway: MaxMessageSize (%d) cannot be higher than MaxBatchBytes (%d)", c.MaxMessageSize, MaxBatchBytes)
+	}
+	// A client's record keeps these in 32 and 16 bits, to stay small.
+	if c.MaxPendingEventBytes > MaxPendingEventBytesLimit {
+		return fmt.Errorf("gateway: MaxPendingEventBytes (%d) cannot be higher than %d", c.MaxPendingEventBytes, MaxPendingEventBytesLimit)
+	}
+	if c.MaxMessagesPerSecond > MaxMessagesPerSecondLimit {
+		return fmt.Errorf("gateway: MaxMessagesPerSecond (%d) cannot be higher than %d", c.MaxMessagesPerSecond, MaxMessagesPerSecondLimit)
 	}
 	if c.MaxPendingEventBytes < c.MaxMessageSize {
 		return fmt.Errorf("gateway: MaxPendingEventBytes (%d) cannot be lower than MaxMessageSize (%d)", c.MaxPendingEventBytes, c.MaxMessageSize)

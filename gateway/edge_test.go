@@ -448,3 +448,14 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+func TestConfigRefusesLimitsAboveWhatClientsRecord(t *testing.T) {
+	b := bustest.Connect(t, bustest.RunServer(t, bus.EmbeddedConfig{}), bus.Config{})
+	_, err := gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0", MaxMessagesPerSecond: gateway.MaxMessagesPerSecondLimit + 1})
+	require.ErrorContains(t, err, "MaxMessagesPerSecond")
+	_, err = gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0", MaxPendingEventBytes: gateway.MaxPendingEventBytesLimit + 1})
+	require.ErrorContains(t, err, "MaxPendingEventBytes")
+	_, err = gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0",
+		MaxMessagesPerSecond: gateway.MaxMessagesPerSecondLimit, MaxPendingEventBytes: gateway.MaxPendingEventBytesLimit})
+	require.NoError(t, err)
+}

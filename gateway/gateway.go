@@ -380,7 +380,7 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 	}
 	if ev.Kind == bus.EventClose {
 		c.ended = true
-	} else if c.queued+eventSize(ev) > g.cfg.MaxPendingEventBytes {
+	} else if int(c.queued)+eventSize(ev) > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()
 		g.warnRateLimited("client closed: events wait for workers past MaxPendingEventBytes", "client_id", c.id)
 		c.setReason(bus.CloseEventQueueFull)
@@ -394,7 +394,7 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 	} else {
 		ev.Body = bytes.Clone(ev.Body)
 		c.queue = append(c.queue, ev)
-		c.queued += eventSize(ev)
+		c.queued += int32(eventSize(ev))
 	}
 	c.mu.Unlock()
 	if announce {
@@ -422,7 +422,7 @@ func (g *Gateway) nextBatchLocked(c *client, now time.Time) []byte {
 	if len(c.queue) == 0 {
 		c.queue = nil
 	}
-	c.queued -= size
+	c.queued -= int32(size)
 	return data
 }
 

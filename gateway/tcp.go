@@ -28,9 +28,10 @@ type tcpTransport struct {
 	codec protocol.Codec
 	// tls is the TLS layer on c, or nil for plain TCP.
 	tls *tls.Conn
-	// secured is set once the TLS handshake is done; only the connection's
-	// reader touches it.
+	// Only the connection's reader touches these: secured is set once the
+	// TLS handshake is done; carry is input not yet cut into messages.
 	secured bool
+	carry   []byte
 }
 
 func (t *tcpTransport) send(data []byte, _ bool) error {
@@ -117,11 +118,16 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 			_ = conn.Close()
 			return
 		}
-		if t, _ := c.t.(*tcpTransport); t != nil && t.tls != nil {
-			g.onTLSData(conn, c, t, codec, data)
+		t, ok := c.t.(*tcpTransport)
+		if !ok {
+			_ = conn.Close()
 			return
 		}
-		g.onTCPData(conn, c, codec, data)
+		if t.tls != nil {
+			g.onTLSData(conn, c, t, data)
+			return
+		}
+		g.onTCPData(conn, c, t, data)
 	})
 	e.OnClose(func(conn *nbio.Conn, err error) {
 		c, ok := conn.Session().(*client)
@@ -140,7 +146,7 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 }
 
 // onTLSData decrypts what arrived and hands the plain bytes to onTCPData.
-func (g *Gateway) onTLSData(conn *nbio.Conn, c *client, t *tcpTransport, codec protocol.Codec, data []byte) {
+func (g *Gateway) onTLSData(conn *nbio.Conn, c *client, t *tcpTransport, data []byte) {
 	buf := tlsReadBuffers.Get().(*[]byte)
 	defer tlsReadBuffers.Put(buf)
 	defer t.tls.ResetOrFreeBuffer()
@@ -160,25 +166,25 @@ func (g *Gateway) onTLSData(conn *nbio.Conn, c *client, t *tcpTransport, codec p
 		if n == 0 {
 			return
 		}
-		g.onTCPData(conn, c, codec, (*buf)[:n])
+		g.onTCPData(conn, c, t, (*buf)[:n])
 	}
 }
 
-func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, codec protocol.Codec, data []byte) {
+func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, t *tcpTransport, data []byte) {
 	buf := data
-	if len(c.carry) > 0 {
-		c.carry = append(c.carry, data...)
-		buf = c.carry
+	if len(t.carry) > 0 {
+		t.carry = append(t.carry, data...)
+		buf = t.carry
 	}
 	for len(buf) > 0 {
-		msg, n, err := codec.Split(buf, g.cfg.MaxMessageSize)
+		msg, n, err := t.codec.Split(buf, g.cfg.MaxMessageSize)
 		if err != nil {
 			reason := bus.CloseProtocolError
 			if errors.Is(err, protocol.ErrTooLarge) {
 				reason = bus.CloseMessageTooLarge
 			}
 			c.setReason(reason)
-			c.carry = nil
+			t.carry = nil
 			g.warnRateLimited("tcp client closed", "client_id", c.id, "reason", reason, "err", err)
 			_ = conn.Close()
 			return
@@ -187,7 +193,7 @@ func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, codec protocol.Codec, da
 			break
 		}
 		if !g.onInput(c, msg) {
-			c.carry = nil
+			t.carry = nil
 			_ = conn.Close()
 			return
 		}
@@ -195,8 +201,8 @@ func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, codec protocol.Codec, da
 	}
 	switch {
 	case len(buf) == 0:
-		c.carry = nil
-	case len(c.carry) == 0 || &buf[0] != &c.carry[0]:
-		c.carry = append([]byte(nil), buf...)
+		t.carry = nil
+	case len(t.carry) == 0 || &buf[0] != &t.carry[0]:
+		t.carry = append([]byte(nil), buf...)
 	}
 }

@@ -11,13 +11,15 @@ gw=$!
 trap 'kill $ref $gw 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 sleep 2
 echo "## idle RSS: ref $(grep VmRSS /proc/$ref/status)  gatewayworker $(grep VmRSS /proc/$gw/status)"
-for mode in conns echo fanout group; do
+for mode in conns echo fanout ceiling group; do
   for target in "7300 $ref reference" "7272 $gw gatewayworker"; do
     set -- $target
     case $mode in
       conns)  args="conns -n 5000 --hold 3s --server-pid $2";;
       echo)   args="echo -c 100 --duration 5s";;
       fanout) args="fanout -n 1000 --rate 100 --duration 5s --drain 5s";;
+      # the broadcast ceiling: 300,000 deliveries/s
+      ceiling) args="fanout -n 1000 --rate 300 --duration 5s --drain 5s";;
       group)  args="group --groups 100 --members 10 --rate 2000 --duration 5s";;
     esac
     echo "## $mode, $3: gwbench $args --url ws://127.0.0.1:$1/"
