@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,30 +358,35 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 	return true
 }
 
-// pushEvent sends ev for c in a batch of its own when no batch is in
-// flight, else queues it. ev.Body is borrowed (nbio reuses the buffer):
-// it is copied only when the event has to wait.
-func (g *Gateway) pushEvent(c *client, ev bus.Event) {
+// pushEvent sends evs for c in a batch of their own when no batch is in
+// flight, else queues them. What they point to is borrowed (nbio reuses
+// message buffers, and a handshake's headers go with its request): it is
+// copied only when the events have to wait.
+func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
 		return
 	}
 	announce := false
-	switch {
-	case ev.Kind == bus.EventConnect:
-		c.announced, announce = true, true
-	case ev.Kind == bus.EventClose && !c.announced:
-		// Gone before its connect event (a TLS handshake that never
-		// finished): workers never heard of it, so they hear nothing.
-		c.ended = true
-		c.mu.Unlock()
-		g.reg.remove(c)
-		return
+	size := 0
+	for _, ev := range evs {
+		switch {
+		case ev.Kind == bus.EventConnect:
+			c.announced, announce = true, true
+		case ev.Kind == bus.EventClose && !c.announced:
+			// Gone before its connect event (a TLS handshake that never
+			// finished): workers never heard of it, so they hear nothing.
+			c.ended = true
+			c.mu.Unlock()
+			g.reg.remove(c)
+			return
+		case ev.Kind == bus.EventClose:
+			c.ended = true
+		}
+		size += eventSize(ev)
 	}
-	if ev.Kind == bus.EventClose {
-		c.ended = true
-	} else if int(c.queued)+eventSize(ev) > g.cfg.MaxPendingEventBytes {
+	if !c.ended && int(c.queued)+size > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()
 		g.warnRateLimited("client closed: events wait for workers past MaxPendingEventBytes", "client_id", c.id)
 		c.setReason(bus.CloseEventQueueFull)
@@ -389,12 +395,12 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 	}
 	var batch []byte
 	if c.inflight == nil && len(c.queue) == 0 {
-		one := [1]bus.Event{ev}
-		batch = g.startBatchLocked(c, one[:], time.Now())
+		batch = g.startBatchLocked(c, evs, time.Now())
 	} else {
-		ev.Body = bytes.Clone(ev.Body)
-		c.queue = append(c.queue, ev)
-		c.queued += int32(eventSize(ev))
+		for _, ev := range evs {
+			c.queue = append(c.queue, owned(ev))
+		}
+		c.queued += int32(size)
 	}
 	c.mu.Unlock()
 	if announce {
@@ -403,6 +409,17 @@ func (g *Gateway) pushEvent(c *client, ev bus.Event) {
 	if batch != nil {
 		g.sendBatch(c, batch)
 	}
+}
+
+// owned returns ev with copies of what it borrowed.
+func owned(ev bus.Event) bus.Event {
+	ev.Body = bytes.Clone(ev.Body)
+	if ev.WS != nil {
+		ws := *ev.WS
+		ws.Header = http.Header(ws.Header).Clone()
+		ev.WS = &ws
+	}
+	return ev
 }
 
 // nextBatchLocked takes the next batch off c's queue and marks it in

@@ -112,9 +112,9 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		conn.SetSession(c)
-		g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
-		g.pushEvent(c, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
-			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
+		// One batch for both: one NATS round trip per connection, not two.
+		g.pushEvent(c, bus.Event{Kind: bus.EventConnect}, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
+			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,
 		}})
 	})
 	addrs, tlsAddrs := []string{g.cfg.WebSocketAddr}, []string(nil)
