@@ -14,6 +14,11 @@ import (
 type transport interface {
 	// send writes one message; text says it is valid UTF-8 (see isText).
 	send(data []byte, text bool) error
+	// appendFrame appends data's wire form to dst, for writeFrames; ok is
+	// false when the transport cannot coalesce (a compressed WebSocket).
+	appendFrame(dst, data []byte, text bool) (frames []byte, ok bool)
+	// writeFrames writes what appendFrame built, in one write.
+	writeFrames(frames []byte) error
 	// ping sends a protocol-level keepalive, where the protocol has one.
 	ping()
 	// close closes the socket, after sending last if it is not empty.

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
@@ -458,4 +459,52 @@ func TestConfigRefusesLimitsAboveWhatClientsRecord(t *testing.T) {
 	_, err = gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0",
 		MaxMessagesPerSecond: gateway.MaxMessagesPerSecondLimit, MaxPendingEventBytes: gateway.MaxPendingEventBytesLimit})
 	require.NoError(t, err)
+}
+
+// TestPushBurstsArriveWholeAndInOrder: pushes that pile up in a fanout
+// shard are written to each client together, as one write of several
+// frames (a compressed WebSocket gets them one by one). Every client must
+// still read every push, whole and in order: text and binary WebSocket
+// frames across the 7-, 16- and 64-bit length forms, and text lines on TCP.
+func TestPushBurstsArriveWholeAndInOrder(t *testing.T) {
+	s := startEdge(t, gateway.Config{WebSocketCompression: true, TCP: []gateway.TCPListener{{Addr: "127.0.0.1:0"}}})
+	plain := gatewaytest.DialWS(t, s.gw, "/", nil)
+	plain.Read(wait) // its id
+	d := websocket.Dialer{EnableCompression: true}
+	zconn, resp, err := d.Dial("ws://"+s.gw.WebSocketAddr()+"/", nil)
+	require.NoError(t, err)
+	defer zconn.Close()
+	require.Contains(t, resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	_, _, err = zconn.ReadMessage() // its id
+	require.NoError(t, err)
+	line := gatewaytest.DialTCP(t, s.gw)
+	line.Read(wait)
+
+	const n = 400
+	body := func(i int) []byte {
+		b := []byte(fmt.Sprintf("%04d:", i))
+		switch i % 4 {
+		case 1:
+			b = append(b, strings.Repeat("x", 300)...) // 16-bit length
+		case 2:
+			b = append(b, 0xff, 0xfe) // not UTF-8: a binary frame
+		case 3:
+			if i%40 == 3 {
+				b = append(b, strings.Repeat("y", 70_000)...) // 64-bit length
+			}
+		}
+		return b
+	}
+	ctx := context.Background()
+	for i := range n {
+		require.NoError(t, s.api.SendToAll(ctx, body(i)))
+	}
+	for i := range n {
+		require.Equal(t, string(body(i)), plain.Read(wait), "plain WebSocket, push %d", i)
+		_ = zconn.SetReadDeadline(time.Now().Add(wait))
+		_, got, err := zconn.ReadMessage()
+		require.NoError(t, err)
+		require.Equal(t, string(body(i)), string(got), "compressed WebSocket, push %d", i)
+		require.Equal(t, string(body(i)), line.Read(wait), "TCP, push %d", i)
+	}
 }

@@ -40,13 +40,31 @@ func (f *fanout) start(g *Gateway) {
 		f.wg.Add(1)
 		go func(jobs <-chan fanoutJob) {
 			defer f.wg.Done()
+			var w coalescer
 			for {
 				select {
 				case job := <-jobs:
-					g.write(job.targets, job.cmd)
+					w.jobs = append(w.jobs[:0], job)
 				case <-f.quit:
 					return
 				}
+				// Pushes that queued up meanwhile go out together: one
+				// write per client instead of one per push.
+			drain:
+				for len(w.jobs) < maxCoalesced {
+					select {
+					case job := <-jobs:
+						w.jobs = append(w.jobs, job)
+					default:
+						break drain
+					}
+				}
+				if len(w.jobs) == 1 {
+					g.write(w.jobs[0].targets, w.jobs[0].cmd)
+				} else {
+					w.write(g)
+				}
+				clear(w.jobs)
 			}
 		}(f.shards[i])
 	}
@@ -81,6 +99,69 @@ func (g *Gateway) fanOut(ctx context.Context, targets []*client, cmd bus.Command
 			return
 		}
 	}
+}
+
+// maxCoalesced bounds the pushes a shard writes together.
+const maxCoalesced = 64
+
+// coalescer writes several queued pushes with one write per client, in
+// the order they were queued. Its buffers are reused from one round to
+// the next; one that grew past maxKeptFrames is let go.
+type coalescer struct {
+	jobs    []fanoutJob
+	index   map[*client]int
+	clients []*client
+	frames  [][]byte
+}
+
+const maxKeptFrames = 64 << 10
+
+func (w *coalescer) write(g *Gateway) {
+	if w.index == nil {
+		w.index = map[*client]int{}
+	}
+	pushes, bytes := 0, 0
+	for _, job := range w.jobs {
+		text := isText(job.cmd.Body)
+		for _, c := range job.targets {
+			if len(job.cmd.Exclude) > 0 && slices.Contains(job.cmd.Exclude, c.id) {
+				continue
+			}
+			i, seen := w.index[c]
+			if !seen {
+				i = len(w.clients)
+				w.index[c] = i
+				w.clients = append(w.clients, c)
+				if i == len(w.frames) {
+					w.frames = append(w.frames, nil)
+				}
+				w.frames[i] = w.frames[i][:0]
+			}
+			if i < 0 { // this client's transport cannot coalesce
+				_ = c.t.send(job.cmd.Body, text)
+			} else if frames, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); ok {
+				w.frames[i] = frames
+			} else {
+				w.index[c] = -1
+				_ = c.t.send(job.cmd.Body, text)
+			}
+			pushes++
+			bytes += len(job.cmd.Body)
+		}
+	}
+	for i, c := range w.clients {
+		if len(w.frames[i]) > 0 {
+			_ = c.t.writeFrames(w.frames[i])
+		}
+		if cap(w.frames[i]) > maxKeptFrames {
+			w.frames[i] = nil
+		}
+	}
+	clear(w.index)
+	clear(w.clients)
+	w.clients = w.clients[:0]
+	g.stats.pushesOut.Add(uint64(pushes))
+	g.stats.bytesOut.Add(uint64(bytes))
 }
 
 // write sends cmd's body to targets, skipping the excluded ones.

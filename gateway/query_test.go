@@ -17,9 +17,11 @@ import (
 // queries read the registry, not the sockets.
 type nopTransport struct{}
 
-func (nopTransport) send([]byte, bool) error { return nil }
-func (nopTransport) ping()                   {}
-func (nopTransport) close([]byte)            {}
+func (nopTransport) send([]byte, bool) error                          { return nil }
+func (nopTransport) appendFrame(dst, _ []byte, _ bool) ([]byte, bool) { return dst, true }
+func (nopTransport) writeFrames([]byte) error                         { return nil }
+func (nopTransport) ping()                                            {}
+func (nopTransport) close([]byte)                                     {}
 
 // runWithClients runs a real gateway on e holding n registered clients
 // (half of them in group "big", each bound to uid "u<i%100>").

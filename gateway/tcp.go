@@ -35,12 +35,19 @@ type tcpTransport struct {
 }
 
 func (t *tcpTransport) send(data []byte, _ bool) error {
-	framed := t.codec.Append(make([]byte, 0, len(data)+8), data)
+	return t.writeFrames(t.codec.Append(make([]byte, 0, len(data)+8), data))
+}
+
+func (t *tcpTransport) appendFrame(dst, data []byte, _ bool) ([]byte, bool) {
+	return t.codec.Append(dst, data), true
+}
+
+func (t *tcpTransport) writeFrames(frames []byte) error {
 	var err error
 	if t.tls != nil {
-		_, err = t.tls.Write(framed)
+		_, err = t.tls.Write(frames)
 	} else {
-		_, err = t.c.Write(framed)
+		_, err = t.c.Write(frames)
 	}
 	return err
 }

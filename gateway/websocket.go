@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -41,6 +43,33 @@ func (t *wsTransport) send(data []byte, text bool) error {
 		mt = websocket.TextMessage
 	}
 	return t.c.WriteMessage(mt, data)
+}
+
+// appendFrame writes a server frame (unmasked, final) as RFC 6455 §5.2
+// lays it out; nbio would write the same bytes.
+func (t *wsTransport) appendFrame(dst, data []byte, text bool) ([]byte, bool) {
+	if t.c.CompressionEnabled() {
+		return dst, false
+	}
+	op := byte(websocket.BinaryMessage)
+	if text {
+		op = byte(websocket.TextMessage)
+	}
+	dst = append(dst, 0x80|op)
+	switch n := len(data); {
+	case n < 126:
+		dst = append(dst, byte(n))
+	case n <= math.MaxUint16:
+		dst = binary.BigEndian.AppendUint16(append(dst, 126), uint16(n))
+	default:
+		dst = binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
+	return append(dst, data...), true
+}
+
+func (t *wsTransport) writeFrames(frames []byte) error {
+	_, err := t.c.Conn.Write(frames)
+	return err
 }
 
 func (t *wsTransport) ping() { _ = t.c.WriteMessage(websocket.PingMessage, nil) }
