@@ -10,6 +10,10 @@ ref=$!
 gw=$!
 trap 'kill $ref $gw 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 sleep 2
+if ! kill -0 "$ref" 2>/dev/null || ! kill -0 "$gw" 2>/dev/null; then
+  echo "a server did not start: is 127.0.0.1:7300 or :7272 taken?" >&2
+  exit 1
+fi
 echo "## idle RSS: ref $(grep VmRSS /proc/$ref/status)  gatewayworker $(grep VmRSS /proc/$gw/status)"
 for mode in conns echo fanout ceiling group; do
   for target in "7300 $ref reference" "7272 $gw gatewayworker"; do
