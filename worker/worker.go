@@ -29,7 +29,9 @@ var ErrAlreadyRunning = errors.New("worker: already running")
 
 // MessageEvent is a message a client sent.
 type MessageEvent struct {
-	// Data is the message; the handler may keep it.
+	// Data is the message; the handler may keep it. It shares memory with
+	// the event batch it came in (up to gateway.MaxBatchBytes): to keep a
+	// few bytes of it for long, copy them.
 	Data []byte
 }
 
