@@ -141,6 +141,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer wkBus.Close()
 
+	g.applyGC()
 	gcfg, err := g.config(gwBus, n.prefix, log)
 	if err != nil {
 		return err

@@ -53,6 +53,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer b.Close()
+	g.applyGC()
 	cfg, err := g.config(b, s.nats.prefix, log)
 	if err != nil {
 		return err

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"os"
+	"runtime/debug"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestGOGCFlagUnlessTheEnvironmentSetsIt(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	require.NoError(t, os.Unsetenv("GOGC"))
+	(&gatewayFlags{gogc: 37}).applyGC()
+	require.Equal(t, 37, debug.SetGCPercent(100), "--gogc applies")
+
+	t.Setenv("GOGC", "80")
+	(&gatewayFlags{gogc: 37}).applyGC()
+	require.Equal(t, 100, debug.SetGCPercent(100), "GOGC in the environment wins")
+
+	require.NoError(t, os.Unsetenv("GOGC"))
+	(&gatewayFlags{gogc: 0}).applyGC()
+	require.Equal(t, 100, debug.SetGCPercent(100), "0 leaves Go's default")
+}
