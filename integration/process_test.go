@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -39,12 +40,31 @@ func (b *built) get(t *testing.T) string {
 			return
 		}
 		b.path = filepath.Join(dir, b.name)
+		noteSources()
 		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
 	require.NoError(t, b.err)
 	return b.path
+}
+
+// noteSources stats the module's Go sources, go.mod and go.sum. The go
+// command's test cache remembers the files a test stats and reruns it when
+// one changes; without this, `go test ./...` would replay a cached result
+// after a change to the code these tests build into binaries.
+func noteSources() {
+	_ = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return nil
+		case d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "bin"):
+			return filepath.SkipDir
+		case strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum":
+			_, _ = os.Stat(path)
+		}
+		return nil
+	})
 }
 
 var (
