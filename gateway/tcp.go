@@ -34,8 +34,22 @@ type tcpTransport struct {
 	carry   []byte
 }
 
+// frameBuffers hold one framed TCP message while it is written: nbio
+// copies what the socket does not take at once, so a buffer is free again
+// when the write returns.
+var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledFrame bounds the buffers kept for reuse.
+const maxPooledFrame = 64 << 10
+
 func (t *tcpTransport) send(data []byte, _ bool) error {
-	return t.writeFrames(t.codec.Append(make([]byte, 0, len(data)+8), data))
+	buf := frameBuffers.Get().(*[]byte)
+	*buf = t.codec.Append((*buf)[:0], data)
+	err := t.writeFrames(*buf)
+	if cap(*buf) <= maxPooledFrame {
+		frameBuffers.Put(buf)
+	}
+	return err
 }
 
 func (t *tcpTransport) appendFrame(dst, data []byte, _ bool) ([]byte, bool) {

@@ -176,7 +176,6 @@ func (g *Gateway) listenWebSocket() error {
 		hs.opened(c)
 		opened()
 	})
-	e.OnClose(func(c net.Conn, _ error) { hs.finished(connKey(c)) })
 	if err := e.Start(); err != nil {
 		return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 	}
@@ -260,28 +259,38 @@ type handshakes struct {
 // hands to OnOpen is not always the one a WebSocket connection wraps (TLS).
 func connKey(c net.Conn) string { return c.LocalAddr().String() + "|" + c.RemoteAddr().String() }
 
+// opened starts c's handshake clock. A connection that closes before its
+// handshake ends stays pending until its timer fires, which then closes it
+// again, harmlessly: no work for every close.
 func (h *handshakes) opened(c net.Conn) {
 	key := connKey(c)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.pending[key] = time.AfterFunc(h.timeout, func() {
-		if h.finished(key) {
+	var t *time.Timer
+	t = time.AfterFunc(h.timeout, func() {
+		h.mu.Lock()
+		// A later connection with the same addresses may have taken the key.
+		mine := h.pending[key] == t
+		if mine {
+			delete(h.pending, key)
+		}
+		h.mu.Unlock()
+		if mine {
 			_ = c.Close()
 		}
 	})
+	h.pending[key] = t
 }
 
-// finished forgets a connection and reports whether its handshake was
-// still pending.
-func (h *handshakes) finished(key string) bool {
+// finished ends a connection's handshake clock.
+func (h *handshakes) finished(key string) {
 	h.mu.Lock()
-	t, ok := h.pending[key]
+	t := h.pending[key]
 	delete(h.pending, key)
 	h.mu.Unlock()
-	if ok {
+	if t != nil {
 		t.Stop()
 	}
-	return ok
 }
 
 // closeReasonOf maps what nbio reports on close to a CloseReason.
