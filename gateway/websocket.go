@@ -170,6 +170,7 @@ func (g *Gateway) listenWebSocket() error {
 		// Message buffers are recycled: a fresh one per message was a fifth
 		// of the gateway's allocations in the echo benchmark.
 		ReleaseWebsocketPayload: true,
+		ServerExecutor:          wsExecutor(tlsConfig),
 	})
 	opened := raceBridge(e)
 	e.OnOpen(func(c net.Conn) {
@@ -240,6 +241,19 @@ func (g *Gateway) checkOrigin(r *http.Request) bool {
 
 // noDeadline stands for "never" where nbio wants a duration: a century.
 const noDeadline = 100 * 365 * 24 * time.Hour
+
+// wsExecutor runs WebSocket handshakes and messages on the poller
+// goroutine that read them: what the gateway does with them (encode, hand to
+// NATS's buffer) never blocks, and a hand-off to nbio's goroutine pool was a
+// tenth of an echo's latency. TLS listeners keep the pool, so that one
+// client's TLS handshake does not hold up the other connections of its
+// poller.
+func wsExecutor(tlsConfig *tls.Config) func(func()) {
+	if tlsConfig != nil {
+		return nil
+	}
+	return func(f func()) { f() }
+}
 
 // handshakes closes connections whose WebSocket handshake has not finished
 // within HandshakeTimeout. nbio's own means, the engine's KeepaliveTime read
