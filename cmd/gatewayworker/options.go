@@ -61,7 +61,9 @@ type gatewayFlags struct {
 	rateLimit, gogc                                     int
 }
 
-func (g *gatewayFlags) register(c *cli) {
+// register declares the gateway flags; gogc is --gogc's default, which
+// differs between `gateway` and `run` (see defaultGOGC).
+func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.group("Gateway tier")
 	c.str(&g.id, "id", "", "gateway id, unique among live gateways; empty picks a random one")
 	c.str(&g.ws, "ws", "127.0.0.1:7272", "WebSocket listen address; empty disables")
@@ -82,14 +84,19 @@ func (g *gatewayFlags) register(c *cli) {
 	c.int(&g.maxMessage, "max-message-size", gateway.DefaultMaxMessageSize, "largest client message in bytes")
 	c.int(&g.sendQueue, "send-queue-limit", gateway.DefaultSendQueueLimit, "unsent bytes per client before it is closed as slow")
 	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
-	c.int(&g.gogc, "gogc", defaultGOGC, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
+	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
 }
 
-// defaultGOGC: a gateway's heap is mostly its connections, and Go lets
-// the heap reach (1 + GOGC/100) times what survived the last collection.
-// At 50 instead of Go's 100, an idle connection measured ~20 % less RSS
-// and the echo rate ~2 % less (BENCHMARKS.md).
-const defaultGOGC = 50
+// GC targets (--gogc). Go lets the heap reach (1 + GOGC/100) times what
+// survived the last collection. A gateway's heap is mostly its connections:
+// at 50 instead of Go's 100 an idle connection measured ~20 % less RSS and
+// the echo rate ~2 % less. `run` also holds NATS and the workers, whose heap
+// is per-message garbage: there 50 cost 10 % of the echo rate for 1 KB less
+// per connection, so it keeps Go's 100 (BENCHMARKS.md).
+const (
+	defaultGOGC = 50
+	runGOGC     = 100
+)
 
 // applyGC sets the process's GC target from --gogc, unless GOGC is set.
 func (g *gatewayFlags) applyGC() {

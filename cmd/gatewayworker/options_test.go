@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
 	"os"
+	"strings"
 	"runtime/debug"
 	"testing"
 
@@ -22,4 +27,18 @@ func TestGOGCFlagUnlessTheEnvironmentSetsIt(t *testing.T) {
 	require.NoError(t, os.Unsetenv("GOGC"))
 	(&gatewayFlags{gogc: 0}).applyGC()
 	require.Equal(t, 100, debug.SetGCPercent(100), "0 leaves Go's default")
+}
+
+func TestGOGCDefaultsDifferBetweenGatewayAndRun(t *testing.T) {
+	for cmd, want := range map[string]string{"gateway": "(default 50;", "run": "(default 100;"} {
+		var out bytes.Buffer
+		require.ErrorIs(t, dispatch(context.Background(), []string{cmd, "--help"}, &out, io.Discard), flag.ErrHelp)
+		var line string
+		for l := range strings.Lines(out.String()) {
+			if strings.Contains(l, "--gogc") {
+				line = l
+			}
+		}
+		require.Contains(t, line, want, cmd)
+	}
 }

@@ -100,7 +100,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	)
 	c := newCLI("run", "gatewayworker run: gateway, workers and (unless --nats is set) NATS in one process.")
 	n.register(c, true)
-	g.register(c)
+	g.register(c, runGOGC)
 	w.register(c)
 	c.group("Chat page")
 	c.str(&http, "http", "127.0.0.1:8080", "address of the chat page (app chat) and /metrics; empty disables")

@@ -48,7 +48,8 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		s singleTier
 		g gatewayFlags
 	)
-	log, b, err := s.start(ctx, "gateway", "gatewayworker gateway: a gateway against an external NATS.", args, stdout, g.register, true)
+	log, b, err := s.start(ctx, "gateway", "gatewayworker gateway: a gateway against an external NATS.", args, stdout,
+		func(c *cli) { g.register(c, defaultGOGC) }, true)
 	if err != nil {
 		return err
 	}
