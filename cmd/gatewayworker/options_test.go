@@ -6,8 +6,8 @@ import (
 	"flag"
 	"io"
 	"os"
-	"strings"
 	"runtime/debug"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
