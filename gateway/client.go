@@ -25,6 +25,28 @@ type transport interface {
 	close(last []byte)
 }
 
+// frameBuffers hold one framed message while it is written: nbio copies
+// what the socket does not take at once, so a buffer is free again when the
+// write returns.
+var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledFrame bounds the buffers kept for reuse.
+const maxPooledFrame = 64 << 10
+
+// sendFramed writes one message through t's appendFrame and writeFrames,
+// framed into a pooled buffer: no allocation per push. ok is false, and
+// nothing was written, when t cannot frame it (a compressed WebSocket).
+func sendFramed(t transport, data []byte, text bool) (ok bool, err error) {
+	buf := frameBuffers.Get().(*[]byte)
+	if *buf, ok = t.appendFrame((*buf)[:0], data, text); ok {
+		err = t.writeFrames(*buf)
+	}
+	if cap(*buf) <= maxPooledFrame {
+		frameBuffers.Put(buf)
+	}
+	return ok, err
+}
+
 // client is one connection. Its fields are grouped by the lock that guards
 // them; an idle client costs only this struct and its registry entries.
 type client struct {

@@ -34,21 +34,8 @@ type tcpTransport struct {
 	carry   []byte
 }
 
-// frameBuffers hold one framed TCP message while it is written: nbio
-// copies what the socket does not take at once, so a buffer is free again
-// when the write returns.
-var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
-
-// maxPooledFrame bounds the buffers kept for reuse.
-const maxPooledFrame = 64 << 10
-
-func (t *tcpTransport) send(data []byte, _ bool) error {
-	buf := frameBuffers.Get().(*[]byte)
-	*buf = t.codec.Append((*buf)[:0], data)
-	err := t.writeFrames(*buf)
-	if cap(*buf) <= maxPooledFrame {
-		frameBuffers.Put(buf)
-	}
+func (t *tcpTransport) send(data []byte, text bool) error {
+	_, err := sendFramed(t, data, text)
 	return err
 }
 

@@ -38,6 +38,9 @@ func (e *ListenError) Unwrap() error { return e.Err }
 type wsTransport struct{ c *websocket.Conn }
 
 func (t *wsTransport) send(data []byte, text bool) error {
+	if ok, err := sendFramed(t, data, text); ok {
+		return err
+	}
 	mt := websocket.BinaryMessage
 	if text {
 		mt = websocket.TextMessage
