@@ -249,8 +249,9 @@ const noDeadline = 100 * 365 * 24 * time.Hour
 // goroutine that read them: what the gateway does with them (encode, hand to
 // NATS's buffer) waits on nothing but nats.go's lock, which its flusher holds
 // while writing to the server, and a hand-off to nbio's goroutine pool cost
-// a tenth of the echo rate. (A NATS server that stops reading stalls the
-// reads either way: pool goroutines would wait on the same lock.) TLS
+// a tenth of the echo rate. (A NATS server that stops reading thus stops
+// the poller's reads too, which pushes back on clients through TCP; with the
+// pool their messages piled up in memory instead.) TLS
 // listeners keep the pool, so that one client's TLS handshake does not hold
 // up the other connections of its poller.
 func wsExecutor(tlsConfig *tls.Config) func(func()) {
