@@ -220,13 +220,16 @@ func TestMalformedInputClosesOnlyTheOffender(t *testing.T) {
 		p, _ := dial(t, s, "ws")
 		ws := p.(*gatewaytest.WS)
 		require.NoError(t, ws.Conn.WriteMessage(websocket.BinaryMessage, []byte("echo:\xff\x00")))
-		mt, data, err := func() (int, []byte, error) {
-			msg, err := ws.TryRead(wait)
-			return websocket.BinaryMessage, []byte(msg), err
-		}()
+		msg, binary, err := ws.TryReadMessage(wait)
 		require.NoError(t, err)
-		require.Equal(t, websocket.BinaryMessage, mt)
-		require.Equal(t, []byte("echo:\xff\x00"), data)
+		require.Equal(t, "echo:\xff\x00", msg)
+		require.True(t, binary, "a push that is not UTF-8 goes out as a binary frame")
+
+		ws.Send("echo:text")
+		msg, binary, err = ws.TryReadMessage(wait)
+		require.NoError(t, err)
+		require.Equal(t, "echo:text", msg)
+		require.False(t, binary, "a UTF-8 push goes out as a text frame")
 	})
 	t.Run("oversized WebSocket frame", func(t *testing.T) {
 		p, id := dial(t, s, "ws")

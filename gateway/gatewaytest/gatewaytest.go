@@ -70,7 +70,9 @@ func Start(t testing.TB, e *bus.Embedded, cfg gateway.Config) *gateway.Gateway {
 // that ended the connection.
 type frame struct {
 	msg string
-	err error
+	// binary is set for a WebSocket binary message.
+	binary bool
+	err    error
 }
 
 // inbox is the receiving side shared by both test clients: a goroutine
@@ -83,12 +85,12 @@ type inbox struct {
 	ended  error
 }
 
-func newInbox(t testing.TB, read func() (string, error)) *inbox {
+func newInbox(t testing.TB, read func() (msg string, binary bool, err error)) *inbox {
 	in := &inbox{t: t, frames: make(chan frame, 4096)}
 	go func() {
 		for {
-			msg, err := read()
-			in.frames <- frame{msg, err}
+			msg, binary, err := read()
+			in.frames <- frame{msg, binary, err}
 			if err != nil {
 				close(in.frames)
 				return
@@ -101,20 +103,27 @@ func newInbox(t testing.TB, read func() (string, error)) *inbox {
 // TryRead returns the next message, or the error that ended the connection,
 // or a timeout error.
 func (in *inbox) TryRead(timeout time.Duration) (string, error) {
+	msg, _, err := in.TryReadMessage(timeout)
+	return msg, err
+}
+
+// TryReadMessage is TryRead that also says whether the message came in a
+// WebSocket binary frame (never, for TCP).
+func (in *inbox) TryReadMessage(timeout time.Duration) (msg string, binary bool, err error) {
 	if in.ended != nil {
-		return "", in.ended
+		return "", false, in.ended
 	}
 	select {
 	case f, ok := <-in.frames:
 		if !ok {
-			return "", in.ended
+			return "", false, in.ended
 		}
 		if f.err != nil {
 			in.ended = f.err
 		}
-		return f.msg, f.err
+		return f.msg, f.binary, f.err
 	case <-time.After(timeout):
-		return "", ErrNoMessage
+		return "", false, ErrNoMessage
 	}
 }
 
@@ -196,9 +205,9 @@ func TryDialWS(g *gateway.Gateway, path string, header map[string][]string) (*WS
 		c.pings.Add(1)
 		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
-	c.inbox = newInbox(nil, func() (string, error) {
-		_, b, err := conn.ReadMessage()
-		return string(b), err
+	c.inbox = newInbox(nil, func() (string, bool, error) {
+		mt, b, err := conn.ReadMessage()
+		return string(b), mt == websocket.BinaryMessage, err
 	})
 	return c, nil
 }
@@ -226,12 +235,12 @@ func DialTCP(t testing.TB, g *gateway.Gateway) *TCP {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	r := bufio.NewReader(conn)
-	return &TCP{Conn: conn, inbox: newInbox(t, func() (string, error) {
+	return &TCP{Conn: conn, inbox: newInbox(t, func() (string, bool, error) {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
-		return line[:len(line)-1], nil
+		return line[:len(line)-1], false, nil
 	})}
 }
 
