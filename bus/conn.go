@@ -292,6 +292,50 @@ func (c *Conn) QueueSubscribe(subject, queue string, h Handler) (*Subscription, 
 	return c.subscribe(subject, queue, h)
 }
 
+// Buffered is a queue subscription whose messages wait in a buffer until
+// taken with Next or TryNext, by any number of goroutines.
+type Buffered struct {
+	*Subscription
+	ch chan *nats.Msg
+}
+
+// QueueSubscribeBuffered joins queue group queue on subject; the messages
+// NATS gives this member wait in a buffer of capacity messages. A message
+// that finds it full is dropped (nats.go calls that a slow consumer): size
+// it for the worst backlog.
+func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buffered, error) {
+	ch := make(chan *nats.Msg, capacity)
+	sub, err := c.nc.ChanQueueSubscribe(subject, queue, ch)
+	if err != nil {
+		return nil, wrap("subscribe", subject, err)
+	}
+	return &Buffered{Subscription: &Subscription{sub: sub}, ch: ch}, nil
+}
+
+// Next takes the next message, waiting for one until stop is closed; ok is
+// false then.
+func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
+	select {
+	case nm := <-b.ch:
+		return Msg{Subject: nm.Subject, Reply: nm.Reply, Data: nm.Data}, true
+	case <-stop:
+		return Msg{}, false
+	}
+}
+
+// TryNext takes the next message if one waits.
+func (b *Buffered) TryNext() (m Msg, ok bool) {
+	select {
+	case nm := <-b.ch:
+		return Msg{Subject: nm.Subject, Reply: nm.Reply, Data: nm.Data}, true
+	default:
+		return Msg{}, false
+	}
+}
+
+// Waiting is the number of messages in the buffer.
+func (b *Buffered) Waiting() int { return len(b.ch) }
+
 // Unsubscribe ends the subscription at once.
 func (s *Subscription) Unsubscribe() error {
 	return wrap("unsubscribe", s.sub.Subject, s.sub.Unsubscribe())

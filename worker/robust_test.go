@@ -390,3 +390,46 @@ func TestNATSOutage(t *testing.T) {
 	e = startNATS()
 	require.Equal(t, bus.CloseGatewayLost, rec.waitClose(t, id))
 }
+
+// TestSlowHandlerDoesNotHoldUpOtherClients: batches run on one goroutine
+// while that keeps up, but a batch that waits behind a slow handler gets a
+// goroutine of its own, up to MaxConcurrency.
+func TestSlowHandlerDoesNotHoldUpOtherClients(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		maxConcurrency int
+		bWaitsForA     bool
+	}{
+		{"default MaxConcurrency", 0, false},
+		{"MaxConcurrency 1", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := bustest.RunServer(t, bus.EmbeddedConfig{})
+			started, release := make(chan struct{}, 1), make(chan struct{})
+			h := worker.Handlers{OnMessage: func(ctx context.Context, c *worker.Client, e worker.MessageEvent) error {
+				if string(e.Data) == "slow" {
+					started <- struct{}{}
+					<-release
+				}
+				return c.SendToCurrentClient(ctx, e.Data)
+			}}
+			workertest.Start(t, e, worker.Config{Handlers: h, MaxConcurrency: tc.maxConcurrency})
+			gw := gatewaytest.Start(t, e, gateway.Config{})
+			a := gatewaytest.DialWS(t, gw, "/", nil)
+			b := gatewaytest.DialWS(t, gw, "/", nil)
+			a.Send("slow")
+			<-started
+			b.Send("quick")
+			if tc.bWaitsForA {
+				b.ExpectSilence(300 * time.Millisecond)
+				close(release)
+				require.Equal(t, "slow", a.Read(wait))
+				require.Equal(t, "quick", b.Read(wait))
+				return
+			}
+			require.Equal(t, "quick", b.Read(wait), "b's batch must not wait for a's handler")
+			close(release)
+			require.Equal(t, "slow", a.Read(wait))
+		})
+	}
+}

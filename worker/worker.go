@@ -53,7 +53,10 @@ type CloseEvent struct {
 // OnMessage, which is required. For one client the event handlers run one
 // at a time, in the order the events happened: connect, websocket-connect,
 // messages, close. Handlers of different clients run in parallel, so
-// shared state needs its own locking. A returned error is logged with the
+// shared state needs its own locking: while one goroutine keeps up, a
+// worker runs batches one after the other on it, and a batch that has
+// waited about a millisecond behind running handlers gets a goroutine of
+// its own (up to MaxConcurrency). A returned error is logged with the
 // client id; the event counts as handled. A panic is recovered and logged
 // the same way. If the worker dies while a handler runs, the client's events
 // since its last acknowledged batch run again on another worker.
@@ -109,14 +112,10 @@ type Worker struct {
 	ready chan struct{}
 
 	running atomic.Bool
-	// Batches run on a pool of runner goroutines: at most MaxConcurrency,
-	// started on demand and ended after runnerIdle without work, so a busy
-	// worker does not pay for a new goroutine (and its stack growth) per batch.
-	jobs        chan job
-	sem         chan struct{}
-	runners     sync.WaitGroup
-	stopRunners chan struct{}
-	batches     sync.WaitGroup
+	// sem bounds the batches whose handlers run at once (MaxConcurrency);
+	// they run on the subscriptions' consumers.
+	sem     chan struct{}
+	batches sync.WaitGroup
 	// handlerCtx is cancelled when the drain deadline passes.
 	handlerCtx context.Context
 
@@ -140,15 +139,6 @@ type clientState struct {
 	// reply is where the running batch's acks go.
 	reply string
 }
-
-// job is a batch waiting for a runner.
-type job struct {
-	b     bus.EventBatch
-	reply string
-}
-
-// runnerIdle is how long a runner goroutine waits for work before it ends.
-const runnerIdle = 10 * time.Second
 
 // New checks cfg and returns a worker; it does no I/O.
 func New(cfg Config) (*Worker, error) {
@@ -185,18 +175,16 @@ func New(cfg Config) (*Worker, error) {
 	}
 	id := randomID()
 	return &Worker{
-		cfg:         cfg,
-		id:          id,
-		log:         cfg.Logger.With("worker_id", id),
-		bus:         cfg.Bus,
-		subj:        subj,
-		api:         a,
-		ready:       make(chan struct{}),
-		errLogs:     ratelog.Limiter{Burst: 20},
-		sem:         make(chan struct{}, cfg.MaxConcurrency),
-		jobs:        make(chan job),
-		stopRunners: make(chan struct{}),
-		recent:      map[string]*clientState{},
+		cfg:     cfg,
+		id:      id,
+		log:     cfg.Logger.With("worker_id", id),
+		bus:     cfg.Bus,
+		subj:    subj,
+		api:     a,
+		ready:   make(chan struct{}),
+		errLogs: ratelog.Limiter{Burst: 20},
+		sem:     make(chan struct{}, cfg.MaxConcurrency),
+		recent:  map[string]*clientState{},
 	}, nil
 }
 
@@ -247,27 +235,30 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer func() { _ = info.Unsubscribe() }()
-	lost, err := w.bus.QueueSubscribe(w.subj.LostEvents(), bus.WorkerQueue, w.onBatch)
+	lost, err := w.bus.QueueSubscribeBuffered(w.subj.LostEvents(), bus.WorkerQueue, bufferedBatches)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	defer func() { _ = lost.Unsubscribe() }()
+	lostConsumers := w.startConsumers(lost)
+	defer func() { _ = lost.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
 	reapCtx, stopReaper := context.WithCancel(hctx)
 	reaperDone := make(chan error, 1)
 	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
 	defer func() { stopReaper(); <-reaperDone }()
-	sub, err := w.bus.QueueSubscribe(w.subj.Events(), bus.WorkerQueue, w.onBatch)
+	sub, err := w.bus.QueueSubscribeBuffered(w.subj.Events(), bus.WorkerQueue, bufferedBatches)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	events := w.startConsumers(sub)
+	// After a drain this only waits; otherwise it ends the subscription and
+	// leaves what waits in it to the gateways' resends.
+	defer func() { _ = sub.Unsubscribe(); events.abandon(); events.wait() }()
 	if err := w.bus.Flush(ctx); err != nil {
-		_ = sub.Unsubscribe()
 		return fmt.Errorf("worker: %w", err)
 	}
 	w.log.Info("worker taking events", "subject", w.subj.Events(), "queue", bus.WorkerQueue)
 	close(w.ready)
 
-	defer func() { close(w.stopRunners); w.runners.Wait() }()
 	forget := time.NewTicker(10 * time.Second)
 	defer forget.Stop()
 	progress := time.NewTicker(bus.ProgressInterval)
@@ -286,8 +277,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker draining", "in_flight", w.inFlight.Load())
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
 	defer cancel()
-	if err := w.drain(drainCtx, sub); err != nil {
+	if err := w.drain(drainCtx, sub, events); err != nil {
 		w.log.Warn("worker drain incomplete: handler contexts cancelled", "err", err)
+		events.abandon() // batches not started: their gateways resend them elsewhere
 		cancelHandlers()
 		w.batches.Wait()
 	}
@@ -301,8 +293,9 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // drain stops the subscription, waits until NATS delivered what it had
-// routed here, and then until every batch was handled and acknowledged.
-func (w *Worker) drain(ctx context.Context, sub *bus.Subscription) error {
+// routed here, lets the consumers run it, and waits until every batch was
+// handled and acknowledged.
+func (w *Worker) drain(ctx context.Context, sub *bus.Buffered, events *consumers) error {
 	if err := sub.Drain(); err != nil {
 		return err
 	}
@@ -315,8 +308,9 @@ func (w *Worker) drain(ctx context.Context, sub *bus.Subscription) error {
 			return ctx.Err()
 		}
 	}
+	events.finish()
 	done := make(chan struct{})
-	go func() { w.batches.Wait(); close(done) }()
+	go func() { events.wait(); w.batches.Wait(); close(done) }()
 	progress := time.NewTicker(bus.ProgressInterval)
 	defer progress.Stop()
 	for {
@@ -345,8 +339,8 @@ func (w *Worker) onInfo(m bus.Msg) {
 	}
 }
 
-// onBatch takes one batch off the subscription. It blocks only while
-// MaxConcurrency batches run, which slows delivery instead of dropping.
+// onBatch runs one batch a consumer took off a subscription. It waits
+// while MaxConcurrency batches run.
 func (w *Worker) onBatch(m bus.Msg) {
 	var b bus.EventBatch
 	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
@@ -376,44 +370,9 @@ func (w *Worker) onBatch(m bus.Msg) {
 
 	w.batches.Add(1)
 	w.inFlight.Add(1)
-	w.submit(job{b: b, reply: m.Reply})
-}
-
-// submit hands j to an idle runner, or starts one, or waits for one when
-// MaxConcurrency runners are busy.
-func (w *Worker) submit(j job) {
-	select {
-	case w.jobs <- j:
-		return
-	default:
-	}
-	select {
-	case w.jobs <- j:
-	case w.sem <- struct{}{}:
-		w.runners.Add(1)
-		go w.runner(j)
-	}
-}
-
-func (w *Worker) runner(first job) {
-	defer func() {
-		<-w.sem
-		w.runners.Done()
-	}()
-	w.process(first.b, first.reply)
-	idle := time.NewTimer(runnerIdle)
-	defer idle.Stop()
-	for {
-		select {
-		case j := <-w.jobs:
-			w.process(j.b, j.reply)
-			idle.Reset(runnerIdle)
-		case <-idle.C:
-			return
-		case <-w.stopRunners:
-			return
-		}
-	}
+	w.sem <- struct{}{}
+	w.process(b, m.Reply)
+	<-w.sem
 }
 
 func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
