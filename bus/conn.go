@@ -265,11 +265,15 @@ type Subscription struct {
 	sub *nats.Subscription
 }
 
-func (c *Conn) subscribe(subject, queue string, h Handler) (*Subscription, error) {
-	sub, err := c.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		h(Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data,
-			NoResponders: len(m.Data) == 0 && m.Header.Get("Status") == "503"})
-	})
+// msgOf is m as this package shows it.
+func msgOf(m *nats.Msg) Msg {
+	return Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data,
+		NoResponders: len(m.Data) == 0 && m.Header.Get("Status") == "503"}
+}
+
+// Subscribe calls h for every message on subject.
+func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
+	sub, err := c.nc.Subscribe(subject, func(m *nats.Msg) { h(msgOf(m)) })
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
@@ -279,17 +283,6 @@ func (c *Conn) subscribe(subject, queue string, h Handler) (*Subscription, error
 		return nil, wrap("subscribe", subject, err)
 	}
 	return &Subscription{sub: sub}, nil
-}
-
-// Subscribe calls h for every message on subject.
-func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
-	return c.subscribe(subject, "", h)
-}
-
-// QueueSubscribe calls h for the messages on subject that NATS gives this
-// member of queue group queue.
-func (c *Conn) QueueSubscribe(subject, queue string, h Handler) (*Subscription, error) {
-	return c.subscribe(subject, queue, h)
 }
 
 // Buffered is a queue subscription whose messages wait in a buffer until
@@ -317,7 +310,7 @@ func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buf
 func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
 	select {
 	case nm := <-b.ch:
-		return Msg{Subject: nm.Subject, Reply: nm.Reply, Data: nm.Data}, true
+		return msgOf(nm), true
 	case <-stop:
 		return Msg{}, false
 	}
@@ -327,7 +320,7 @@ func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
 func (b *Buffered) TryNext() (m Msg, ok bool) {
 	select {
 	case nm := <-b.ch:
-		return Msg{Subject: nm.Subject, Reply: nm.Reply, Data: nm.Data}, true
+		return msgOf(nm), true
 	default:
 		return Msg{}, false
 	}

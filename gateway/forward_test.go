@@ -33,7 +33,7 @@ func BenchmarkForwardPath(b *testing.B) {
 		require.NoError(b, err)
 	}
 	sink := bustest.Connect(b, e, bus.Config{})
-	_, err := sink.QueueSubscribe(g.subj.Events(), "workers", func(bus.Msg) {})
+	_, err := sink.Subscribe(g.subj.Events(), func(bus.Msg) {})
 	require.NoError(b, err)
 	require.NoError(b, sink.Flush(b.Context()))
 	subject := g.inbox + c.id

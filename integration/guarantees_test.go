@@ -220,6 +220,29 @@ func startGateway(t *testing.T, natsURLs string) (*proc, string) {
 	return p, "ws://" + p.waitLine(t, `gateway listening.*websocket=(\S+)`) + "/"
 }
 
+// dialIdle opens n WebSocket clients that stay connected until the test ends.
+func dialIdle(t *testing.T, wsURL string, n int) {
+	t.Helper()
+	for range n {
+		c, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+	}
+}
+
+// apiClient connects an API client (cfg with its Bus set) to the cluster.
+func apiClient(t *testing.T, urls []string, cfg api.Config) *api.Client {
+	t.Helper()
+	conn, err := bus.Connect(context.Background(), bus.Config{URLs: urls})
+	require.NoError(t, err)
+	t.Cleanup(conn.Close)
+	cfg.Bus = conn
+	a, err := api.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	return a
+}
+
 // TestG2WorkerKilled: a worker SIGKILLed under load. No client is
 // disconnected, the events it held are handled again by the other worker
 // (at-least-once: duplicates only for the batches it was running), and
@@ -292,18 +315,9 @@ func TestG5GatewayKilled(t *testing.T) {
 	startTier(t, "worker-a", "worker", "--nats", urls[0], "--app", "bench")
 	startTier(t, "worker-b", "worker", "--nats", urls[0], "--app", "bench")
 	const clients = 50
-	for range clients {
-		c, _, err := websocket.DefaultDialer.Dial(ws, nil)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = c.Close() })
-	}
+	dialIdle(t, ws, clients)
 	ctx := context.Background()
-	conn, err := bus.Connect(ctx, bus.Config{URLs: urls})
-	require.NoError(t, err)
-	defer conn.Close()
-	a, err := api.New(api.Config{Bus: conn})
-	require.NoError(t, err)
-	defer a.Close()
+	a := apiClient(t, urls, api.Config{})
 	handled := func() uint64 {
 		infos, err := a.GetWorkerInfos(ctx, 300*time.Millisecond)
 		require.NoError(t, err)
@@ -354,18 +368,9 @@ func TestG6QueryWithADeadGateway(t *testing.T) {
 	doomed := start(t, "gateway", "gateway", "--nats", urls[0], "--ws", "127.0.0.1:0", "--tcp", "", "--id", "doomed")
 	doomed.waitLine(t, `(gateway listening)`)
 	_, ws := startGateway(t, urls[0])
-	for range 3 {
-		c, _, err := websocket.DefaultDialer.Dial(ws, nil)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = c.Close() })
-	}
+	dialIdle(t, ws, 3)
 	ctx := context.Background()
-	conn, err := bus.Connect(ctx, bus.Config{URLs: urls})
-	require.NoError(t, err)
-	defer conn.Close()
-	a, err := api.New(api.Config{Bus: conn, QueryTimeout: 500 * time.Millisecond})
-	require.NoError(t, err)
-	defer a.Close()
+	a := apiClient(t, urls, api.Config{QueryTimeout: 500 * time.Millisecond})
 	require.Eventually(t, func() bool {
 		n, err := a.GetAllClientIDCount(ctx)
 		return err == nil && n == 3

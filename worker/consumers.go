@@ -83,7 +83,9 @@ func (cs *consumers) consume(extra bool) {
 
 func (cs *consumers) run(m bus.Msg) {
 	cs.busy.Add(1)
-	if cs.armed.CompareAndSwap(false, true) {
+	// Load first: while batches keep coming the watchdog stays armed, and
+	// a failed CompareAndSwap would still take the cache line for writing.
+	if !cs.armed.Load() && cs.armed.CompareAndSwap(false, true) {
 		cs.watch.Reset(backlogDelay)
 	}
 	cs.w.onBatch(m)
