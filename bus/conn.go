@@ -53,6 +53,9 @@ type Config struct {
 	CredsFile string
 	// TLS configures TLS to NATS; nil means plain unless a URL says tls://.
 	TLS *TLSConfig
+	// InboxPrefix is where replies to this connection go. Empty means
+	// nats.go's "_INBOX"; under role permissions use [Subjects.Inbox].
+	InboxPrefix string
 	// ReconnectWait is the pause between reconnect attempts to one server.
 	// Zero means DefaultReconnectWait (250ms).
 	ReconnectWait time.Duration
@@ -136,6 +139,9 @@ func (c Config) options() ([]nats.Option, error) {
 			}
 			log.Error("nats async error", "subject", subject, "err", err)
 		}),
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	if c.Token != "" {
 		opts = append(opts, nats.Token(c.Token))

@@ -1,5 +1,14 @@
 package bus
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+)
+
 // Role is a kind of gatewayworker process, for NATS permissions.
 type Role string
 
@@ -12,23 +21,59 @@ const (
 	RoleAPI Role = "api"
 )
 
+// ErrPermission means the NATS server refused a subscription for lack of
+// permission.
+var ErrPermission = errors.New("bus: permission denied by the NATS server")
+
+// Inbox is the reply-subject prefix of role r's connections (for
+// [Config].InboxPrefix): "_INBOX.gw.api" for prefix gw. A role subscribes
+// only under its own, so an API client cannot read the replies that carry
+// sessions to workers, nor the acknowledgements of gateways. The subject
+// prefix is one encoded token here, so tenants never share inboxes.
+func (s Subjects) Inbox(r Role) string { return "_INBOX." + EncodeToken(s.p()) + "." + string(r) }
+
 // Permissions returns the subjects a role needs to publish and subscribe
 // to under the subject prefix of s: the least a NATS server should grant
-// it. A worker, for one, cannot publish client events or gateway
+// it, for a connection whose [Config].InboxPrefix is [Subjects.Inbox] of
+// the role. A worker, for one, cannot publish client events or gateway
 // heartbeats, so it cannot impersonate a gateway to other workers or API
-// clients. Replies travel on "_INBOX.>" subjects.
+// clients; an API client answers nothing and reads only its own replies.
+// Every role may publish to any "_INBOX.>" subject but the API role, which
+// never replies.
 func (s Subjects) Permissions(r Role) (publish, subscribe []string) {
 	p := s.p()
-	pushes := []string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", p + ".all", p + ".q.>", p + ".wk.info"}
+	pushes := []string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", p + ".all", p + ".q.>", s.WorkerInfo()}
+	own := s.Inbox(r) + ".>"
 	switch r {
 	case RoleGateway:
-		return []string{s.Events(), s.Heartbeat(), p + ".pr.*", "_INBOX.>"},
-			[]string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", s.All(), p + ".q.>", "_INBOX.>"}
+		return []string{s.Events(), s.Heartbeat(), s.AllPresence(), s.GatewayClaim("*"), "_INBOX.>"},
+			[]string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", s.All(), p + ".q.>", s.Heartbeat(), s.GatewayClaim("*"), own}
 	case RoleWorker:
 		return append(pushes, s.LostEvents(), s.WorkerBeat(), "_INBOX.>"),
-			[]string{s.Events(), s.LostEvents(), s.Heartbeat(), s.AllPresence(), s.WorkerInfo(), s.WorkerBeat(), "_INBOX.>"}
+			[]string{s.Events(), s.LostEvents(), s.Heartbeat(), s.AllPresence(), s.WorkerInfo(), s.WorkerBeat(), own}
 	case RoleAPI:
-		return pushes, []string{s.Heartbeat(), "_INBOX.>"}
+		return pushes, []string{s.Heartbeat(), own}
 	}
 	return nil, nil
+}
+
+// CheckSubscriptions waits until the server has processed everything sent
+// so far, then returns an error wrapping [ErrPermission] if it refused one
+// of subs. NATS refuses a subscription asynchronously (an -ERR line that
+// nats.go keeps as the connection's last error, read before the flush's
+// answer), so a refused subscription otherwise looks like a silent one.
+func (c *Conn) CheckSubscriptions(ctx context.Context, subs ...*Subscription) error {
+	if err := c.Flush(ctx); err != nil {
+		return err
+	}
+	last := c.nc.LastError()
+	if !errors.Is(last, nats.ErrPermissionViolation) {
+		return nil
+	}
+	for _, s := range subs {
+		if strings.Contains(last.Error(), fmt.Sprintf("Subscription to %q", s.sub.Subject)) {
+			return fmt.Errorf("%w: may not subscribe to %s (grant it; see bus.Subjects.Permissions)", ErrPermission, s.sub.Subject)
+		}
+	}
+	return nil
 }

@@ -156,3 +156,7 @@ func (s Subjects) WorkerBeat() string { return s.p() + ".wk.hb" }
 // LostEvents is where workers send, to the [WorkerQueue] group, the close
 // events of the clients of a gateway that died.
 func (s Subjects) LostEvents() string { return s.p() + ".evl" }
+
+// GatewayClaim is answered by the live gateway with that id, so that a
+// gateway starting with an id in use learns of it and refuses to start.
+func (s Subjects) GatewayClaim(id string) string { return s.p() + ".id." + id }

@@ -24,6 +24,9 @@ const MaxSessionBytes = 128 << 10
 // ErrAlreadyRunning is returned by a second call to [Gateway.Run].
 var ErrAlreadyRunning = errors.New("gateway: already running")
 
+// ErrIDInUse is returned by [Gateway.Run] when a live gateway has the same ID.
+var ErrIDInUse = errors.New("gateway: id in use")
+
 // Gateway holds client connections and bridges them to the bus.
 type Gateway struct {
 	cfg  Config
@@ -180,11 +183,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.fan.start(g)
 	defer g.fan.stop()
 	g.lastOwnBeat.Store(time.Now().UnixNano())
+	if err := g.checkIDFree(ctx); err != nil {
+		return err
+	}
 	fixed, err := g.subscribeFixed()
 	if err != nil {
 		return err
 	}
-	if err := g.bus.Flush(ctx); err != nil {
+	// A refused subscription would leave the gateway deaf (to its own beats,
+	// its commands or its acks) while it seems to run: fail now instead.
+	if err := g.bus.CheckSubscriptions(ctx, fixed...); err != nil {
 		unsubscribeAll(fixed)
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -283,6 +291,7 @@ func (g *Gateway) subscribeFixed() ([]*bus.Subscription, error) {
 		{g.subj.All(), g.onBroadcast},
 		{g.subj.Query("*"), g.onQuery},
 		{g.subj.Heartbeat(), g.onOwnBeat},
+		{g.subj.GatewayClaim(g.cfg.ID), g.onClaim},
 	} {
 		sub, err := g.bus.Subscribe(s.subject, s.h)
 		if err != nil {
@@ -292,6 +301,30 @@ func (g *Gateway) subscribeFixed() ([]*bus.Subscription, error) {
 		subs = append(subs, sub)
 	}
 	return subs, nil
+}
+
+// checkIDFree asks the live gateway with this id, if any, to answer: two
+// gateways with one id would share command subjects and presence, and
+// workers would take one's clients for the other's.
+func (g *Gateway) checkIDFree(ctx context.Context) error {
+	data, err := g.bus.Request(ctx, g.subj.GatewayClaim(g.cfg.ID), nil)
+	switch {
+	case errors.Is(err, bus.ErrNoResponders):
+		return nil
+	case err != nil:
+		return fmt.Errorf("gateway: cannot check that id %q is free: %w", g.cfg.ID, err)
+	}
+	var rep bus.Reply
+	_ = bus.Unmarshal(data, &rep)
+	return fmt.Errorf("%w: %q, by a gateway that booted at %s: give each gateway its own id",
+		ErrIDInUse, g.cfg.ID, time.UnixMilli(rep.Count).UTC().Format(time.RFC3339Nano))
+}
+
+// onClaim answers a gateway that starts with this gateway's id.
+func (g *Gateway) onClaim(m bus.Msg) {
+	if m.Reply != "" {
+		g.reply(m.Reply, bus.Reply{Count: g.boot.UnixMilli()})
+	}
 }
 
 func unsubscribeAll(subs []*bus.Subscription) {
@@ -600,10 +633,16 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 // onOwnBeat notes that a heartbeat of this gateway went round through NATS.
 func (g *Gateway) onOwnBeat(m bus.Msg) {
 	var b bus.Beat
-	if bus.Unmarshal(m.Data, &b) == nil && b.Gateway == g.cfg.ID && b.Boot == g.boot.UnixMilli() {
-		g.lastOwnBeat.Store(time.Now().UnixNano())
-		g.reconnectForced.Store(false)
+	if bus.Unmarshal(m.Data, &b) != nil || b.Gateway != g.cfg.ID {
+		return
 	}
+	if b.Boot != g.boot.UnixMilli() {
+		g.log.Error("another gateway runs with this id: workers will mix up the clients of both; stop one and give each its own id",
+			"other_boot", time.UnixMilli(b.Boot).UTC())
+		return
+	}
+	g.lastOwnBeat.Store(time.Now().UnixNano())
+	g.reconnectForced.Store(false)
 }
 
 // heartbeat runs every PingInterval, with GatewayWorker's semantics.

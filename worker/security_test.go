@@ -70,9 +70,9 @@ func TestRolePermissions(t *testing.T) {
 
 	rec := newRecorder()
 	workertest.Start(t, e, worker.Config{Handlers: rec.handlers(),
-		Bus: bustest.Connect(t, e, bus.Config{NKeySeedFile: seedFile})})
-	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, bus.Config{User: "gw", Password: "gw-pw"})})
-	web, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{User: "web", Password: "web-pw"})})
+		Bus: bustest.Connect(t, e, bus.Config{NKeySeedFile: seedFile, InboxPrefix: subj.Inbox(bus.RoleWorker)})})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, bus.Config{User: "gw", Password: "gw-pw", InboxPrefix: subj.Inbox(bus.RoleGateway)})})
+	web, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{User: "web", Password: "web-pw", InboxPrefix: subj.Inbox(bus.RoleAPI)})})
 	require.NoError(t, err)
 	defer web.Close()
 	ctx := context.Background()

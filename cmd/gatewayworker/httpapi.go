@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 )
@@ -48,7 +49,7 @@ func runAPI(ctx context.Context, args []string, stdout io.Writer) error {
 		log.Warn("HTTP API without authentication: it listens on loopback only and refuses other Host names; set --keys (or GW_KEYS) to require an API key", "listen", listen)
 	}
 
-	b, err := connectBus(ctx, &n, nil, "api", log)
+	b, err := connectBus(ctx, &n, nil, bus.RoleAPI, log)
 	if err != nil {
 		return err
 	}

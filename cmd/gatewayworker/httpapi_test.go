@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,6 +17,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// run's token files (localTokenFile) go to a directory of this test run.
+	dir, err := os.MkdirTemp("", "gw-cmd-test-")
+	if err != nil {
+		panic(err)
+	}
+	_ = os.Setenv("XDG_RUNTIME_DIR", dir)
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) // nbio starts pool goroutines at init
 }
 

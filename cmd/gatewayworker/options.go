@@ -39,6 +39,11 @@ func (n *natsFlags) register(c *cli, embedded bool) {
 	c.str(&n.key, "nats-key", "", "client key file for TLS to NATS")
 }
 
+// noCredentials reports whether no NATS credential flag is set.
+func (n *natsFlags) noCredentials() bool {
+	return n.token == "" && n.user == "" && n.password == "" && n.nkey == "" && n.creds == ""
+}
+
 func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 	cfg := bus.Config{
 		Name: name, Token: n.token, User: n.user, Password: n.password,

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -79,15 +81,60 @@ func listenError(err error, flagName, addr string) error {
 	return err
 }
 
-// connectBus connects to --nats, or through memory to embedded when set.
-func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, name string, log *slog.Logger) (*bus.Conn, error) {
+// connectBus connects to --nats, or through memory to embedded when set,
+// with role's inbox prefix (bus.Subjects.Inbox). Without credentials, it
+// uses the token of a `run` on this host when --nats is that run's server.
+func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, role bus.Role, log *slog.Logger) (*bus.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cfg := n.config(name, log)
+	subj, err := bus.NewSubjects(n.prefix)
+	if err != nil {
+		return nil, fmt.Errorf("--prefix: %w", err)
+	}
+	cfg := n.config(string(role), log)
+	cfg.InboxPrefix = subj.Inbox(role)
 	if embedded != nil {
 		cfg.NATSOptions = append(cfg.NATSOptions, embedded.InProcess())
+	} else if n.noCredentials() {
+		token, path, err := readLocalToken(n.urls)
+		if err != nil {
+			return nil, err
+		}
+		if token != "" {
+			log.Info("nats: using the token of the local run", "file", path)
+			cfg.Token = token
+		}
 	}
 	return bus.Connect(ctx, cfg)
+}
+
+// startEmbedded starts run's NATS server. Without --nats-token or
+// --nats-user it requires a generated token, which the tiers in this
+// process use and others on this host read from a file only this user
+// can read (removed by stop).
+func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, stop func(), err error) {
+	generate := n.noCredentials()
+	if generate {
+		var b [32]byte
+		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+		n.token = base64.RawURLEncoding.EncodeToString(b[:])
+	}
+	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
+	if err != nil {
+		return nil, nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
+	}
+	n.urls = e.URL()
+	if !generate {
+		return e, e.Shutdown, nil
+	}
+	port, _ := loopbackPort(n.urls)
+	path, remove, err := writeLocalToken(port, n.token)
+	if err != nil {
+		e.Shutdown()
+		return nil, nil, err
+	}
+	log.Info("embedded NATS requires a token; tiers started beside run on this host read it from this file", "file", path)
+	return e, func() { e.Shutdown(); remove() }, nil
 }
 
 func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -123,19 +170,18 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	var embedded *bus.Embedded
 	if n.urls == "" {
-		embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
-		if err != nil {
-			return listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
+		var stopEmbedded func()
+		if embedded, stopEmbedded, err = startEmbedded(&n, log); err != nil {
+			return err
 		}
-		defer embedded.Shutdown()
-		n.urls = embedded.URL()
+		defer stopEmbedded()
 	}
-	gwBus, err := connectBus(ctx, &n, embedded, "gateway", log)
+	gwBus, err := connectBus(ctx, &n, embedded, bus.RoleGateway, log)
 	if err != nil {
 		return err
 	}
 	defer gwBus.Close()
-	wkBus, err := connectBus(ctx, &n, embedded, "worker", log)
+	wkBus, err := connectBus(ctx, &n, embedded, bus.RoleWorker, log)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		asJSON  bool
 		timeout time.Duration
 	)
-	log, b, err := s.start(ctx, "status", "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, func(c *cli) {
+	log, b, err := s.start(ctx, "status", bus.RoleAPI, "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, func(c *cli) {
 		c.group("Output")
 		c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
 		c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")

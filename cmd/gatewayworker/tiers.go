@@ -22,7 +22,7 @@ type singleTier struct {
 // start registers the NATS flags, the command's own flags (own), --metrics
 // when withMetrics, and the logging flags; parses args; and connects to
 // NATS. The caller closes the connection.
-func (s *singleTier) start(ctx context.Context, name, title string, args []string, stdout io.Writer,
+func (s *singleTier) start(ctx context.Context, name string, role bus.Role, title string, args []string, stdout io.Writer,
 	own func(*cli), withMetrics bool) (*slog.Logger, *bus.Conn, error) {
 	c := newCLI(name, title)
 	s.nats.register(c, false)
@@ -35,7 +35,7 @@ func (s *singleTier) start(ctx context.Context, name, title string, args []strin
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := connectBus(ctx, &s.nats, nil, name, log)
+	b, err := connectBus(ctx, &s.nats, nil, role, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -48,7 +48,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		s singleTier
 		g gatewayFlags
 	)
-	log, b, err := s.start(ctx, "gateway", "gatewayworker gateway: a gateway against an external NATS.", args, stdout,
+	log, b, err := s.start(ctx, "gateway", bus.RoleGateway, "gatewayworker gateway: a gateway against an external NATS.", args, stdout,
 		func(c *cli) { g.register(c, defaultGOGC) }, true)
 	if err != nil {
 		return err
@@ -82,7 +82,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		s singleTier
 		w workerFlags
 	)
-	log, b, err := s.start(ctx, "worker", "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, w.register, true)
+	log, b, err := s.start(ctx, "worker", bus.RoleWorker, "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, w.register, true)
 	if err != nil {
 		return err
 	}

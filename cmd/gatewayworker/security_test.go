@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+)
+
+// TestEmbeddedNATSRequiresTheLocalToken: run's embedded NATS refuses a
+// client without credentials (any local user could otherwise read client
+// traffic, push and forge events); a worker started beside run reads the
+// token from run's file (0600) and works; the file goes when run stops.
+func TestEmbeddedNATSRequiresTheLocalToken(t *testing.T) {
+	banner, stop := startRun(t, "--http", freeAddr(t))
+	natsURL := field(t, banner, "nats")
+	ws := field(t, banner, "websocket")
+	page := field(t, banner, "chat page")
+
+	short, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := bus.Connect(short, bus.Config{URLs: []string{natsURL}, MaxReconnects: 1})
+	require.ErrorContains(t, err, "Authorization Violation", "a local client without the token")
+
+	port, ok := loopbackPort(natsURL)
+	require.True(t, ok)
+	path, err := localTokenFile(port)
+	require.NoError(t, err)
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	dir, err := os.Stat(strings.TrimSuffix(path, "/"+st.Name()))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), dir.Mode().Perm())
+
+	ctx, stopWorker := context.WithCancel(context.Background())
+	workerDone := make(chan error, 1)
+	go func() {
+		workerDone <- dispatch(ctx, append([]string{"worker", "--nats", natsURL, "--app", "chat"}, quietLogs...), io.Discard, io.Discard)
+	}()
+	require.Eventually(t, func() bool {
+		out := &syncBuffer{}
+		if dispatch(context.Background(), append([]string{"status", "--json", "--nats", natsURL}, quietLogs...), out, io.Discard) != nil {
+			return false
+		}
+		var r statusReport
+		return json.Unmarshal([]byte(out.String()), &r) == nil && len(r.Workers) == 2
+	}, 15*time.Second, 50*time.Millisecond, "status sees run's worker and the one beside it")
+
+	// The chat works with both workers taking events.
+	c, _, err := websocket.DefaultDialer.Dial(ws, http.Header{"Origin": {strings.TrimSuffix(page, "/")}})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var m map[string]any
+		require.NoError(t, c.ReadJSON(&m))
+		if m["type"] == "login" {
+			break
+		}
+	}
+	stopWorker()
+	require.NoError(t, <-workerDone)
+	require.NoError(t, stop())
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist, "run removes its token file")
+}
