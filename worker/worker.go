@@ -347,6 +347,9 @@ func (w *Worker) onBatch(m bus.Msg) {
 		w.log.Error("event batch dropped: undecodable", "err", err)
 		return
 	}
+	if w.forgedLoss(m.Subject, b) {
+		return
+	}
 	w.mu.Lock()
 	st := w.recent[b.Client]
 	switch {
@@ -373,6 +376,19 @@ func (w *Worker) onBatch(m bus.Msg) {
 	w.sem <- struct{}{}
 	w.process(b, m.Reply)
 	<-w.sem
+}
+
+// forgedLoss reports, and logs, a batch on the lost-events subject that is
+// anything but the close event a reaper sends for a dead gateway's client:
+// workers may publish there (README, Security), so that is all they may
+// make other workers run.
+func (w *Worker) forgedLoss(subject string, b bus.EventBatch) bool {
+	if subject != w.subj.LostEvents() || len(b.Events) == 1 && b.Events[0].Kind == bus.EventClose {
+		return false
+	}
+	w.errLogs.Log(w.log, slog.LevelError, "event batch dropped: only a close event may come on the lost-events subject",
+		"subject", subject, "client_id", b.Client, "events", len(b.Events))
+	return true
 }
 
 func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
