@@ -115,6 +115,26 @@ func TestRolePermissions(t *testing.T) {
 	default:
 	}
 
+	// A worker may send close events on gw.evl, nothing else: a forged
+	// message event there is dropped by every worker.
+	forged := bus.MarshalBatch(&bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: 1 << 40,
+		Events: []bus.Event{{Kind: bus.EventMessage, Body: []byte("echo:forged")}}})
+	require.NoError(t, impostor.PublishRequest(subj.LostEvents(), impostor.NewInbox(), forged))
+	require.NoError(t, impostor.Flush(ctx))
+	c.ExpectSilence(quiet)
+	require.NotContains(t, rec.of(id), "msg echo:forged", "a forged message event ran")
+	c.Send("echo:still works")
+	require.Equal(t, "echo:still works", c.Read(wait))
+
+	// The API role reads only API replies: not the gateways' acks nor the
+	// replies (sessions included) that workers get.
+	webConn := bustest.Connect(t, e, bus.Config{User: "web", Password: "web-pw", InboxPrefix: subj.Inbox(bus.RoleAPI), Logger: logger})
+	for _, spy := range []string{"_INBOX.>", subj.Inbox(bus.RoleWorker) + ".>", subj.Inbox(bus.RoleGateway) + ".*.*"} {
+		sub, err := webConn.Subscribe(spy, func(bus.Msg) {})
+		require.NoError(t, err)
+		require.ErrorIs(t, webConn.CheckSubscriptions(ctx, sub), bus.ErrPermission, spy)
+	}
+
 	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_, err = bus.Connect(short, bus.Config{URLs: []string{e.URL()}, User: "web", Password: "wrong", MaxReconnects: 1})
