@@ -125,6 +125,8 @@ func TestRejectedRequestsNeverReachNATS(t *testing.T) {
 		{"wrong method", "PUT", "/v1/send/all", `{"data":"rejected"}`, key, 405},
 		{"batch with one bad call", "POST", "/v1/batch", `{"calls":[{"method":"POST","path":"/v1/send/all","body":{"data":"rejected"}},{"method":"POST","path":"/v1/send/all","body":{"data":5}}]}`, key, 400},
 		{"batch over the bound", "POST", "/v1/batch", compactBatch(101), key, 400},
+		{"nested batch", "POST", "/v1/batch", `{"calls":[{"method":"POST","path":"/v1/batch#x","body":{"calls":[{"method":"POST","path":"/v1/send/all","body":{"data":"rejected"}}]}}]}`, key, 400},
+		{"nested batch, escaped", "POST", "/v1/batch", `{"calls":[{"method":"POST","path":"/v1/%62atch","body":{"calls":[{"method":"POST","path":"/v1/send/all","body":{"data":"rejected"}}]}}]}`, key, 400},
 		{"cross-origin", "POST", "/v1/send/all", `{"data":"rejected"}`, http.Header{"Authorization": key["Authorization"], "Origin": {"http://evil.example"}, "Sec-Fetch-Site": {"cross-site"}}, 403},
 	} {
 		status, _, body := s.raw(tc.method, tc.path, io.MultiReader(strings.NewReader(tc.body)), tc.header)
