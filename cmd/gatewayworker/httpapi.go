@@ -17,6 +17,10 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 )
 
+// minKeyBytes is the shortest API key accepted beyond loopback: 16 random
+// bytes are out of reach of guessing at AuthFailureBurst per address.
+const minKeyBytes = 16
+
 // runAPI serves the HTTP API (pkg/httpapi) against an external NATS until
 // ctx ends: pushes and queries from any language, with API keys.
 func runAPI(ctx context.Context, args []string, stdout io.Writer) error {
@@ -41,6 +45,13 @@ func runAPI(ctx context.Context, args []string, stdout io.Writer) error {
 	keyList := splitList(keys)
 	if maxBody <= 0 {
 		return fmt.Errorf("--max-body %d: want a positive number of bytes", maxBody)
+	}
+	if !loopbackAddr(listen) {
+		for i, k := range keyList {
+			if len(k) < minKeyBytes {
+				return fmt.Errorf("--keys: key %d is %d bytes; beyond loopback every key must have at least %d (openssl rand -hex 16 makes one)", i+1, len(k), minKeyBytes)
+			}
+		}
 	}
 	if len(keyList) == 0 {
 		if !loopbackAddr(listen) {

@@ -75,3 +75,20 @@ func TestEmbeddedNATSRequiresTheLocalToken(t *testing.T) {
 	_, err = os.Stat(path)
 	require.ErrorIs(t, err, os.ErrNotExist, "run removes its token file")
 }
+
+// TestAPIRefusesShortKeysBeyondLoopback: a key anyone could guess is
+// refused when the API listens beyond loopback, before anything starts.
+func TestAPIRefusesShortKeysBeyondLoopback(t *testing.T) {
+	api := func(listen, keys string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return dispatch(ctx, append([]string{"api", "--nats", "nats://127.0.0.1:1", "--listen", listen, "--keys", keys}, quietLogs...), io.Discard, io.Discard)
+	}
+	err := api("0.0.0.0:0", "0123456789abcdef,short")
+	require.ErrorContains(t, err, "key 2 is 5 bytes")
+	require.NotContains(t, err.Error(), "short", "the key is not printed")
+	for _, ok := range []struct{ listen, keys string }{{"0.0.0.0:0", "0123456789abcdef"}, {"127.0.0.1:0", "short"}} {
+		err := api(ok.listen, ok.keys)
+		require.ErrorContains(t, err, "connect", "%v passes the key check and fails on the unreachable NATS", ok)
+	}
+}

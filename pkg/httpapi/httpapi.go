@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
@@ -56,6 +57,7 @@ type handler struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	origin *http.CrossOriginProtection
+	fails  *authLimiter
 }
 
 // New returns the HTTP API on cfg.API. It does no I/O.
@@ -78,6 +80,7 @@ func New(cfg Config) (http.Handler, error) {
 		log:    cfg.Logger,
 		mux:    http.NewServeMux(),
 		origin: http.NewCrossOriginProtection(),
+		fails:  newAuthLimiter(),
 	}
 	for i, k := range cfg.Keys {
 		if strings.TrimSpace(k) == "" || strings.ContainsAny(k, " \t\r\n,") {
@@ -101,7 +104,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(openAPIDoc)
 		return
 	}
+	if len(h.keys) > 0 {
+		if wait := h.fails.wait(r.RemoteAddr, time.Now()); wait > 0 {
+			w.Header().Set("Retry-After", retryAfter(wait))
+			writeError(w, errorf(http.StatusTooManyRequests, codeTooManyAuthFailures,
+				"too many failed authentications from this address: retry in %ss", retryAfter(wait)))
+			return
+		}
+	}
 	if !h.authorized(r) {
+		h.fails.fail(r.RemoteAddr, time.Now())
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gatewayworker"`)
 		writeError(w, errorf(http.StatusUnauthorized, codeUnauthorized,
 			`missing or wrong API key: send "Authorization: Bearer <key>" or "X-API-Key: <key>"`))
@@ -194,17 +206,19 @@ func (c *capture) Write(p []byte) (int, error) {
 
 // Error codes: stable strings in every error body (docs/http-api.md).
 const (
-	codeUnauthorized       = "unauthorized"
-	codeForbidden          = "forbidden"
-	codeNotFound           = "not_found"
-	codeMethodNotAllowed   = "method_not_allowed"
-	codeBodyTooLarge       = "body_too_large"
-	codeBadJSON            = "bad_json"
-	codeInvalidArgument    = "invalid_argument"
-	codeClientNotFound     = "client_not_found"
-	codeLimitExceeded      = "limit_exceeded"
-	codeGatewayUnavailable = "gateway_unavailable"
-	codeInternal           = "internal"
+	codeUnauthorized = "unauthorized"
+	// codeTooManyAuthFailures: see AuthFailureBurst.
+	codeTooManyAuthFailures = "too_many_auth_failures"
+	codeForbidden           = "forbidden"
+	codeNotFound            = "not_found"
+	codeMethodNotAllowed    = "method_not_allowed"
+	codeBodyTooLarge        = "body_too_large"
+	codeBadJSON             = "bad_json"
+	codeInvalidArgument     = "invalid_argument"
+	codeClientNotFound      = "client_not_found"
+	codeLimitExceeded       = "limit_exceeded"
+	codeGatewayUnavailable  = "gateway_unavailable"
+	codeInternal            = "internal"
 )
 
 // apiError is an error answer: its status, code and message.
