@@ -110,11 +110,17 @@ func metricsFlag(c *cli, addr *string) {
 	c.str(addr, "metrics", "", "address to serve Prometheus /metrics on; empty disables (run also serves it on --http)")
 }
 
-// newMux returns a mux serving /metrics and Go's profiler under
-// /debug/pprof/ (both on loopback unless configured otherwise).
+// newMux returns a mux serving /metrics.
 func newMux(m *metrics) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
+	return mux
+}
+
+// newMetricsMux adds Go's profiler under /debug/pprof/ to newMux: for
+// --metrics only, never on run's chat page (--http), which browsers reach.
+func newMetricsMux(m *metrics) *http.ServeMux {
+	mux := newMux(m)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -127,7 +133,7 @@ func serveMetrics(addr string, m *metrics, log *slog.Logger) (stop func(), err e
 	if addr == "" {
 		return func() {}, nil
 	}
-	s, err := serveHTTP(addr, newMux(m), log)
+	s, err := serveHTTP(addr, newMetricsMux(m), log)
 	if err != nil {
 		return nil, listenError(err, "metrics", addr)
 	}

@@ -92,3 +92,22 @@ func TestAPIRefusesShortKeysBeyondLoopback(t *testing.T) {
 		require.ErrorContains(t, err, "connect", "%v passes the key check and fails on the unreachable NATS", ok)
 	}
 }
+
+// TestProfilerOnlyOnMetrics: the chat page's port serves /metrics but not
+// Go's profiler (a browser reaches that port); --metrics serves both.
+func TestProfilerOnlyOnMetrics(t *testing.T) {
+	metricsAddr := freeAddr(t)
+	banner, _ := startRun(t, "--http", freeAddr(t), "--metrics", metricsAddr)
+	page := field(t, banner, "chat page")
+	status := func(url string) int {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, status(page+"metrics"))
+	require.NotEqual(t, http.StatusOK, status(page+"debug/pprof/"), "the profiler on the chat page")
+	require.NotEqual(t, http.StatusOK, status(page+"debug/pprof/symbol"))
+	require.Equal(t, http.StatusOK, status("http://"+metricsAddr+"/debug/pprof/"))
+}
