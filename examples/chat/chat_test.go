@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -405,7 +406,7 @@ func TestWebHandler(t *testing.T) {
 		resp, body := get("/")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
-		require.Equal(t, contentSecurityPolicy, resp.Header.Get("Content-Security-Policy"))
+		require.Equal(t, fmt.Sprintf(cspFormat, "ws://127.0.0.1:7272"), resp.Header.Get("Content-Security-Policy"))
 		require.Contains(t, string(body), `id="messages"`)
 		page, err := webFiles.ReadFile("web/index.html")
 		require.NoError(t, err)
@@ -415,7 +416,7 @@ func TestWebHandler(t *testing.T) {
 		resp, body := get("/config.json")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-		require.JSONEq(t, `{"ws_url":"ws://127.0.0.1:7272/"}`, string(body))
+		require.JSONEq(t, `{"ws_url":"ws://127.0.0.1:7272/","ws_origins":["ws://127.0.0.1:7272"]}`, string(body))
 	})
 	t.Run("unknown paths", func(t *testing.T) {
 		for _, p := range []string{"/nope", "/index.html", "/web/index.html", "/config.json/x", "/api/"} {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
@@ -15,10 +16,12 @@ import (
 var webFiles embed.FS
 
 // Security headers. The page has inline script and style, and connects
-// to the gateway, which listens on another port than the page.
+// to the gateway, which listens on another port than the page: only to the
+// gateways of its config (connect-src), so a crafted ?ws= link cannot send
+// a user's name and messages elsewhere. No other site may frame it.
 const (
-	contentSecurityPolicy = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
-	noSniff               = "nosniff"
+	cspFormat = "default-src 'self'; connect-src 'self' %s; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+	noSniff   = "nosniff"
 )
 
 // WebConfig configures the page server.
@@ -26,9 +29,22 @@ type WebConfig struct {
 	// WebSocketURL is what the page connects to, e.g.
 	// "ws://127.0.0.1:7272/". Required: a ws:// or wss:// URL.
 	WebSocketURL string
+	// WebSocketOrigins are further gateways ("wss://chat2.example.com")
+	// that a link may point the page at with ?ws=. Without them the page
+	// connects only to WebSocketURL's origin and its own.
+	WebSocketOrigins []string
 	// API answers the stats panel (gateways and connections); nil
 	// disables /api/stats (404).
 	API *api.Client
+}
+
+// wsOrigin returns the origin ("ws://host:port") of a ws:// or wss:// URL.
+func wsOrigin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return "", fmt.Errorf("chat: %q must be a ws:// or wss:// URL", raw)
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // stats is the answer of /api/stats.
@@ -41,24 +57,31 @@ type stats struct {
 }
 
 // NewWebHandler returns an http.Handler serving the page at "/", its
-// settings at "/config.json" ({"ws_url": ...}) and, when cfg.API is set,
+// settings at "/config.json" ({"ws_url": ..., "ws_origins": [...]}: the
+// origins ?ws= may name) and, when cfg.API is set,
 // the stats panel's counts at "/api/stats" ({"gateways":N,"connections":N}).
 // Other paths are 404. It does no I/O until a request comes.
 func NewWebHandler(cfg WebConfig) (http.Handler, error) {
 	if cfg.WebSocketURL == "" {
 		return nil, errors.New("chat: WebConfig.WebSocketURL is required")
 	}
-	u, err := url.Parse(cfg.WebSocketURL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("chat: WebConfig.WebSocketURL %q must be a ws:// or wss:// URL", cfg.WebSocketURL)
+	var origins []string
+	for _, raw := range append([]string{cfg.WebSocketURL}, cfg.WebSocketOrigins...) {
+		o, err := wsOrigin(raw)
+		if err != nil {
+			return nil, err
+		}
+		origins = append(origins, o)
 	}
+	csp := fmt.Sprintf(cspFormat, strings.Join(origins, " "))
 	page, err := webFiles.ReadFile("web/index.html")
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err) // only if the embed pattern is broken
 	}
 	conf, err := json.Marshal(struct {
-		WSURL string `json:"ws_url"`
-	}{cfg.WebSocketURL})
+		WSURL     string   `json:"ws_url"`
+		WSOrigins []string `json:"ws_origins"`
+	}{cfg.WebSocketURL, origins})
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
@@ -68,7 +91,7 @@ func NewWebHandler(cfg WebConfig) (http.Handler, error) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("Content-Security-Policy", csp)
 		h.Set("Cache-Control", "no-cache")
 		_, _ = w.Write(page)
 	})
@@ -84,6 +107,7 @@ func NewWebHandler(cfg WebConfig) (http.Handler, error) {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", noSniff)
+		w.Header().Set("X-Frame-Options", "DENY") // for browsers without frame-ancestors
 		mux.ServeHTTP(w, r)
 	}), nil
 }
