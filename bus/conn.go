@@ -370,6 +370,10 @@ func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 // client's own pings notice.
 func (c *Conn) ForceReconnect() error { return wrap("reconnect", "", c.nc.ForceReconnect()) }
 
+// MaxPayload is the largest message the connected server accepts, in
+// bytes; a larger Publish fails with ErrMaxPayload.
+func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
+
 // Reconnects counts how often the connection came back after a loss.
 func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }
 

@@ -119,9 +119,32 @@ func (c *client) closeReason() bus.CloseReason {
 	return bus.CloseClientClosed
 }
 
-// eventSize is what an event counts against MaxPendingEventBytes: its body
-// plus a fixed overhead, so a flood of empty messages is bounded too.
-func eventSize(e bus.Event) int { return len(e.Body) + 64 }
+// eventOverhead is what an event costs beyond its variable fields: a
+// flood of empty messages is bounded too.
+const eventOverhead = 64
+
+// eventSize is what an event counts against MaxPendingEventBytes and
+// MaxBatchBytes: an upper bound of its encoded size. A connect event
+// carries its handshake's path, query and headers.
+func eventSize(e bus.Event) int {
+	n := len(e.Body) + eventOverhead
+	if ws := e.WS; ws != nil {
+		n += len(ws.Path) + len(ws.Query)
+		for k, vs := range ws.Header {
+			n += len(k) + 8
+			for _, v := range vs {
+				n += len(v) + 8
+			}
+		}
+	}
+	return n
+}
+
+// batchOverhead bounds what a batch of c's carries besides its events:
+// ids, address, uid and session. c.mu must be held.
+func batchOverhead(gatewayID string, c *client, uid string) int {
+	return len(gatewayID) + len(c.reply) + len(c.addr) + len(uid) + len(c.session) + eventOverhead
+}
 
 // isText reports whether data goes to WebSocket clients as a text frame:
 // JSON reaches browsers as strings, and bytes that are not UTF-8 as binary.

@@ -30,6 +30,7 @@ const (
 	DefaultAckTimeout         = time.Second
 	DefaultNoWorkerRetry      = 250 * time.Millisecond
 	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultMaxHeaderBytes     = 16 << 10
 	DefaultDrainTimeout       = 5 * time.Second
 	DefaultBeatInterval       = time.Second
 	DefaultNATSLossTimeout    = 2500 * time.Millisecond
@@ -117,6 +118,13 @@ type Config struct {
 	// HandshakeTimeout bounds a WebSocket handshake. Zero means
 	// DefaultHandshakeTimeout (10s).
 	HandshakeTimeout time.Duration
+	// MaxHeaderBytes bounds what a WebSocket client sends before its
+	// upgrade: the request line and headers together; at most
+	// MaxHeaderCount header lines. Past it the gateway answers 431 and
+	// closes, even before the headers end. (A wss:// listener counts bytes
+	// on the wire, TLS handshake included, and allows 16 KiB more.) Zero
+	// means DefaultMaxHeaderBytes (16 KiB).
+	MaxHeaderBytes int
 
 	// AckTimeout is how long a batch may go without word from a worker
 	// before it is sent again. Workers report progress every
@@ -179,6 +187,9 @@ func (c Config) withDefaults() Config {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	if c.AckTimeout == 0 {
 		c.AckTimeout = DefaultAckTimeout
 	}
@@ -222,7 +233,7 @@ func (c Config) validate() error {
 		"MaxMessageSize": c.MaxMessageSize, "SendQueueLimit": c.SendQueueLimit,
 		"MaxPendingEventBytes": c.MaxPendingEventBytes, "MaxConnections": c.MaxConnections,
 		"MaxGroupsPerClient": c.MaxGroupsPerClient, "PingNotResponseLimit": c.PingNotResponseLimit + 1,
-		"MaxMessagesPerSecond": c.MaxMessagesPerSecond,
+		"MaxMessagesPerSecond": c.MaxMessagesPerSecond, "MaxHeaderBytes": c.MaxHeaderBytes,
 	} {
 		if v < 0 {
 			return fmt.Errorf("gateway: %s must not be negative", name)

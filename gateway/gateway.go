@@ -427,20 +427,35 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 		return
 	}
 	var batch []byte
+	unsendable := false
 	if c.inflight == nil && len(c.queue) == 0 {
 		batch = g.startBatchLocked(c, evs, time.Now())
+		unsendable = batch == nil
+		if unsendable && announce {
+			// Workers hear nothing of a client whose connect event could
+			// not reach them, its close included.
+			c.announced, announce = false, false
+		}
 	} else {
 		for _, ev := range evs {
 			c.queue = append(c.queue, owned(ev))
 		}
 		c.queued += int32(size)
 	}
+	ended := c.ended
 	c.mu.Unlock()
 	if announce {
 		g.presence.add(c.id)
 	}
-	if batch != nil {
+	switch {
+	case batch != nil:
 		g.sendBatch(c, batch)
+	case unsendable && ended: // its close event: nothing more can go
+		g.log.Error("close event dropped: larger than NATS's max payload", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
+		g.reg.remove(c)
+		g.presence.remove(c.id)
+	case unsendable:
+		g.closeUnsendable(c)
 	}
 }
 
@@ -456,41 +471,61 @@ func owned(ev bus.Event) bus.Event {
 }
 
 // nextBatchLocked takes the next batch off c's queue and marks it in
-// flight; nil when the queue is empty. c.mu must be held.
-func (g *Gateway) nextBatchLocked(c *client, now time.Time) []byte {
-	if len(c.queue) == 0 {
-		return nil
+// flight; nil when the queue is empty. Events that cannot fit a NATS
+// message are dropped, and dropped reports it: c must then be closed.
+// c.mu must be held.
+func (g *Gateway) nextBatchLocked(c *client, now time.Time) (data []byte, dropped bool) {
+	for len(c.queue) > 0 {
+		budget := MaxBatchBytes - batchOverhead(g.cfg.ID, c, g.reg.uidOf(c))
+		n, size := 0, 0
+		for n < len(c.queue) && (n == 0 || size+eventSize(c.queue[n]) <= budget) {
+			size += eventSize(c.queue[n])
+			n++
+		}
+		data = g.startBatchLocked(c, c.queue[:n], now)
+		clear(c.queue[:n])
+		c.queue = c.queue[n:]
+		c.queued -= int32(size)
+		if data != nil {
+			break
+		}
+		dropped = true
 	}
-	n, size := 0, 0
-	for n < len(c.queue) && (n == 0 || size+eventSize(c.queue[n]) <= MaxBatchBytes) {
-		size += eventSize(c.queue[n])
-		n++
-	}
-	data := g.startBatchLocked(c, c.queue[:n], now)
-	clear(c.queue[:n])
-	c.queue = c.queue[n:]
 	if len(c.queue) == 0 {
 		c.queue = nil
 	}
-	c.queued -= int32(size)
-	return data
+	return data, dropped
 }
 
 // startBatchLocked encodes events as c's next batch and marks it in
-// flight. c.mu must be held.
+// flight. It returns nil, and changes nothing, when the batch is larger
+// than the NATS server accepts: sent again and again, it would only wait
+// for an ack that never comes, and hold everything behind it.
+// c.mu must be held.
 func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time) []byte {
-	c.seq++
 	batch := bus.EventBatch{
-		Gateway: g.cfg.ID, Client: c.id, Seq: c.seq, Addr: c.addr,
+		Gateway: g.cfg.ID, Client: c.id, Seq: c.seq + 1, Addr: c.addr,
 		UID: g.reg.uidOf(c), Session: c.session, Events: events,
 	}
 	data := bus.MarshalBatch(&batch)
+	if limit := g.bus.MaxPayload(); limit > 0 && int64(len(data)) > limit {
+		return nil
+	}
+	c.seq++
 	c.inflight = data
 	c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 	g.waitMu.Lock()
 	g.waiting[c] = struct{}{}
 	g.waitMu.Unlock()
 	return data
+}
+
+// closeUnsendable closes c, whose events were dropped because they
+// cannot fit a NATS message.
+func (g *Gateway) closeUnsendable(c *client) {
+	g.warnRateLimited("client closed: its events do not fit a NATS message", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
+	c.setReason(bus.CloseMessageTooLarge)
+	c.t.close(nil)
 }
 
 func (g *Gateway) sendBatch(c *client, data []byte) {
@@ -540,7 +575,8 @@ func (g *Gateway) onAck(m bus.Msg) {
 		}
 	}
 	c.inflight = nil
-	next := g.nextBatchLocked(c, now)
+	next, dropped := g.nextBatchLocked(c, now)
+	dropped = dropped && !c.ended
 	finished := next == nil && c.ended
 	c.finished = finished
 	if next == nil {
@@ -551,6 +587,9 @@ func (g *Gateway) onAck(m bus.Msg) {
 	c.mu.Unlock()
 	if next != nil {
 		g.sendBatch(c, next)
+	}
+	if dropped {
+		g.closeUnsendable(c)
 	}
 	if finished {
 		g.reg.remove(c)

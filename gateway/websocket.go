@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lesismal/llib/std/crypto/tls"
@@ -35,7 +34,28 @@ func (e *ListenError) Error() string {
 
 func (e *ListenError) Unwrap() error { return e.Err }
 
-type wsTransport struct{ c *websocket.Conn }
+// wsTransport is a WebSocket client's socket. It also stands between nbio's
+// poller and the connection's parser (nbio calls Parse with what it read),
+// to check frame headers first: see frameGuard.
+type wsTransport struct {
+	c     *websocket.Conn
+	guard frameGuard
+}
+
+// Parse checks data's frame headers, then hands data to nbio's parser. A
+// frame that breaks RFC 6455 gets close code 1002, and its error closes the
+// connection (nbio then calls CloseAndClean with it).
+func (t *wsTransport) Parse(data []byte) error {
+	if err := t.guard.scan(data); err != nil {
+		_ = t.c.WriteClose(1002, err.Error())
+		return err
+	}
+	return t.c.Parse(data)
+}
+
+func (t *wsTransport) UnderlayerConn() net.Conn { return t.c.UnderlayerConn() }
+
+func (t *wsTransport) CloseAndClean(err error) { t.c.CloseAndClean(err) }
 
 func (t *wsTransport) send(data []byte, text bool) error {
 	if ok, err := sendFramed(t, data, text); ok {
@@ -86,7 +106,10 @@ func (t *wsTransport) close(last []byte) {
 }
 
 func (g *Gateway) listenWebSocket() error {
-	hs := &handshakes{timeout: g.cfg.HandshakeTimeout, pending: map[string]*time.Timer{}}
+	hs := &handshakes{
+		timeout: g.cfg.HandshakeTimeout, maxBytes: g.cfg.MaxHeaderBytes,
+		tls: g.cfg.WebSocketTLS != nil, pending: map[*nbio.Conn]*handshake{},
+	}
 	up := websocket.NewUpgrader()
 	up.KeepaliveTime = 0 // heartbeats are ours: one ticker for all clients
 	up.MessageLengthLimit = g.cfg.MaxMessageSize
@@ -130,13 +153,25 @@ func (g *Gateway) listenWebSocket() error {
 			http.NotFound(w, r)
 			return
 		}
+		if msg := badHandshake(r); msg != "" {
+			http.Error(w, msg, http.StatusBadRequest)
+			return
+		}
 		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			g.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
 			return
 		}
-		hs.finished(connKey(conn))
-		t := &wsTransport{c: conn}
+		nc := pollerConn(conn.Conn)
+		if nc == nil { // not one of nbio's: no guard could see its frames
+			g.log.Error("websocket connection of an unknown type", "type", fmt.Sprintf("%T", conn.Conn))
+			_ = conn.Close()
+			return
+		}
+		hs.finished(nc)
+		t := &wsTransport{c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
+		// nbio reads the session for every read: from now on, it is t.
+		nc.SetSession(t)
 		c := g.newClient(g.clientAddr(r), t)
 		if c == nil {
 			_ = conn.WriteClose(1013, "try again later")
@@ -175,9 +210,12 @@ func (g *Gateway) listenWebSocket() error {
 		ReleaseWebsocketPayload: true,
 		ServerExecutor:          wsExecutor(tlsConfig),
 	})
+	e.OnData(hs.guardedData)
 	opened := raceBridge(e)
 	e.OnOpen(func(c net.Conn) {
-		hs.opened(c)
+		if nc := pollerConn(c); nc != nil {
+			hs.opened(nc)
+		}
 		opened()
 	})
 	if err := e.Start(); err != nil {
@@ -190,6 +228,23 @@ func (g *Gateway) listenWebSocket() error {
 		g.wsAddr = e.Addrs[0]
 	}
 	return nil
+}
+
+// offersDeflate reports whether r asked for permessage-deflate where the
+// gateway grants it, that is, whether the upgrade negotiated compression
+// (nbio does not say; its CompressionEnabled is about the last message
+// read). A malformed offer that nbio refused but that names the extension
+// counts too, and then RSV1 frames reach nbio as they did before the guard.
+func (g *Gateway) offersDeflate(r *http.Request) bool {
+	if !g.cfg.WebSocketCompression {
+		return false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Extensions") {
+		if strings.Contains(v, "permessage-deflate") {
+			return true
+		}
+	}
+	return false
 }
 
 // clientAddr is the client's address: the connection's, or, behind a
@@ -261,58 +316,6 @@ func wsExecutor(tlsConfig *tls.Config) func(func()) {
 	return func(f func()) { f() }
 }
 
-// handshakes closes connections whose WebSocket handshake has not finished
-// within HandshakeTimeout. nbio's own means, the engine's KeepaliveTime read
-// deadline, races the upgrade: the accepting goroutine sets that deadline
-// after it hands the connection to the poller, so when the handshake is
-// handled first, the deadline lands after the upgrade cleared it and the
-// WebSocket connection dies HandshakeTimeout after it opened, however
-// active (1 idle connection in 2,000 was lost so with 3 gateways and 3
-// load generators sharing 2 cores).
-type handshakes struct {
-	timeout time.Duration
-	mu      sync.Mutex
-	pending map[string]*time.Timer
-}
-
-// connKey names a connection by its two addresses: the net.Conn nbio
-// hands to OnOpen is not always the one a WebSocket connection wraps (TLS).
-func connKey(c net.Conn) string { return c.LocalAddr().String() + "|" + c.RemoteAddr().String() }
-
-// opened starts c's handshake clock. A connection that closes before its
-// handshake ends stays pending until its timer fires, which then closes it
-// again, harmlessly: no work for every close.
-func (h *handshakes) opened(c net.Conn) {
-	key := connKey(c)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var t *time.Timer
-	t = time.AfterFunc(h.timeout, func() {
-		h.mu.Lock()
-		// A later connection with the same addresses may have taken the key.
-		mine := h.pending[key] == t
-		if mine {
-			delete(h.pending, key)
-		}
-		h.mu.Unlock()
-		if mine {
-			_ = c.Close()
-		}
-	})
-	h.pending[key] = t
-}
-
-// finished ends a connection's handshake clock.
-func (h *handshakes) finished(key string) {
-	h.mu.Lock()
-	t := h.pending[key]
-	delete(h.pending, key)
-	h.mu.Unlock()
-	if t != nil {
-		t.Stop()
-	}
-}
-
 // closeReasonOf maps what nbio reports on close to a CloseReason.
 func closeReasonOf(err error) bus.CloseReason {
 	switch {
@@ -322,7 +325,7 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseSlowConsumer
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return bus.CloseMessageTooLarge
-	case errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
+	case errors.Is(err, ErrFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
 		return bus.CloseProtocolError
 	}
 	return bus.CloseClientClosed

@@ -63,6 +63,7 @@ type gatewayFlags struct {
 	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
+	maxHeader                                           int
 	rateLimit, gogc                                     int
 }
 
@@ -87,6 +88,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.int(&g.pingLimit, "ping-limit", 0, "close clients silent for this many intervals; 0 never")
 	c.str(&g.pingData, "ping-data", "", "data sent to every client at each heartbeat; empty sends WebSocket pings")
 	c.int(&g.maxMessage, "max-message-size", gateway.DefaultMaxMessageSize, "largest client message in bytes")
+	c.int(&g.maxHeader, "max-header-bytes", gateway.DefaultMaxHeaderBytes, "largest WebSocket upgrade request head (request line and headers) in bytes; larger ones get 431")
 	c.int(&g.sendQueue, "send-queue-limit", gateway.DefaultSendQueueLimit, "unsent bytes per client before it is closed as slow")
 	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
@@ -117,8 +119,8 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		AllowedOrigins: splitList(g.origins),
 		PingInterval:   g.pingInterval, PingNotResponseLimit: g.pingLimit, PingData: []byte(g.pingData),
 		MaxMessageSize: g.maxMessage, SendQueueLimit: g.sendQueue, MaxConnections: g.maxConns,
-		MaxMessagesPerSecond: g.rateLimit,
-		Logger:               log,
+		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader,
+		Logger: log,
 	}
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {

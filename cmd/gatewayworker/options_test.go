@@ -42,3 +42,20 @@ func TestGOGCDefaultsDifferBetweenGatewayAndRun(t *testing.T) {
 		require.Contains(t, line, want, cmd)
 	}
 }
+
+func TestMaxHeaderBytesFlag(t *testing.T) {
+	for _, cmd := range []string{"gateway", "run"} {
+		var out bytes.Buffer
+		require.ErrorIs(t, dispatch(context.Background(), []string{cmd, "--help"}, &out, io.Discard), flag.ErrHelp)
+		var line string
+		for l := range strings.Lines(out.String()) {
+			if strings.Contains(l, "--max-header-bytes") {
+				line = l
+			}
+		}
+		require.Contains(t, line, "(default 16384", cmd)
+	}
+	cfg, err := (&gatewayFlags{maxHeader: 4096}).config(nil, "", nil)
+	require.NoError(t, err)
+	require.Equal(t, 4096, cfg.MaxHeaderBytes)
+}

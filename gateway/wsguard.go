@@ -1,0 +1,310 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+)
+
+// Sentinel errors of the WebSocket input checks. A connection closed with
+// one of them counts as bus.CloseProtocolError.
+var (
+	// ErrFrameProtocol means a client frame broke RFC 6455 §5: the gateway
+	// answered with close code 1002.
+	ErrFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
+	// ErrHeaderTooLarge means an upgrade request's head passed
+	// MaxHeaderBytes or MaxHeaderCount: the gateway answered 431.
+	ErrHeaderTooLarge = errors.New("gateway: request header fields too large")
+)
+
+// frameError is one way a frame breaks RFC 6455; its text is the close
+// frame's reason (at most 123 bytes).
+type frameError string
+
+func (e frameError) Error() string        { return string(e) }
+func (e frameError) Is(target error) bool { return target == ErrFrameProtocol }
+
+const (
+	errUnmasked          = frameError("client frame not masked")
+	errLengthTopBit      = frameError("frame length with the most significant bit set")
+	errReservedBits      = frameError("reserved bits set without an extension")
+	errReservedOpcode    = frameError("reserved opcode")
+	errFragmentedControl = frameError("fragmented control frame")
+	errControlTooLong    = frameError("control frame over 125 bytes")
+	errCloseLength       = frameError("close frame with a 1-byte payload")
+	errContinuation      = frameError("continuation frame without a message to continue")
+	errUnfinished        = frameError("new data frame before the fragmented message ended")
+)
+
+// frameGuard checks the header of every frame a client sends before nbio
+// parses it. nbio v1.6.8 does not check them itself, or checks them too
+// late: it reads a 64-bit length as a signed int64, so a length with the
+// top bit set is negative, passes the MaxMessageSize check, and nbio then
+// buffers the stream without end (up to its 64 MiB ReadLimit, per
+// connection); it accepts unmasked frames; and the frames it refuses
+// (reserved bits or opcodes, bad continuations, fragmented or long control
+// frames) it refuses only once their whole payload has arrived, by
+// dropping the TCP connection without a close frame. The guard sees only
+// headers: it keeps no payload, allocates nothing, and costs a few
+// comparisons per frame.
+type frameGuard struct {
+	// left is how many payload bytes of the current frame are still to come.
+	left uint64
+	// head holds a header split across reads; n is how much of it came.
+	head [14]byte
+	n    uint8
+	// fragmented is set inside a message whose last frame has not come.
+	fragmented bool
+	// deflate is set when permessage-deflate was negotiated: RSV1 then
+	// marks a compressed message.
+	deflate bool
+}
+
+// headerLen is the length of a masked client frame header whose second
+// byte is b1.
+func headerLen(b1 byte) int {
+	switch b1 & 0x7f {
+	case 126:
+		return 2 + 2 + 4
+	case 127:
+		return 2 + 8 + 4
+	}
+	return 2 + 4
+}
+
+// scan checks the frame headers in data, the next bytes of the stream.
+func (f *frameGuard) scan(data []byte) error {
+	for len(data) > 0 {
+		if f.left > 0 {
+			n := min(f.left, uint64(len(data)))
+			f.left -= n
+			data = data[n:]
+			continue
+		}
+		if f.n == 0 && len(data) >= 2 {
+			if data[1]&0x80 == 0 {
+				return errUnmasked // before its (shorter) header is whole
+			}
+			if hl := headerLen(data[1]); len(data) >= hl {
+				if err := f.check(data[:hl]); err != nil {
+					return err
+				}
+				data = data[hl:]
+				continue
+			}
+		}
+		// A header split across reads: gather it.
+		f.head[f.n] = data[0]
+		f.n++
+		data = data[1:]
+		if f.n == 2 && f.head[1]&0x80 == 0 {
+			return errUnmasked // its header is shorter than a masked one
+		}
+		if f.n >= 2 && int(f.n) == headerLen(f.head[1]) {
+			f.n = 0
+			if err := f.check(f.head[:headerLen(f.head[1])]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// check validates one whole frame header h (RFC 6455 §5.2, §5.4, §5.5) and
+// sets up the guard for its payload.
+func (f *frameGuard) check(h []byte) error {
+	fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
+	if h[1]&0x80 == 0 {
+		return errUnmasked
+	}
+	length := uint64(h[1] & 0x7f)
+	switch length {
+	case 126:
+		length = uint64(binary.BigEndian.Uint16(h[2:4]))
+	case 127:
+		length = binary.BigEndian.Uint64(h[2:10])
+		if length>>63 != 0 {
+			return errLengthTopBit
+		}
+	}
+	switch op {
+	case 0x0: // continuation
+		if !f.fragmented {
+			return errContinuation
+		}
+		if rsv != 0 {
+			return errReservedBits
+		}
+		f.fragmented = !fin
+	case 0x1, 0x2: // text, binary
+		if f.fragmented {
+			return errUnfinished
+		}
+		if rsv != 0 && (rsv != 0x40 || !f.deflate) {
+			return errReservedBits
+		}
+		f.fragmented = !fin
+	case 0x8, 0x9, 0xa: // close, ping, pong
+		switch {
+		case !fin:
+			return errFragmentedControl
+		case length > 125:
+			return errControlTooLong
+		case rsv != 0:
+			return errReservedBits
+		case op == 0x8 && length == 1:
+			return errCloseLength
+		}
+	default:
+		return errReservedOpcode
+	}
+	f.left = length
+	return nil
+}
+
+// MaxHeaderCount bounds the header lines of an upgrade request.
+const MaxHeaderCount = 100
+
+// tlsHeadSlack is what a TLS listener allows on top of MaxHeaderBytes
+// before the upgrade: it counts the bytes on the wire, which carry the TLS
+// handshake and record overhead too.
+const tlsHeadSlack = 16 << 10
+
+// response431 ends a request whose head is too large (RFC 6585 §5).
+var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+// handshakes bounds WebSocket handshakes in time and size. It closes
+// connections whose handshake has not finished within HandshakeTimeout:
+// nbio's own means, the engine's KeepaliveTime read deadline, races the
+// upgrade: the accepting goroutine sets that deadline after it hands the
+// connection to the poller, so when the handshake is handled first, the
+// deadline lands after the upgrade cleared it and the WebSocket connection
+// dies HandshakeTimeout after it opened, however active (1 idle connection
+// in 2,000 was lost so with 3 gateways and 3 load generators sharing 2
+// cores). And it counts what a connection sends before its upgrade: nbio's
+// parser keeps every header line of a request in memory, without bound
+// (20 MiB of headers were accepted, then sent to workers).
+type handshakes struct {
+	timeout time.Duration
+	// maxBytes bounds the bytes read before the upgrade; lines, when
+	// counted, the request line, header lines and blank line.
+	maxBytes int
+	tls      bool
+	mu       sync.Mutex
+	pending  map[*nbio.Conn]*handshake
+}
+
+type handshake struct {
+	timer *time.Timer
+	// bytes and lines count what came before the upgrade.
+	bytes, lines int
+}
+
+// pollerConn is the nbio connection under c: what OnOpen and OnData see.
+func pollerConn(c net.Conn) *nbio.Conn {
+	for {
+		switch v := c.(type) {
+		case *nbio.Conn:
+			return v
+		case *nbhttp.Conn:
+			c = v.Conn
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		case interface{ Conn() net.Conn }: // lesismal/llib's tls.Conn
+			c = v.Conn()
+		default:
+			return nil
+		}
+	}
+}
+
+// opened starts c's handshake clock. A connection that closes before its
+// handshake ends stays pending until its timer fires, which then closes it
+// again, harmlessly: no work for every close.
+func (h *handshakes) opened(c *nbio.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs := &handshake{}
+	hs.timer = time.AfterFunc(h.timeout, func() {
+		h.mu.Lock()
+		// nbio may reuse the connection for a later one.
+		mine := h.pending[c] == hs
+		if mine {
+			delete(h.pending, c)
+		}
+		h.mu.Unlock()
+		if mine {
+			_ = c.Close()
+		}
+	})
+	h.pending[c] = hs
+}
+
+// finished ends a connection's handshake clock.
+func (h *handshakes) finished(c *nbio.Conn) {
+	h.mu.Lock()
+	hs := h.pending[c]
+	delete(h.pending, c)
+	h.mu.Unlock()
+	if hs != nil {
+		hs.timer.Stop()
+	}
+}
+
+// read counts data, read by c before its upgrade, and reports whether the
+// request head is still within bounds. Only plain listeners see the text,
+// so only they count lines; a TLS listener counts the bytes on the wire.
+func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs := h.pending[c]
+	if hs == nil {
+		return true // upgraded, or timed out and closing
+	}
+	hs.bytes += len(data)
+	if h.tls {
+		return hs.bytes <= h.maxBytes+tlsHeadSlack
+	}
+	for _, b := range data {
+		if b == '\n' {
+			hs.lines++
+		}
+	}
+	return hs.bytes <= h.maxBytes && hs.lines <= MaxHeaderCount+2
+}
+
+// guardedData wraps the engine's data handler: before the upgrade it
+// bounds the request head, answering 431 (plain listeners) and closing
+// past MaxHeaderBytes, so that a client sending header lines without end
+// holds at most that much. After the upgrade it costs a type check.
+func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
+	if p, ok := c.Session().(*nbhttp.Parser); ok && !h.read(c, data) {
+		if !h.tls {
+			_, _ = p.Conn.Write(response431)
+		}
+		_ = c.CloseWithError(ErrHeaderTooLarge)
+		return
+	}
+	c.DataHandler()(c, data)
+}
+
+// badHandshake says what makes r an invalid opening handshake that nbio's
+// upgrader lets through (RFC 6455 §4.2.1), or "".
+func badHandshake(r *http.Request) string {
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return "websocket upgrade needs HTTP/1.1"
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	var nonce [18]byte
+	if n, err := base64.StdEncoding.Decode(nonce[:], []byte(key)); len(key) != 24 || err != nil || n != 16 {
+		return "Sec-WebSocket-Key is not a base64-encoded 16-byte value"
+	}
+	return ""
+}
