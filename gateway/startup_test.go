@@ -1,11 +1,9 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,29 +67,12 @@ func TestRunFailsWhenASubscriptionIsRefused(t *testing.T) {
 	gatewaytest.DialWS(t, g, "/", nil)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDuplicateIDRefused: a second gateway with a live gateway's id does
 // not start, and says which id; the first keeps serving its clients. A
 // gateway that hears beats of its id from another process logs it.
 func TestDuplicateIDRefused(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	var logs syncBuffer
+	var logs bustest.LogBuffer
 	first := gatewaytest.Start(t, e, gateway.Config{ID: "twin", BeatInterval: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c := gatewaytest.DialWS(t, first, "/", nil)

@@ -1,13 +1,11 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,24 +20,6 @@ import (
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"
 )
-
-// syncBuffer is a log sink the test reads while NATS callbacks write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRolePermissions runs every tier with the least NATS permissions of
 // its role (bus.Subjects.Permissions): the stack works, a worker cannot
@@ -95,7 +75,7 @@ func TestRolePermissions(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, admin.Flush(ctx))
 
-	var logs syncBuffer
+	var logs bustest.LogBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	impostor := bustest.Connect(t, e, bus.Config{NKeySeedFile: seedFile, Logger: logger})
 	require.NoError(t, impostor.Publish(subj.Events(), []byte("forged client event")))

@@ -29,7 +29,7 @@ func (n *natsFlags) register(c *cli, embedded bool) {
 		c.str(&n.urls, "nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated")
 	}
 	c.str(&n.prefix, "prefix", bus.DefaultPrefix, "subject prefix shared by gateways, workers and API clients")
-	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too)")
+	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run generates one when no credential is given, and other tiers on this host read it)")
 	c.str(&n.user, "nats-user", "", "user name to authenticate with")
 	c.str(&n.password, "nats-password", "", "password to authenticate with")
 	c.str(&n.nkey, "nats-nkey", "", "file holding an nkey seed")

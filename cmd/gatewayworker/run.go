@@ -112,8 +112,11 @@ func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, role 
 // --nats-user it requires a generated token, which the tiers in this
 // process use and others on this host read from a file only this user
 // can read (removed by stop).
-func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, stop func(), err error) {
-	generate := n.noCredentials()
+func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, tokenFile string, stop func(), err error) {
+	if n.nkey != "" || n.creds != "" {
+		return nil, "", nil, errors.New("--nats-nkey and --nats-creds need --nats: the embedded server takes --nats-token or --nats-user/--nats-password")
+	}
+	generate := n.token == "" && n.user == "" && n.password == ""
 	if generate {
 		var b [32]byte
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
@@ -121,20 +124,20 @@ func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, stop func()
 	}
 	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
 	if err != nil {
-		return nil, nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
+		return nil, "", nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
 	}
 	n.urls = e.URL()
 	if !generate {
-		return e, e.Shutdown, nil
+		return e, "", e.Shutdown, nil
 	}
 	port, _ := loopbackPort(n.urls)
 	path, remove, err := writeLocalToken(port, n.token)
 	if err != nil {
 		e.Shutdown()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	log.Info("embedded NATS requires a token; tiers started beside run on this host read it from this file", "file", path)
-	return e, func() { e.Shutdown(); remove() }, nil
+	return e, path, func() { e.Shutdown(); remove() }, nil
 }
 
 func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -169,9 +172,10 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	var embedded *bus.Embedded
+	var tokenFile string
 	if n.urls == "" {
 		var stopEmbedded func()
-		if embedded, stopEmbedded, err = startEmbedded(&n, log); err != nil {
+		if embedded, tokenFile, stopEmbedded, err = startEmbedded(&n, log); err != nil {
 			return err
 		}
 		defer stopEmbedded()
@@ -268,7 +272,14 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer stopMetrics()
-	banner(stderr, n.urls, embedded != nil, gw, &g, page, w.app)
+	natsKind := "external"
+	switch {
+	case tokenFile != "":
+		natsKind = "embedded, token in " + tokenFile
+	case embedded != nil:
+		natsKind = "embedded"
+	}
+	banner(stderr, n.urls, natsKind, gw, &g, page, w.app)
 
 	select {
 	case <-ctx.Done():
@@ -338,7 +349,7 @@ func (s *httpServer) stop() {
 	<-s.done
 }
 
-func banner(w io.Writer, natsURL string, embedded bool, gw *gateway.Gateway, g *gatewayFlags, page *httpServer, app string) {
+func banner(w io.Writer, natsURL, natsKind string, gw *gateway.Gateway, g *gatewayFlags, page *httpServer, app string) {
 	fmt.Fprintf(w, "\ngatewayworker run: app %q, gateway %s\n", app, gw.ID())
 	if page != nil {
 		fmt.Fprintf(w, "  chat page   http://%s/\n", page.addr)
@@ -352,10 +363,6 @@ func banner(w io.Writer, natsURL string, embedded bool, gw *gateway.Gateway, g *
 			fmt.Fprintf(w, "  tcp %-7s %s\n", scheme, hostport)
 		}
 	}
-	kind := "external"
-	if embedded {
-		kind = "embedded"
-	}
-	fmt.Fprintf(w, "  nats        %s (%s)\n", natsURL, kind)
+	fmt.Fprintf(w, "  nats        %s (%s)\n", natsURL, natsKind)
 	fmt.Fprintf(w, "Press Ctrl-C to stop.\n\n")
 }

@@ -41,6 +41,7 @@ func TestEmbeddedNATSRequiresTheLocalToken(t *testing.T) {
 	dir, err := os.Stat(strings.TrimSuffix(path, "/"+st.Name()))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), dir.Mode().Perm())
+	require.Contains(t, banner, "token in "+path, "run says where the token is")
 
 	ctx, stopWorker := context.WithCancel(context.Background())
 	workerDone := make(chan error, 1)
@@ -110,4 +111,21 @@ func TestProfilerOnlyOnMetrics(t *testing.T) {
 	require.NotEqual(t, http.StatusOK, status(page+"debug/pprof/"), "the profiler on the chat page")
 	require.NotEqual(t, http.StatusOK, status(page+"debug/pprof/symbol"))
 	require.Equal(t, http.StatusOK, status("http://"+metricsAddr+"/debug/pprof/"))
+}
+
+// TestEmbeddedNATSWithAGivenToken: --nats-token keeps working, for run
+// and beside it, and then no token file is written.
+func TestEmbeddedNATSWithAGivenToken(t *testing.T) {
+	banner, _ := startRun(t, "--http", "", "--nats-token", "given-token-0123456789")
+	natsURL := field(t, banner, "nats")
+	port, _ := loopbackPort(natsURL)
+	path, err := localTokenFile(port)
+	require.NoError(t, err)
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	status := func(args ...string) error {
+		return dispatch(context.Background(), append(append([]string{"status", "--nats", natsURL}, args...), quietLogs...), io.Discard, io.Discard)
+	}
+	require.Error(t, status(), "without the token")
+	require.NoError(t, status("--nats-token", "given-token-0123456789"))
 }
