@@ -92,7 +92,7 @@ abstract class StaticGateway
         if ($client_id === Context::$client_id) {
             return static::sendToCurrentClient($message, $raw);
         }
-        return self::toClient($client_id, Envelope::OP_SEND, '', (string)$message) !== null;
+        return is_array(self::toClient($client_id, Envelope::OP_SEND, '', (string)$message));
     }
 
     /** Sends $message to the client whose event runs, without waiting: its messages keep their order. */
@@ -257,12 +257,12 @@ abstract class StaticGateway
         if ($client_id === Context::$client_id) {
             return static::closeCurrentClient($message);
         }
-        return self::toClient($client_id, Envelope::OP_CLOSE, '', (string)$message) !== null;
+        return is_array(self::toClient($client_id, Envelope::OP_CLOSE, '', (string)$message));
     }
 
     public static function closeCurrentClient($message = null)
     {
-        return self::toClient(self::current(__FUNCTION__), Envelope::OP_CLOSE, '', (string)$message) !== null;
+        return is_array(self::toClient(self::current(__FUNCTION__), Envelope::OP_CLOSE, '', (string)$message));
     }
 
     /** Closes the client at once, sending nothing (GatewayWorker's spelling). */
@@ -272,12 +272,12 @@ abstract class StaticGateway
         if ($client_id === Context::$client_id) {
             return static::destoryCurrentClient();
         }
-        return self::toClient($client_id, Envelope::OP_DESTROY) !== null;
+        return is_array(self::toClient($client_id, Envelope::OP_DESTROY));
     }
 
     public static function destoryCurrentClient()
     {
-        return self::toClient(self::current(__FUNCTION__), Envelope::OP_DESTROY) !== null;
+        return is_array(self::toClient(self::current(__FUNCTION__), Envelope::OP_DESTROY));
     }
 
     /** Binds the client to $uid, replacing its uid. Returns once the gateway has done it. */
@@ -343,7 +343,7 @@ abstract class StaticGateway
     /** Replaces the session with an already encoded one (Envelope::encodeSession): true if the client is connected. */
     public static function setSocketSession($client_id, $session_str)
     {
-        return self::toClient((string)$client_id, Envelope::OP_SET_SESSION, '', (string)$session_str) !== null;
+        return is_array(self::toClient((string)$client_id, Envelope::OP_SET_SESSION, '', (string)$session_str));
     }
 
     /** Replaces the client's session (and $_SESSION, for the current client). */

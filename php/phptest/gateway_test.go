@@ -1,0 +1,88 @@
+package phptest
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/worker"
+	"github.com/gatewayworker/gatewayworker/worker/workertest"
+)
+
+// greeter tells each client its id, so that the test can name it.
+var greeter = worker.Handlers{
+	OnConnect: func(ctx context.Context, c *worker.Client) error {
+		return c.SendToCurrentClient(ctx, []byte(c.ID()))
+	},
+	OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
+}
+
+// TestLibGateway runs every GatewayWorker\Lib\Gateway method against two
+// real gateways (php/tests/gateway_api.php checks the return values).
+func TestLibGateway(t *testing.T) { testStaticGateway(t, "lib") }
+
+// TestGatewayClient does the same with GatewayClient\Gateway, the class
+// web apps use, in a PHP process of its own.
+func TestGatewayClient(t *testing.T) { testStaticGateway(t, "client") }
+
+func testStaticGateway(t *testing.T, class string) {
+	phpBin(t)
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: greeter})
+	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1"})
+	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2"})
+	conns := make([]*gatewaytest.WS, 5)
+	ids := make([]string, 5)
+	for i := range conns {
+		g := g1
+		if i >= 3 {
+			g = g2
+		}
+		conns[i] = gatewaytest.DialWS(t, g, "/", nil)
+		ids[i] = conns[i].Read(5 * time.Second)
+	}
+
+	s := runScript(t, map[string]string{"NATS_URL": e.URL(), "CLIENT_IDS": strings.Join(ids, ",")}, "gateway_api.php", class)
+	s.waitFor("sent")
+	want := [][]string{
+		{"to-all", "to-ann-42", "to-c0", "to-list", "to-red"},
+		{"binary:\xff\x00bin", "to-all", "to-bob"},
+		{"to-blue-room", "to-current", "to-current-2"},
+		{"to-all", "to-blue-room", "to-bob", "to-red"},
+		{"to-all", "to-ann-42", "to-list"},
+	}
+	for i, c := range conns {
+		got := make([]string, 0, len(want[i]))
+		for range want[i] {
+			msg, binary, err := c.TryReadMessage(5 * time.Second)
+			require.NoError(t, err, "client %d after %q", i, got)
+			if binary {
+				msg = "binary:" + msg
+			}
+			got = append(got, msg)
+		}
+		// Sends to a client, a uid, a group and everyone travel on different
+		// subjects, handled concurrently by a gateway: only the set is certain.
+		slices.Sort(got)
+		require.Equal(t, want[i], got, "client %d", i)
+	}
+	for _, c := range conns {
+		c.ExpectSilence(200 * time.Millisecond) // nothing twice, nothing excluded
+	}
+	s.resume()
+	s.pass()
+
+	require.Equal(t, "bye", conns[4].Read(5*time.Second))
+	require.Equal(t, "bye-current", conns[2].Read(5*time.Second))
+	for _, i := range []int{1, 2, 3, 4} {
+		require.Error(t, conns[i].Closed(5*time.Second), "client %d closed", i)
+	}
+}
