@@ -30,15 +30,33 @@ var greeter = worker.Handlers{
 func TestLibGateway(t *testing.T) { testStaticGateway(t, "lib") }
 
 // TestGatewayClient does the same with GatewayClient\Gateway, the class
-// web apps use, in a PHP process of its own.
+// web apps use, in a PHP process of its own, on a NATS server that gives
+// each role only its permissions (README, Security): the PHP client gets
+// its replies under the api role's inbox.
 func TestGatewayClient(t *testing.T) { testStaticGateway(t, "client") }
 
 func testStaticGateway(t *testing.T, class string) {
 	phpBin(t)
-	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	workertest.Start(t, e, worker.Config{Handlers: greeter})
-	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1"})
-	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2"})
+	var subj bus.Subjects
+	var users []bus.EmbeddedUser
+	for _, r := range []bus.Role{bus.RoleGateway, bus.RoleWorker, bus.RoleAPI} {
+		pub, sub := subj.Permissions(r)
+		users = append(users, bus.EmbeddedUser{Name: string(r), Password: string(r) + "-pw", Publish: pub, Subscribe: sub})
+	}
+	cfg := bus.EmbeddedConfig{}
+	env := map[string]string{}
+	as := func(r bus.Role) bus.Config { return bus.Config{} }
+	if class == "client" {
+		cfg.Users = users
+		env["NATS_USER"], env["NATS_PASS"] = "api", "api-pw"
+		as = func(r bus.Role) bus.Config {
+			return bus.Config{User: string(r), Password: string(r) + "-pw", InboxPrefix: subj.Inbox(r)}
+		}
+	}
+	e := bustest.RunServer(t, cfg)
+	workertest.Start(t, e, worker.Config{Handlers: greeter, Bus: bustest.Connect(t, e, as(bus.RoleWorker))})
+	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1", Bus: bustest.Connect(t, e, as(bus.RoleGateway))})
+	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2", Bus: bustest.Connect(t, e, as(bus.RoleGateway))})
 	conns := make([]*gatewaytest.WS, 5)
 	ids := make([]string, 5)
 	for i := range conns {
@@ -50,7 +68,8 @@ func testStaticGateway(t *testing.T, class string) {
 		ids[i] = conns[i].Read(5 * time.Second)
 	}
 
-	s := runScript(t, map[string]string{"NATS_URL": e.URL(), "CLIENT_IDS": strings.Join(ids, ",")}, "gateway_api.php", class)
+	env["NATS_URL"], env["CLIENT_IDS"] = e.URL(), strings.Join(ids, ",")
+	s := runScript(t, env, "gateway_api.php", class)
 	s.waitFor("sent")
 	want := [][]string{
 		{"to-all", "to-ann-42", "to-c0", "to-list", "to-red"},

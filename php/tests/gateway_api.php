@@ -15,6 +15,10 @@ use GatewayWorker\Nats\NatsException;
 /** @var class-string<GatewayWorker\Lib\Gateway|GatewayClient\Gateway> $G */
 $G = $argv[1] === 'client' ? GatewayClient\Gateway::class : GatewayWorker\Lib\Gateway::class;
 $G::$natsUrls = [getenv('NATS_URL')];
+if (getenv('NATS_USER') !== false) {
+    $G::$natsUser = getenv('NATS_USER');
+    $G::$natsPassword = getenv('NATS_PASS');
+}
 [$c0, $c1, $c2, $c3, $c4] = explode(',', getenv('CLIENT_IDS'));
 $gone = 'g1-zzzzzz-1'; // a client id of a running gateway, but nobody's
 $noGateway = 'nogw-1-1';   // a client id of a gateway that does not run

@@ -173,7 +173,9 @@ final class Connection
             return true;
         });
         if (!$done) {
-            throw new TimeoutException(sprintf('nats: request to %s: no answer in %.3gs', $subject, $timeout));
+            // A reply subject we may not subscribe to looks like silence: say what the server said.
+            $why = $this->lastError === null ? '' : " (the server reported: $this->lastError)";
+            throw new TimeoutException(sprintf('nats: request to %s: no answer in %.3gs%s', $subject, $timeout, $why));
         }
         return $answer;
     }
