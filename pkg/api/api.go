@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -175,6 +176,67 @@ func (c *Client) SendToGroup(ctx context.Context, group string, data []byte, exc
 // excluded client ids.
 func (c *Client) SendToAll(ctx context.Context, data []byte, exclude ...string) error {
 	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Body: data, Exclude: exclude})
+}
+
+// SendToClients sends data to each of clientIDs but the excluded ids, on
+// any gateways: one message per gateway, published without an answer, as
+// SendToGroup is (GatewayWorker's sendToAll with a list of client ids).
+// An id that is not a client id fails the call before anything is sent.
+func (c *Client) SendToClients(ctx context.Context, clientIDs []string, data []byte, exclude ...string) error {
+	byGateway := map[string][]string{}
+	var order []string
+	for _, id := range clientIDs {
+		gw, err := clientid.Gateway(id)
+		if err != nil {
+			return fmt.Errorf("%w: %q", ErrInvalidClientID, id)
+		}
+		if slices.Contains(exclude, id) || slices.Contains(byGateway[gw], id) {
+			continue
+		}
+		if byGateway[gw] == nil {
+			order = append(order, gw)
+		}
+		byGateway[gw] = append(byGateway[gw], id)
+	}
+	for _, gw := range order {
+		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Clients: byGateway[gw], Body: data}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SendToUIDs sends data to the clients bound to any of uids. A client is
+// bound to one uid at most, so none receives it twice.
+func (c *Client) SendToUIDs(ctx context.Context, uids []string, data []byte) error {
+	for _, uid := range uids {
+		if err := validName(uid); err != nil {
+			return err
+		}
+	}
+	for _, uid := range uids {
+		if err := c.SendToUID(ctx, uid, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SendToGroups sends data to the members of each of groups but the
+// excluded client ids. Each group is a send of its own: a client in two
+// of the groups receives data twice.
+func (c *Client) SendToGroups(ctx context.Context, groups []string, data []byte, exclude ...string) error {
+	for _, g := range groups {
+		if err := validName(g); err != nil {
+			return err
+		}
+	}
+	for _, g := range groups {
+		if err := c.SendToGroup(ctx, g, data, exclude...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // BindUID binds a client to uid, replacing the uid it had: a client has at

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,77 @@ func sorted(ids ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestListFormsAndGroupMaps covers what GatewayWorker's API has beyond
+// single names: sends to lists of clients, uids and groups, queries over
+// several groups, and the per-group maps, over two gateways.
+func TestListFormsAndGroupMaps(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: greeter})
+	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1"})
+	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2"})
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{})})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	ctx := context.Background()
+
+	// c[0], c[1] on g1; c[2], c[3] on g2.
+	conns := make([]*gatewaytest.WS, 4)
+	ids := make([]string, 4)
+	for i := range conns {
+		g := g1
+		if i >= 2 {
+			g = g2
+		}
+		conns[i] = gatewaytest.DialWS(t, g, "/", nil)
+		ids[i] = conns[i].Read(5 * time.Second)
+	}
+	for i, uid := range []string{"ann", "bob", "bob", ""} {
+		if uid != "" {
+			require.NoError(t, a.BindUID(ctx, ids[i], uid))
+		}
+	}
+	for i, groups := range [][]string{{"red"}, {"red", "blue"}, {"blue"}, {"green"}} {
+		for _, g := range groups {
+			require.NoError(t, a.JoinGroup(ctx, ids[i], g))
+		}
+	}
+
+	require.NoError(t, a.SendToClients(ctx, []string{ids[0], ids[2], ids[3], ids[0]}, []byte("list"), ids[3]))
+	require.NoError(t, a.SendToUIDs(ctx, []string{"ann", "bob"}, []byte("uids")))
+	require.NoError(t, a.SendToGroups(ctx, []string{"blue", "green"}, []byte("groups"), ids[2]))
+	want := [][]string{{"list", "uids"}, {"groups", "uids"}, {"list", "uids"}, {"groups"}}
+	for i, c := range conns {
+		var got []string
+		for range want[i] {
+			got = append(got, c.Read(5*time.Second))
+		}
+		slices.Sort(got)
+		require.Equal(t, want[i], got, "client %d", i)
+		c.ExpectSilence(100 * time.Millisecond)
+	}
+	require.ErrorIs(t, a.SendToClients(ctx, []string{ids[0], "nope"}, []byte("x")), api.ErrInvalidClientID)
+	require.ErrorIs(t, a.SendToGroups(ctx, []string{"red", ""}, []byte("x")), api.ErrInvalidName)
+	require.ErrorIs(t, a.SendToUIDs(ctx, []string{""}, []byte("x")), api.ErrInvalidName)
+	conns[0].ExpectSilence(100 * time.Millisecond) // the invalid calls sent nothing
+
+	members, err := a.GetClientIDListByGroups(ctx, []string{"red", "blue"})
+	require.NoError(t, err)
+	require.Equal(t, sorted(ids[0], ids[1], ids[2]), members)
+	uids, err := a.GetUIDListByGroups(ctx, []string{"blue", "green"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"bob"}, uids)
+	byGroup, err := a.GetAllGroupClientIDList(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"red": sorted(ids[0], ids[1]), "blue": sorted(ids[1], ids[2]), "green": {ids[3]}}, byGroup)
+	clientCounts, err := a.GetAllGroupClientIDCount(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"red": 2, "blue": 2, "green": 1}, clientCounts)
+	uidsByGroup, err := a.GetAllGroupUIDList(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"red": {"ann", "bob"}, "blue": {"bob"}}, uidsByGroup, "green's member has no uid")
+	uidCounts, err := a.GetAllGroupUIDCount(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"red": 2, "blue": 1}, uidCounts)
 }

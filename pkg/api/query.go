@@ -342,6 +342,103 @@ func (c *Client) GetAllGroupIDList(ctx context.Context) ([]string, error) {
 	return c.list(ctx, bus.QueryGroupList, nil)
 }
 
+// GetClientIDListByGroups returns the client ids of the members of any of
+// groups, sorted and without duplicates.
+func (c *Client) GetClientIDListByGroups(ctx context.Context, groups []string) ([]string, error) {
+	return c.listOfGroups(ctx, bus.QueryGroupClients, groups)
+}
+
+// GetUIDListByGroups returns the distinct uids of the members of any of
+// groups, sorted.
+func (c *Client) GetUIDListByGroups(ctx context.Context, groups []string) ([]string, error) {
+	return c.listOfGroups(ctx, bus.QueryGroupUIDs, groups)
+}
+
+// listOfGroups merges a list query over several groups. A partial answer
+// (*QueryError) of one group does not stop the others: the result holds
+// what came, and the error is returned with it.
+func (c *Client) listOfGroups(ctx context.Context, op string, groups []string) ([]string, error) {
+	for _, g := range groups {
+		if err := validName(g); err != nil {
+			return nil, err
+		}
+	}
+	var all []string
+	var partial error
+	for _, g := range groups {
+		items, err := c.list(ctx, op, &bus.Command{Name: g})
+		var qe *QueryError
+		if err != nil && !errors.As(err, &qe) {
+			return nil, err
+		}
+		if err != nil {
+			partial = err
+		}
+		all = append(all, items...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all), partial
+}
+
+// GetAllGroupClientIDList returns the members' client ids of every group
+// with a member, by group. It asks for the groups, then for each group's
+// members: one query per group.
+func (c *Client) GetAllGroupClientIDList(ctx context.Context) (map[string][]string, error) {
+	return c.perGroup(ctx, bus.QueryGroupClients)
+}
+
+// GetAllGroupClientIDCount returns the number of members of every group
+// with a member, by group.
+func (c *Client) GetAllGroupClientIDCount(ctx context.Context) (map[string]int, error) {
+	lists, err := c.GetAllGroupClientIDList(ctx)
+	return counts(lists), err
+}
+
+// GetAllGroupUIDList returns the distinct uids of every group's members,
+// by group; groups whose members have no uid are left out.
+func (c *Client) GetAllGroupUIDList(ctx context.Context) (map[string][]string, error) {
+	return c.perGroup(ctx, bus.QueryGroupUIDs)
+}
+
+// GetAllGroupUIDCount returns how many distinct uids every group's members
+// have, by group; groups whose members have no uid are left out.
+func (c *Client) GetAllGroupUIDCount(ctx context.Context) (map[string]int, error) {
+	lists, err := c.GetAllGroupUIDList(ctx)
+	return counts(lists), err
+}
+
+// perGroup runs list query op on every group. A group that emptied since
+// the list was taken is left out.
+func (c *Client) perGroup(ctx context.Context, op string) (map[string][]string, error) {
+	groups, err := c.GetAllGroupIDList(ctx)
+	var qe *QueryError
+	if err != nil && !errors.As(err, &qe) {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, g := range groups {
+		items, gerr := c.list(ctx, op, &bus.Command{Name: g})
+		if gerr != nil && !errors.As(gerr, &qe) {
+			return nil, gerr
+		}
+		if gerr != nil {
+			err = gerr
+		}
+		if len(items) > 0 {
+			out[g] = items
+		}
+	}
+	return out, err
+}
+
+func counts(lists map[string][]string) map[string]int {
+	out := make(map[string]int, len(lists))
+	for k, v := range lists {
+		out[k] = len(v)
+	}
+	return out
+}
+
 // GetGatewayIDs returns the ids of the gateways that answer queries now.
 func (c *Client) GetGatewayIDs(ctx context.Context) ([]string, error) {
 	var ids []string
