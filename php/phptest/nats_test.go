@@ -230,3 +230,10 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
 	return certFile, keyFile
 }
+
+// TestEnvelopesMatchProtocolDoc: the PHP encoder writes the hex dumps and
+// tokens of docs/protocol.md byte for byte (bus/spec_test.go checks the Go
+// encoder against the same dumps), and decodes the Go side's.
+func TestEnvelopesMatchProtocolDoc(t *testing.T) {
+	runScript(t, nil, "envelope.php").pass()
+}
