@@ -1,0 +1,12 @@
+<?php
+
+// One GatewayClient push from a fresh process: connect, publish, flush,
+// close. For the figure in php/README.md (see there for the command).
+declare(strict_types=1);
+
+require __DIR__ . '/../tests/bootstrap.php';
+
+GatewayClient\Gateway::$natsUrls = getenv('NATS_URL') ?: 'nats://127.0.0.1:4222';
+GatewayClient\Gateway::$natsToken = getenv('NATS_TOKEN') ?: null;
+GatewayClient\Gateway::sendToUid('bench-user', 'hello from PHP');
+GatewayClient\Gateway::close();
