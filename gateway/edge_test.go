@@ -3,21 +3,12 @@ package gateway_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -372,7 +363,7 @@ func TestPerMessageDeflate(t *testing.T) {
 }
 
 func TestWSS(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := bustest.SelfSignedCert(t)
 	s := startEdge(t, gateway.Config{WebSocketTLS: &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}})
 	require.True(t, strings.HasPrefix(s.gw.Addrs()[0], "wss://"), s.gw.Addrs()[0])
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
@@ -396,7 +387,7 @@ func TestWSS(t *testing.T) {
 }
 
 func TestTLSOverRawTCP(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := bustest.SelfSignedCert(t)
 	s := startEdge(t, gateway.Config{TCP: []gateway.TCPListener{{Addr: "127.0.0.1:0", TLS: &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}}}})
 	require.True(t, strings.HasPrefix(s.gw.Addrs()[1], "text+tls://"), s.gw.Addrs())
 	conn, err := tls.Dial("tcp", s.gw.TCPAddr(), &tls.Config{RootCAs: pool})
@@ -423,31 +414,6 @@ func TestTLSOverRawTCP(t *testing.T) {
 	_ = plain.SetReadDeadline(time.Now().Add(wait))
 	_, err = bufio.NewReader(plain).ReadString('\n')
 	require.Error(t, err, "plain text on a TLS port is closed")
-}
-
-// selfSigned writes a certificate for 127.0.0.1 and returns its files and a pool trusting it.
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gatewayworker test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }
 
 func TestConfigRefusesLimitsAboveWhatClientsRecord(t *testing.T) {

@@ -1,7 +1,6 @@
 package phptest
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -16,14 +15,6 @@ import (
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"
 )
-
-// greeter tells each client its id, so that the test can name it.
-var greeter = worker.Handlers{
-	OnConnect: func(ctx context.Context, c *worker.Client) error {
-		return c.SendToCurrentClient(ctx, []byte(c.ID()))
-	},
-	OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
-}
 
 // TestLibGateway runs every GatewayWorker\Lib\Gateway method against two
 // real gateways (php/tests/gateway_api.php checks the return values).
@@ -54,7 +45,7 @@ func testStaticGateway(t *testing.T, class string) {
 		}
 	}
 	e := bustest.RunServer(t, cfg)
-	workertest.Start(t, e, worker.Config{Handlers: greeter, Bus: bustest.Connect(t, e, as(bus.RoleWorker))})
+	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter, Bus: bustest.Connect(t, e, as(bus.RoleWorker))})
 	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1", Bus: bustest.Connect(t, e, as(bus.RoleGateway))})
 	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2", Bus: bustest.Connect(t, e, as(bus.RoleGateway))})
 	conns := make([]*gatewaytest.WS, 5)

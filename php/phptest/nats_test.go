@@ -7,15 +7,7 @@ package phptest
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,7 +141,7 @@ func TestNATSClientUserPassword(t *testing.T) {
 
 func TestNATSClientTLS(t *testing.T) {
 	phpBin(t)
-	cert, key := selfSigned(t)
+	cert, key, _ := bustest.SelfSignedCert(t)
 	e := bustest.RunServer(t, bus.EmbeddedConfig{CertFile: cert, KeyFile: key})
 	runScript(t, map[string]string{"NATS_URL": e.URL(), "NATS_CA": cert}, "nats_client.php", "tls").pass()
 }
@@ -204,31 +196,6 @@ func TestNATSClientReconnect(t *testing.T) {
 	first.Shutdown()
 	s.resume()
 	s.pass()
-}
-
-// selfSigned writes a certificate for 127.0.0.1 and its key; the
-// certificate is its own CA.
-func selfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "phptest"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
-	return certFile, keyFile
 }
 
 // TestEnvelopesMatchProtocolDoc: the PHP encoder writes the hex dumps and

@@ -24,19 +24,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) // nbio starts pool goroutines at init
 }
 
-// greeter tells each client its id, so the test can name it.
-var greeter = worker.Handlers{
-	OnConnect: func(ctx context.Context, c *worker.Client) error {
-		return c.SendToCurrentClient(ctx, []byte(c.ID()))
-	},
-	OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
-}
-
 // TestQueriesAcrossThreeGateways scripts connects, binds, joins, leaves and
 // closes over three gateways and checks that every query answers exactly.
 func TestQueriesAcrossThreeGateways(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	workertest.Start(t, e, worker.Config{Handlers: greeter})
+	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter})
 	gws := []*gateway.Gateway{
 		gatewaytest.Start(t, e, gateway.Config{ID: "g1"}),
 		gatewaytest.Start(t, e, gateway.Config{ID: "g2"}),
@@ -136,7 +128,7 @@ func TestQueriesAcrossThreeGateways(t *testing.T) {
 // bounded time, with what the others said and an error naming it.
 func TestQueryWithAVanishedGateway(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	workertest.Start(t, e, worker.Config{Handlers: greeter})
+	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter})
 	gatewaytest.Start(t, e, gateway.Config{ID: "alive"})
 	doomedBus := bustest.Connect(t, e, bus.Config{})
 	doomed := gatewaytest.Start(t, e, gateway.Config{ID: "doomed", Bus: doomedBus})
@@ -206,7 +198,7 @@ func sorted(ids ...string) []string {
 // several groups, and the per-group maps, over two gateways.
 func TestListFormsAndGroupMaps(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	workertest.Start(t, e, worker.Config{Handlers: greeter})
+	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter})
 	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1"})
 	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2"})
 	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{})})

@@ -57,3 +57,12 @@ func Start(t testing.TB, e *bus.Embedded, cfg worker.Config) (w *worker.Worker, 
 	}
 	return w, stop
 }
+
+// Greeter tells each client its id on connect, so that a test can name
+// the clients it dialled; it ignores their messages.
+var Greeter = worker.Handlers{
+	OnConnect: func(ctx context.Context, c *worker.Client) error {
+		return c.SendToCurrentClient(ctx, []byte(c.ID()))
+	},
+	OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
+}
