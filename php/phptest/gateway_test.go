@@ -96,3 +96,22 @@ func testStaticGateway(t *testing.T, class string) {
 		require.Error(t, conns[i].Closed(5*time.Second), "client %d closed", i)
 	}
 }
+
+// TestPartialAnswers: a gateway that vanished without a goodbye makes PHP
+// queries return in bounded time with what the others said, naming it
+// (a warning, or PartialAnswerException in strict mode).
+func TestPartialAnswers(t *testing.T) {
+	phpBin(t)
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter})
+	gatewaytest.Start(t, e, gateway.Config{ID: "alive"})
+	doomedBus := bustest.Connect(t, e, bus.Config{})
+	doomed := gatewaytest.Start(t, e, gateway.Config{ID: "doomed", Bus: doomedBus})
+	gatewaytest.DialWS(t, doomed, "/", nil).Read(5 * time.Second)
+
+	s := runScript(t, map[string]string{"NATS_URL": e.URL()}, "partial.php")
+	s.waitFor("discovered")
+	doomedBus.Close()
+	s.resume()
+	s.pass()
+}
