@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
@@ -203,4 +204,18 @@ func TestNATSClientReconnect(t *testing.T) {
 // encoder against the same dumps), and decodes the Go side's.
 func TestEnvelopesMatchProtocolDoc(t *testing.T) {
 	runScript(t, nil, "envelope.php").pass()
+}
+
+// TestNATSClientPings: the client answers the server's PINGs while it
+// waits, and a connection the server dropped as stale (a process that did
+// not read for a while) is replaced before the next write.
+func TestNATSClientPings(t *testing.T) {
+	phpBin(t)
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
+		PingInterval: 100 * time.Millisecond, MaxPingsOut: 3})
+	require.NoError(t, err)
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	require.True(t, s.ReadyForConnections(10*time.Second))
+	runScript(t, map[string]string{"NATS_URL": s.ClientURL()}, "nats_client.php", "ping").pass()
 }

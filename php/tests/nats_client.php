@@ -117,5 +117,32 @@ switch ($argv[1]) {
         }
         check('subscriptions renewed', $notes, ['after']);
         break;
+
+    case 'ping':
+        // The server PINGs every 100 ms and drops a client after 3 unanswered.
+        $nc = new Connection(['servers' => $url]);
+        $nc->flush();
+        $nc->process(1.0); // waiting answers the server's PINGs
+        $nc->publish('still', 'here');
+        $nc->flush();
+        check('PINGs answered while waiting: same connection', $nc->reconnects(), 0);
+        usleep(1000000); // not reading: the server gives up on us
+        $got = null;
+        $nc->subscribe('svc.ping', static function (Message $m) use ($nc): void {
+            $nc->publish($m->reply, 'pong');
+        });
+        check('a dropped connection is replaced before the next write', $nc->request('svc.ping', '', 2.0)->data, 'pong');
+        check('one reconnect', $nc->reconnects(), 1);
+        // Stale while waiting: the server's "-ERR 'Stale Connection'" is read, and the wait goes on on a new connection.
+        $ponged = new Connection(['servers' => $url]);
+        $ponged->subscribe('svc.late', static function (Message $m) use ($ponged): void {
+            $ponged->publish($m->reply, 'late');
+        });
+        $ponged->flush();
+        usleep(1000000);
+        $ponged->process(0.5);
+        check('stale while idle, then waiting: reconnected', $ponged->reconnects(), 1);
+        check('and usable', $ponged->request('svc.late', '', 2.0)->data, 'late');
+        break;
 }
 done();

@@ -53,6 +53,7 @@ final class Connection
     private bool $dirty = false;
     private bool $parsing = false;
     private ?string $lastError = null;
+    private int $reconnects = 0;
 
     public function __construct(array $options = [])
     {
@@ -98,6 +99,12 @@ final class Connection
     {
         $this->connect();
         return (int)($this->info['max_payload'] ?? 1048576);
+    }
+
+    /** How many times a lost connection was replaced by a new one. */
+    public function reconnects(): int
+    {
+        return $this->reconnects;
     }
 
     /** The last -ERR the server sent that did not end the connection (a permissions violation). */
@@ -410,6 +417,7 @@ final class Connection
             $this->sock = null;
         }
         $this->dial((int)$this->opts['reconnect_rounds']);
+        $this->reconnects++;
     }
 
     private function write(string $bytes): void
@@ -522,6 +530,10 @@ final class Connection
                 break;
             case '-ERR':
                 $msg = trim(substr($line, 4), " '");
+                if (stripos($msg, 'stale connection') !== false) {
+                    // We did not answer PINGs in time (a process busy elsewhere): dial again.
+                    throw new LostConnection("nats: the server closed the connection: $msg");
+                }
                 if (stripos($msg, 'permissions violation') === false) {
                     // The server closes the connection after any other error; the next call dials again.
                     fclose($this->sock);
