@@ -251,3 +251,17 @@ func (c *TCP) Send(line string) {
 		c.t.Fatalf("gatewaytest: write: %v", err)
 	}
 }
+
+// DialGreeted dials one WebSocket client on each of gws (name a gateway
+// twice for two clients) and returns them with their ids, which a worker
+// running workertest.Greeter sends each client first.
+func DialGreeted(t testing.TB, gws ...*gateway.Gateway) ([]*WS, []string) {
+	t.Helper()
+	conns := make([]*WS, len(gws))
+	ids := make([]string, len(gws))
+	for i, g := range gws {
+		conns[i] = DialWS(t, g, "/", nil)
+		ids[i] = conns[i].Read(5 * time.Second)
+	}
+	return conns, ids
+}

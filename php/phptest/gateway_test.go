@@ -48,16 +48,7 @@ func testStaticGateway(t *testing.T, class string) {
 	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter, Bus: bustest.Connect(t, e, as(bus.RoleWorker))})
 	g1 := gatewaytest.Start(t, e, gateway.Config{ID: "g1", Bus: bustest.Connect(t, e, as(bus.RoleGateway))})
 	g2 := gatewaytest.Start(t, e, gateway.Config{ID: "g2", Bus: bustest.Connect(t, e, as(bus.RoleGateway))})
-	conns := make([]*gatewaytest.WS, 5)
-	ids := make([]string, 5)
-	for i := range conns {
-		g := g1
-		if i >= 3 {
-			g = g2
-		}
-		conns[i] = gatewaytest.DialWS(t, g, "/", nil)
-		ids[i] = conns[i].Read(5 * time.Second)
-	}
+	conns, ids := gatewaytest.DialGreeted(t, g1, g1, g1, g2, g2)
 
 	env["NATS_URL"], env["CLIENT_IDS"] = e.URL(), strings.Join(ids, ",")
 	s := runScript(t, env, "gateway_api.php", class)

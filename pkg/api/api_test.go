@@ -39,13 +39,8 @@ func TestQueriesAcrossThreeGateways(t *testing.T) {
 	t.Cleanup(a.Close)
 	ctx := context.Background()
 
-	// Two clients on each gateway: c[0..5], c[i] on gateway i/2.
-	conns := make([]*gatewaytest.WS, 6)
-	ids := make([]string, 6)
-	for i := range conns {
-		conns[i] = gatewaytest.DialWS(t, gws[i/2], "/", nil)
-		ids[i] = conns[i].Read(5 * time.Second)
-	}
+	// Two clients on each gateway: c[i] on gateway i/2.
+	conns, ids := gatewaytest.DialGreeted(t, gws[0], gws[0], gws[1], gws[1], gws[2], gws[2])
 	for i, uid := range []string{"ann", "ann", "bob", "", "cy", "bob"} {
 		if uid != "" {
 			require.NoError(t, a.BindUID(ctx, ids[i], uid))
@@ -206,17 +201,7 @@ func TestListFormsAndGroupMaps(t *testing.T) {
 	t.Cleanup(a.Close)
 	ctx := context.Background()
 
-	// c[0], c[1] on g1; c[2], c[3] on g2.
-	conns := make([]*gatewaytest.WS, 4)
-	ids := make([]string, 4)
-	for i := range conns {
-		g := g1
-		if i >= 2 {
-			g = g2
-		}
-		conns[i] = gatewaytest.DialWS(t, g, "/", nil)
-		ids[i] = conns[i].Read(5 * time.Second)
-	}
+	conns, ids := gatewaytest.DialGreeted(t, g1, g1, g2, g2)
 	for i, uid := range []string{"ann", "bob", "bob", ""} {
 		if uid != "" {
 			require.NoError(t, a.BindUID(ctx, ids[i], uid))
