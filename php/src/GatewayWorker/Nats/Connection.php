@@ -54,6 +54,7 @@ final class Connection
     private bool $parsing = false;
     private ?string $lastError = null;
     private int $reconnects = 0;
+    private bool $closing = false;
 
     public function __construct(array $options = [])
     {
@@ -251,10 +252,13 @@ final class Connection
             return;
         }
         if ($this->dirty) {
+            $this->closing = true;
             try {
                 $this->flush();
             } catch (NatsException) {
                 // Closing anyway: there is nobody to tell.
+            } finally {
+                $this->closing = false;
             }
         }
         if ($this->sock !== null) {
@@ -472,7 +476,10 @@ final class Connection
                     return false;
                 }
                 $this->fill($left);
-            } catch (LostConnection) {
+            } catch (LostConnection $e) {
+                if ($this->closing) {
+                    throw $e; // no point dialling again to say goodbye
+                }
                 $this->reconnect();
             }
         }
