@@ -408,7 +408,10 @@ final class Connection
         try {
             $this->poll();
             $this->write($bytes);
-        } catch (LostConnection) {
+        } catch (LostConnection $e) {
+            if ($this->closing) {
+                throw $e;
+            }
             $this->reconnect();
             $this->write($bytes);
         }
