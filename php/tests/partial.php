@@ -30,6 +30,9 @@ check('partial count: what alive said', Gateway::getAllClientIdCount(), 0);
 check('bounded by $queryTimeout', microtime(true) - $t < 2.0, true);
 check('missing named', Gateway::api()->missingGateways(), ['doomed']);
 check('warning', $warnings, ['Gateway: getClientIdCountByGroup: partial answer, gateways doomed did not answer']);
+Gateway::$persistentConnection = false; // the warning outlives the connection
+check('partial list, not persistent', Gateway::getAllClientIdList(), []);
+check('warned again', count($warnings), 2);
 restore_error_handler();
 try {
     $strict->count('client_count');

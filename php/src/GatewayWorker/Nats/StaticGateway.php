@@ -19,6 +19,9 @@ use GatewayWorker\Lib\Context;
  */
 abstract class StaticGateway
 {
+    /** @var list<string> the gateways that did not answer the last query, kept past a closed connection */
+    private static array $lastMissing = [];
+
     /** The API under this class's settings, connecting on first use. */
     public static function api(): Api
     {
@@ -50,9 +53,11 @@ abstract class StaticGateway
     /** Runs $f on the API, then closes the connection unless $persistentConnection. */
     private static function call(callable $f): mixed
     {
+        $api = static::api();
         try {
-            return $f(static::api());
+            return $f($api);
         } finally {
+            self::$lastMissing = $api->missingGateways();
             if (!static::$persistentConnection) {
                 static::close();
             }
@@ -469,9 +474,8 @@ abstract class StaticGateway
     /** A query some gateway did not answer returns what came, as GatewayWorker does, and says so. */
     private static function noteMissing(string $what): void
     {
-        $missing = static::$api?->missingGateways() ?? [];
-        if ($missing !== []) {
-            trigger_error("Gateway: $what: partial answer, gateways " . implode(',', $missing) . ' did not answer', E_USER_WARNING);
+        if (self::$lastMissing !== []) {
+            trigger_error("Gateway: $what: partial answer, gateways " . implode(',', self::$lastMissing) . ' did not answer', E_USER_WARNING);
         }
     }
 }
