@@ -24,6 +24,9 @@ const (
 	DefaultDrainTimeout   = 30 * time.Second
 )
 
+// claimTimeout bounds a claim's round trip to the gateway.
+const claimTimeout = time.Second
+
 // ErrAlreadyRunning is returned by a second call to [Worker.Run].
 var ErrAlreadyRunning = errors.New("worker: already running")
 
@@ -126,7 +129,11 @@ type Worker struct {
 	handled  atomic.Uint64
 	inFlight atomic.Int64
 	// errLogs limits handler error logs: clients can cause them at will.
-	errLogs ratelog.Limiter
+	errLogs   ratelog.Limiter
+	claimLogs ratelog.Limiter
+	// gone holds the clients whose synthesized close ran or was decided
+	// here (their gateway taken for lost): their later events are dropped.
+	gone goneSet
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -175,16 +182,18 @@ func New(cfg Config) (*Worker, error) {
 	}
 	id := randomID()
 	return &Worker{
-		cfg:     cfg,
-		id:      id,
-		log:     cfg.Logger.With("worker_id", id),
-		bus:     cfg.Bus,
-		subj:    subj,
-		api:     a,
-		ready:   make(chan struct{}),
-		errLogs: ratelog.Limiter{Burst: 20},
-		sem:     make(chan struct{}, cfg.MaxConcurrency),
-		recent:  map[string]*clientState{},
+		cfg:       cfg,
+		id:        id,
+		log:       cfg.Logger.With("worker_id", id),
+		bus:       cfg.Bus,
+		subj:      subj,
+		api:       a,
+		ready:     make(chan struct{}),
+		errLogs:   ratelog.Limiter{Burst: 20},
+		claimLogs: ratelog.Limiter{Burst: 5},
+		gone:      goneSet{ids: map[string]goneClient{}},
+		sem:       make(chan struct{}, cfg.MaxConcurrency),
+		recent:    map[string]*clientState{},
 	}, nil
 }
 
@@ -339,33 +348,52 @@ func (w *Worker) onInfo(m bus.Msg) {
 	}
 }
 
-// onBatch runs one batch a consumer took off a subscription. It waits
-// while MaxConcurrency batches run.
-func (w *Worker) onBatch(m bus.Msg) {
+// onBatch runs one batch a consumer took off a subscription at now. It
+// waits while MaxConcurrency batches run. waited says the batch may have
+// sat in the buffer long enough for its gateway to send it again.
+func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
 	var b bus.EventBatch
 	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
 		w.log.Error("event batch dropped: undecodable", "err", err)
 		return
 	}
+	if b.Seq != reapSeq && w.gone.has(b.Client) {
+		// Its close already ran here, synthesized for a gateway taken for
+		// lost: the close stays its last event.
+		w.resendAck(m.Reply, b, nil)
+		return
+	}
+	// A copy that waited, or that its gateway sent again, may run
+	// elsewhere: only the one the gateway grants runs.
+	claim := (waited || b.Resent) && b.Seq != reapSeq
 	w.mu.Lock()
 	st := w.recent[b.Client]
 	switch {
-	case st != nil && b.Seq <= st.done:
+	case st != nil && b.Seq == st.done:
 		ack := st.lastAck
-		if b.Seq < st.done {
-			ack = nil
-		}
 		w.mu.Unlock()
 		w.resendAck(m.Reply, b, ack)
 		return
-	case st != nil && b.Seq == st.running:
+	case st != nil && b.Seq == st.running && st.running > st.done:
 		w.mu.Unlock()
 		return // still running here; its progress reports keep the gateway waiting
-	case st == nil:
+	case st != nil && b.Seq < st.done:
+		// A stale copy of a batch the gateway has moved past, or this
+		// worker's state is wrong (a forged batch with a higher seq): the
+		// gateway tells which.
+		claim = true
+	}
+	w.mu.Unlock()
+	if claim && !w.claim(b, m.Reply) {
+		return
+	}
+	w.mu.Lock()
+	if st = w.recent[b.Client]; st == nil {
 		st = &clientState{}
 		w.recent[b.Client] = st
 	}
-	st.running, st.at, st.reply = b.Seq, time.Now(), m.Reply
+	st.done = min(st.done, b.Seq-1)
+	st.running, st.at, st.reply = b.Seq, now, m.Reply
 	w.mu.Unlock()
 
 	w.batches.Add(1)
@@ -373,6 +401,21 @@ func (w *Worker) onBatch(m bus.Msg) {
 	w.sem <- struct{}{}
 	w.process(b, m.Reply)
 	<-w.sem
+}
+
+// claim asks b's gateway for the batch (an AckWorking request): true when
+// it is still in flight and no other copy was granted since it was sent.
+// Without an answer the batch is not run: the gateway sends it again.
+func (w *Worker) claim(b bus.EventBatch, reply string) bool {
+	ctx, cancel := context.WithTimeout(w.handlerCtx, claimTimeout)
+	defer cancel()
+	data, err := w.bus.Request(ctx, reply, bus.MarshalAck(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckWorking}))
+	var ack bus.Ack
+	if err != nil || bus.UnmarshalAck(data, &ack) != nil {
+		w.claimLogs.Log(w.log, slog.LevelWarn, "batch not claimed: its gateway will send it again", "client_id", b.Client, "err", err)
+		return false
+	}
+	return ack.Status == bus.AckWorking && ack.Seq == b.Seq
 }
 
 func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
@@ -390,6 +433,10 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 	}()
 	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
 	closed := false
+	if b.Seq == reapSeq && !w.gone.closing(b.Client, time.Now()) {
+		w.resendAck(reply, b, nil) // its synthesized close ran here already
+		return
+	}
 	for _, ev := range b.Events {
 		w.dispatch(c, ev)
 		w.handled.Add(1)
@@ -479,6 +526,7 @@ func (w *Worker) logHandlerError(msg string, args ...any) {
 // forgetOld drops duplicate-detection state of clients not seen for a
 // minute: their batches go to other workers or they left.
 func (w *Worker) forgetOld(now time.Time) {
+	w.gone.forget(now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for id, st := range w.recent {
