@@ -13,6 +13,7 @@ import (
 	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"
 )
@@ -112,3 +113,54 @@ func TestGatewayStopIsNotALoss(t *testing.T) {
 
 // gatewayQuietPeriod is longer than the reaper needs to notice a gateway.
 const gatewayQuietPeriod = 4 * time.Second
+
+// TestSlowBeatingGateway: a gateway that beats every 2 s (its beats say
+// so) is neither reaped nor left out of queries while it lives, for longer
+// than the 1 s-interval deadlines (3.5 s for workers, 4.5 s for queries);
+// once it vanishes, workers still run its clients' OnClose and queries
+// still wait for it (and name it missing).
+func TestSlowBeatingGateway(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
+	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	gwBus := bustest.Connect(t, e, bus.Config{})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "slow", BeatInterval: 2 * time.Second, NATSLossTimeout: 5 * time.Second})
+	gatewaytest.Start(t, e, gateway.Config{ID: "other"}) // answers queries: they do not end in "no responders"
+	var ids []string
+	for range 3 {
+		c := gatewaytest.DialWS(t, gw, "/", nil)
+		ids = append(ids, strings.TrimPrefix(c.Read(wait), "id:"))
+	}
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{}), QueryTimeout: 300 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	ctx := context.Background()
+	for end := time.Now().Add(11 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		n, err := a.GetAllClientIDCount(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		for _, id := range ids {
+			require.Empty(t, cc.of(id), "OnClose for a live client of a gateway beating every 2 s")
+		}
+	}
+
+	gwBus.Close()
+	vanished := time.Now()
+	time.Sleep(5 * time.Second) // past 4.5 s, within 4.5 of its intervals
+	_, err = a.GetAllClientIDCount(ctx)
+	var qe *api.QueryError
+	require.ErrorAs(t, err, &qe, "a query still waits for a gateway silent for %v", time.Since(vanished))
+	require.Equal(t, []string{"slow"}, qe.Missing)
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			if len(cc.of(id)) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 50*time.Millisecond)
+	t.Logf("every client's OnClose %v after its gateway vanished", time.Since(vanished).Round(time.Millisecond))
+	for _, id := range ids {
+		require.Equal(t, []bus.CloseReason{bus.CloseGatewayLost}, cc.of(id), id)
+	}
+}
