@@ -114,7 +114,7 @@ func TestGatewayStopIsNotALoss(t *testing.T) {
 // gatewayQuietPeriod is longer than the reaper needs to notice a gateway.
 const gatewayQuietPeriod = 4 * time.Second
 
-// TestSlowBeatingGateway: a gateway that beats every 2 s (its beats say
+// TestSlowBeatingGateway: a gateway that beats every 4 s (its beats say
 // so) is neither reaped nor left out of queries while it lives, for longer
 // than the 1 s-interval deadlines (3.5 s for workers, 4.5 s for queries);
 // once it vanishes, workers still run its clients' OnClose and queries
@@ -124,7 +124,7 @@ func TestSlowBeatingGateway(t *testing.T) {
 	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
 	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
 	gwBus := bustest.Connect(t, e, bus.Config{})
-	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "slow", BeatInterval: 2 * time.Second, NATSLossTimeout: 5 * time.Second})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "slow", BeatInterval: 4 * time.Second, NATSLossTimeout: 10 * time.Second})
 	gatewaytest.Start(t, e, gateway.Config{ID: "other"}) // answers queries: they do not end in "no responders"
 	var ids []string
 	for range 3 {
@@ -135,18 +135,18 @@ func TestSlowBeatingGateway(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(a.Close)
 	ctx := context.Background()
-	for end := time.Now().Add(11 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
 		n, err := a.GetAllClientIDCount(ctx)
 		require.NoError(t, err)
 		require.Equal(t, 3, n)
 		for _, id := range ids {
-			require.Empty(t, cc.of(id), "OnClose for a live client of a gateway beating every 2 s")
+			require.Empty(t, cc.of(id), "OnClose for a live client of a gateway beating every 4 s")
 		}
 	}
 
 	gwBus.Close()
 	vanished := time.Now()
-	time.Sleep(5 * time.Second) // past 4.5 s, within 4.5 of its intervals
+	time.Sleep(6 * time.Second) // past 4.5 s, within 4.5 of its intervals
 	_, err = a.GetAllClientIDCount(ctx)
 	var qe *api.QueryError
 	require.ErrorAs(t, err, &qe, "a query still waits for a gateway silent for %v", time.Since(vanished))
@@ -158,7 +158,7 @@ func TestSlowBeatingGateway(t *testing.T) {
 			}
 		}
 		return true
-	}, 20*time.Second, 50*time.Millisecond)
+	}, 25*time.Second, 50*time.Millisecond)
 	t.Logf("every client's OnClose %v after its gateway vanished", time.Since(vanished).Round(time.Millisecond))
 	for _, id := range ids {
 		require.Equal(t, []bus.CloseReason{bus.CloseGatewayLost}, cc.of(id), id)
