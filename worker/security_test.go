@@ -3,9 +3,12 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -119,4 +122,37 @@ func TestRolePermissions(t *testing.T) {
 	defer cancel()
 	_, err = bus.Connect(short, bus.Config{URLs: []string{e.URL()}, User: "web", Password: "wrong", MaxReconnects: 1})
 	require.ErrorContains(t, err, "Authorization Violation")
+}
+
+// TestForgedSeqDoesNotSwallowRealEvents: a batch forged on the events
+// subject with a high sequence number for a real client must not make the
+// worker take the client's next real batches for duplicates (acknowledged,
+// never handled); a forged synthesized close (the reapers' sequence on the
+// events subject) is not run at all.
+func TestForgedSeqDoesNotSwallowRealEvents(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	rec := newRecorder()
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers()})
+	gw := gatewaytest.Start(t, e, gateway.Config{})
+	c := gatewaytest.DialWS(t, gw, "/", nil)
+	id := strings.TrimPrefix(c.Read(wait), "id:")
+	c.Send("echo:first")
+	require.Equal(t, "echo:first", c.Read(wait))
+
+	forger := bustest.Connect(t, e, bus.Config{})
+	var subj bus.Subjects
+	forge := func(seq uint64, ev bus.Event) {
+		data := bus.MarshalBatch(&bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: seq, Events: []bus.Event{ev}})
+		require.NoError(t, forger.PublishRequest(subj.Events(), forger.NewInbox(), data))
+	}
+	forge(math.MaxUint64-1, bus.Event{Kind: bus.EventClose, Reason: bus.CloseGatewayLost})
+	forge(1000, bus.Event{Kind: bus.EventMessage, Body: []byte("forged")})
+	require.Eventually(t, func() bool { return slices.Contains(rec.of(id), "msg forged") }, wait, 10*time.Millisecond)
+
+	for i := range 3 {
+		msg := fmt.Sprintf("echo:real-%d", i)
+		c.Send(msg)
+		require.Equal(t, msg, c.Read(wait), "a real message after the forged batch is handled")
+	}
+	require.NotContains(t, rec.of(id), "close gateway lost", "a forged synthesized close does not run")
 }

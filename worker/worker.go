@@ -129,7 +129,8 @@ type Worker struct {
 	handled  atomic.Uint64
 	inFlight atomic.Int64
 	// errLogs limits handler error logs: clients can cause them at will.
-	errLogs   ratelog.Limiter
+	errLogs ratelog.Limiter
+	// claimLogs limits the logs of batches not run: forged or unclaimed.
 	claimLogs ratelog.Limiter
 	// gone holds the clients whose synthesized close ran or was decided
 	// here (their gateway taken for lost): their later events are dropped.
@@ -355,6 +356,12 @@ func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
 	var b bus.EventBatch
 	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
 		w.log.Error("event batch dropped: undecodable", "err", err)
+		return
+	}
+	if (b.Seq == reapSeq) != (m.Subject == w.subj.LostEvents()) {
+		// Only reapers send synthesized closes, and only on their subject:
+		// anything else there, or such a close on the events subject, is forged.
+		w.claimLogs.Log(w.log, slog.LevelWarn, "event batch dropped: forged", "subject", m.Subject, "client_id", b.Client)
 		return
 	}
 	if b.Seq != reapSeq && w.gone.has(b.Client) {
