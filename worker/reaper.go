@@ -119,30 +119,26 @@ func (r *reaper) onWorkerBeat(m bus.Msg) {
 
 func (r *reaper) onGatewayBeat(m bus.Msg) {
 	var b bus.Beat
-	if bus.Unmarshal(m.Data, &b) != nil || b.Gateway == "" {
-		return
+	if bus.Unmarshal(m.Data, &b) == nil && b.Gateway != "" {
+		r.decide(b.Gateway, b.Boot, func(now time.Time) ([]closeSend, []string, bool) { return r.core.gatewayBeat(b, now) })
 	}
-	now := time.Now()
-	r.mu.Lock()
-	out, gone, sync := r.core.gatewayBeat(b, now)
-	r.mu.Unlock()
-	r.after(out, gone, sync, b.Gateway, b.Boot, now)
 }
 
 func (r *reaper) onPresence(m bus.Msg) {
 	var p bus.Presence
-	if bus.Unmarshal(m.Data, &p) != nil || p.Gateway == "" {
-		return
+	if bus.Unmarshal(m.Data, &p) == nil && p.Gateway != "" {
+		r.decide(p.Gateway, p.Boot, func(now time.Time) ([]closeSend, []string, bool) { return r.core.presence(p, now) })
 	}
-	now := time.Now()
-	r.mu.Lock()
-	out, gone, sync := r.core.presence(p, now)
-	r.mu.Unlock()
-	r.after(out, gone, sync, p.Gateway, p.Boot, now)
 }
 
-// after does what a beat or a report decided, without r.mu.
-func (r *reaper) after(out []closeSend, gone []string, sync bool, gw string, boot int64, now time.Time) {
+// decide runs one of the core's decisions about gateway gw at boot under
+// r.mu, then does what it says without r.mu: sends close batches, notes
+// gone clients, asks the gateway for its list.
+func (r *reaper) decide(gw string, boot int64, core func(now time.Time) (out []closeSend, gone []string, sync bool)) {
+	now := time.Now()
+	r.mu.Lock()
+	out, gone, sync := core(now)
+	r.mu.Unlock()
 	r.w.gone.addAll(gone, now, false)
 	r.send(out)
 	if sync {

@@ -45,6 +45,15 @@ func (cc *closeCounter) of(id string) []bus.CloseReason {
 	return append([]bus.CloseReason(nil), cc.reasons[id]...)
 }
 
+func (cc *closeCounter) allClosed(ids []string) bool {
+	for _, id := range ids {
+		if len(cc.of(id)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func startGatewayWithClients(t *testing.T, e *bus.Embedded, gwBus *bus.Conn, n int) []string {
 	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "doomed"})
 	var ids []string
@@ -69,14 +78,7 @@ func TestGatewayLostClientsGetOnClose(t *testing.T) {
 
 	gwBus.Close()
 	start := time.Now()
-	require.Eventually(t, func() bool {
-		for _, id := range ids {
-			if len(cc.of(id)) == 0 {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return cc.allClosed(ids) }, 10*time.Second, 20*time.Millisecond)
 	t.Logf("every client's OnClose after %v", time.Since(start).Round(time.Millisecond))
 	require.Less(t, time.Since(start), 5*time.Second)
 	time.Sleep(time.Second) // duplicates would come now
@@ -151,14 +153,7 @@ func TestSlowBeatingGateway(t *testing.T) {
 	var qe *api.QueryError
 	require.ErrorAs(t, err, &qe, "a query still waits for a gateway silent for %v", time.Since(vanished))
 	require.Equal(t, []string{"slow"}, qe.Missing)
-	require.Eventually(t, func() bool {
-		for _, id := range ids {
-			if len(cc.of(id)) == 0 {
-				return false
-			}
-		}
-		return true
-	}, 25*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return cc.allClosed(ids) }, 25*time.Second, 50*time.Millisecond)
 	t.Logf("every client's OnClose %v after its gateway vanished", time.Since(vanished).Round(time.Millisecond))
 	for _, id := range ids {
 		require.Equal(t, []bus.CloseReason{bus.CloseGatewayLost}, cc.of(id), id)
