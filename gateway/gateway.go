@@ -499,6 +499,8 @@ func (g *Gateway) onAck(m bus.Msg) {
 		return // a duplicate answer to a batch we resent
 	}
 	if ack.Status == bus.AckWorking {
+		// Someone runs this copy: a claim for another one must not succeed.
+		c.claimed = true
 		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 		c.mu.Unlock()
 		return
@@ -530,9 +532,10 @@ func (g *Gateway) onAck(m bus.Msg) {
 }
 
 // answerClaimLocked grants a worker the batch in flight, once per copy
-// sent: a worker claims a batch before running one that waited in its
-// buffer or was resent, so a stale copy never runs after (or beside)
-// another. It unlocks c.mu.
+// sent and only while no progress report for it came since: a worker
+// claims a batch before running one that waited in its buffer or was
+// resent, so a stale copy never runs after (or beside) another. It
+// unlocks c.mu.
 func (g *Gateway) answerClaimLocked(c *client, ack bus.Ack, reply string, now time.Time) {
 	grant := c.inflight != nil && ack.Seq == c.seq && !c.claimed
 	answer := bus.Ack{Client: c.id, Seq: ack.Seq, Status: bus.AckDone}
