@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -158,4 +160,33 @@ func TestSlowBeatingGateway(t *testing.T) {
 	for _, id := range ids {
 		require.Equal(t, []bus.CloseReason{bus.CloseGatewayLost}, cc.of(id), id)
 	}
+}
+
+// TestSynthesizedCloseIsTheLastEvent: once a worker ran a client's
+// synthesized close (its gateway taken for lost), events that its gateway
+// still sends for it (it was cut off, not dead) are acknowledged without
+// running handlers: the close stays the client's last event.
+func TestSynthesizedCloseIsTheLastEvent(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	rec := newRecorder()
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers()})
+	gw := gatewaytest.Start(t, e, gateway.Config{})
+	c := gatewaytest.DialWS(t, gw, "/", nil)
+	id := strings.TrimPrefix(c.Read(wait), "id:")
+
+	// What the leading worker's reaper sends for a lost gateway's client.
+	reaper := bustest.Connect(t, e, bus.Config{})
+	var subj bus.Subjects
+	data := bus.MarshalBatch(&bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: math.MaxUint64 - 1,
+		Events: []bus.Event{{Kind: bus.EventClose, Reason: bus.CloseGatewayLost}}})
+	require.NoError(t, reaper.PublishRequest(subj.LostEvents(), reaper.NewInbox(), data))
+	require.Equal(t, bus.CloseGatewayLost, rec.waitClose(t, id))
+
+	for i := range 5 {
+		c.Send(fmt.Sprintf("echo:late-%d", i))
+	}
+	require.NoError(t, c.Conn.Close())
+	require.Eventually(t, func() bool { s := gw.Stats(); return s.Connections == 0 && s.PendingAcks == 0 }, wait, 20*time.Millisecond,
+		"the gateway's events were acknowledged")
+	require.Equal(t, []string{"connect", "ws /? ", "close gateway lost"}, rec.of(id), "nothing ran after the close")
 }
