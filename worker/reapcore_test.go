@@ -100,7 +100,7 @@ func TestReapCore(t *testing.T) {
 					}
 					if tc.gateway.due(at) {
 						interval := tc.gateway.every.Milliseconds()
-						_, _, sync := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 1, Interval: interval}, now)
+						_, sync := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 1, Interval: interval}, now)
 						if sync {
 							c.synced("gw", 1, []string{"c1", "c2", "c3"}, 1, true)
 						}
@@ -156,15 +156,47 @@ func TestReapCore(t *testing.T) {
 func TestReapCoreSyncReplacesTheList(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newReapCore("a", slog.New(slog.DiscardHandler), now)
-	_, _, sync := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 1}, now)
+	_, sync := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 1}, now)
 	require.True(t, sync)
 	c.synced("gw", 1, []string{"c1", "c2"}, 1, true)
-	_, _, sync = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 4, Added: []string{"c4"}}, now)
+	_, sync = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 4, Added: []string{"c4"}}, now)
 	require.True(t, sync, "a gap asks for the list")
-	_, _, _ = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 6, Added: []string{"c6"}}, now)
+	_, _ = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 6, Added: []string{"c6"}}, now)
 	c.synced("gw", 1, []string{"c2", "c4", "c5"}, 5, true)
 	require.Equal(t, map[string]struct{}{"c2": {}, "c4": {}, "c5": {}, "c6": {}}, c.gateways["gw"].clients)
 
-	out, _, _ := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 2}, now.Add(time.Second))
-	require.Len(t, out, 4, "a new boot reaps the old process's clients")
+	gone, _ := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 2}, now.Add(time.Second))
+	require.Len(t, gone, 4, "a new boot: the old process's clients are gone")
+}
+
+// TestReapCoreRestartWithTheLeaderDead: a gateway restarts (a new boot)
+// while the leader died with the old process: this worker keeps the old
+// process's clients until it leads, then sends their close events; the
+// new process's clients are untouched.
+func TestReapCoreRestartWithTheLeaderDead(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	c := newReapCore("b", slog.New(slog.DiscardHandler), t0)
+	c.workerBeat("a", t0)
+	_, _ = c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 1}, t0)
+	c.synced("gw", 1, []string{"old1", "old2"}, 1, true)
+	gone, sync := c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 2}, t0.Add(time.Second))
+	require.ElementsMatch(t, []string{"old1", "old2"}, gone)
+	require.True(t, sync)
+	c.synced("gw", 2, []string{"new1"}, 1, true)
+	var sent []string
+	for at := time.Second; at < 6*time.Second; at += reaperTick {
+		now := t0.Add(at)
+		c.workerBeat("b", now)
+		_, _ = c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 2}, now)
+		out, _ := c.check(now, true)
+		for _, s := range out {
+			sent = append(sent, s.client)
+			delete(c.pending, s.client) // acknowledged at once
+		}
+		if at < 3*time.Second {
+			require.Empty(t, sent, "a (the leader) may still send them")
+		}
+	}
+	require.ElementsMatch(t, []string{"old1", "old2"}, sent, "sent once a's beats stopped for 3 s")
+	require.Equal(t, map[string]struct{}{"new1": {}}, c.gateways["gw"].clients)
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
@@ -120,27 +121,26 @@ func (r *reaper) onWorkerBeat(m bus.Msg) {
 func (r *reaper) onGatewayBeat(m bus.Msg) {
 	var b bus.Beat
 	if bus.Unmarshal(m.Data, &b) == nil && b.Gateway != "" {
-		r.decide(b.Gateway, b.Boot, func(now time.Time) ([]closeSend, []string, bool) { return r.core.gatewayBeat(b, now) })
+		r.decide(b.Gateway, b.Boot, func(now time.Time) ([]string, bool) { return r.core.gatewayBeat(b, now) })
 	}
 }
 
 func (r *reaper) onPresence(m bus.Msg) {
 	var p bus.Presence
 	if bus.Unmarshal(m.Data, &p) == nil && p.Gateway != "" {
-		r.decide(p.Gateway, p.Boot, func(now time.Time) ([]closeSend, []string, bool) { return r.core.presence(p, now) })
+		r.decide(p.Gateway, p.Boot, func(now time.Time) ([]string, bool) { return r.core.presence(p, now) })
 	}
 }
 
 // decide runs one of the core's decisions about gateway gw at boot under
-// r.mu, then does what it says without r.mu: sends close batches, notes
-// gone clients, asks the gateway for its list.
-func (r *reaper) decide(gw string, boot int64, core func(now time.Time) (out []closeSend, gone []string, sync bool)) {
+// r.mu, then does what it says without r.mu: notes gone clients, asks the
+// gateway for its list.
+func (r *reaper) decide(gw string, boot int64, core func(now time.Time) (gone []string, sync bool)) {
 	now := time.Now()
 	r.mu.Lock()
-	out, gone, sync := core(now)
+	gone, sync := core(now)
 	r.mu.Unlock()
 	r.w.gone.addAll(gone, now, false)
-	r.send(out)
 	if sync {
 		go r.sync(gw, boot)
 	}
@@ -208,6 +208,7 @@ type reapCore struct {
 }
 
 type gatewayTable struct {
+	gw      string
 	boot    int64
 	seq     uint64
 	synced  bool
@@ -243,28 +244,30 @@ func (c *reapCore) workerBeat(id string, now time.Time) {
 
 // table returns the table of gateway gw at boot, nil for an older
 // process's last words. A newer boot means the process before died: its
-// clients are reaped (out) and gone.
-func (c *reapCore) table(gw string, boot int64, now time.Time) (t *gatewayTable, out []closeSend, gone []string) {
+// clients are gone, and its table is kept, lost, for check to reap.
+func (c *reapCore) table(gw string, boot int64, now time.Time) (t *gatewayTable, gone []string) {
 	t = c.gateways[gw]
 	if t != nil && boot < t.boot {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if t != nil && boot > t.boot {
-		gone = t.ids()
-		out = c.reap(gw, t, now)
+		if t.lost.IsZero() {
+			t.lost, gone = now, t.ids()
+		}
+		c.gateways[fmt.Sprintf("%s@%d", gw, t.boot)] = t
 	}
 	if t == nil || boot > t.boot {
-		t = &gatewayTable{boot: boot, clients: map[string]struct{}{}, lastBeat: now, deadAfter: bus.GatewayDeadAfter(bus.DefaultBeatInterval)}
+		t = &gatewayTable{gw: gw, boot: boot, clients: map[string]struct{}{}, lastBeat: now, deadAfter: bus.GatewayDeadAfter(bus.DefaultBeatInterval)}
 		c.gateways[gw] = t
 	}
-	return t, out, gone
+	return t, gone
 }
 
 // gatewayBeat notes a gateway's beat; sync says to ask it for its clients.
-func (c *reapCore) gatewayBeat(b bus.Beat, now time.Time) (out []closeSend, gone []string, sync bool) {
-	t, out, gone := c.table(b.Gateway, b.Boot, now)
+func (c *reapCore) gatewayBeat(b bus.Beat, now time.Time) (gone []string, sync bool) {
+	t, gone := c.table(b.Gateway, b.Boot, now)
 	if t == nil {
-		return nil, nil, false
+		return nil, false
 	}
 	t.lastBeat, t.deadAfter = now, bus.GatewayDeadAfter(b.Every())
 	if b.Leaving {
@@ -273,14 +276,14 @@ func (c *reapCore) gatewayBeat(b bus.Beat, now time.Time) (out []closeSend, gone
 	if t.lost.IsZero() && !t.synced && !t.syncing {
 		t.syncing, sync = true, true
 	}
-	return out, gone, sync
+	return gone, sync
 }
 
 // presence applies a gateway's report; sync says to ask for the whole list.
-func (c *reapCore) presence(p bus.Presence, now time.Time) (out []closeSend, gone []string, sync bool) {
-	t, out, gone := c.table(p.Gateway, p.Boot, now)
+func (c *reapCore) presence(p bus.Presence, now time.Time) (gone []string, sync bool) {
+	t, gone := c.table(p.Gateway, p.Boot, now)
 	if t == nil || !t.lost.IsZero() {
-		return out, gone, false
+		return gone, false
 	}
 	switch {
 	case !t.synced:
@@ -293,7 +296,7 @@ func (c *reapCore) presence(p bus.Presence, now time.Time) (out []closeSend, gon
 	case p.Seq > t.seq+1: // a report was lost: ask for the whole list again
 		t.synced, t.syncing, t.early, sync = false, true, append(t.early, p), true
 	}
-	return out, gone, sync
+	return gone, sync
 }
 
 func (t *gatewayTable) apply(p bus.Presence) {
@@ -371,7 +374,7 @@ func (c *reapCore) check(now time.Time, connected bool) (out []closeSend, gone [
 		c.offline = now
 	}
 	lead := c.leader(now)
-	for gw, t := range c.gateways {
+	for key, t := range c.gateways {
 		if t.lost.IsZero() {
 			quiet := now.Sub(later(t.lastBeat, c.offline))
 			left := !t.leaving.IsZero() && now.Sub(t.leaving) > 2*reaperTick
@@ -384,7 +387,7 @@ func (c *reapCore) check(now time.Time, connected bool) (out []closeSend, gone [
 		switch {
 		case len(t.clients) == 0:
 		case lead == c.self:
-			out = append(out, c.reap(gw, t, now)...)
+			out = append(out, c.reap(t, now)...)
 		case c.workers[lead].Before(t.lost.Add(t.deadAfter + 2*reaperTick)):
 			// The leader may not have seen this gateway die yet, or may
 			// have died with it: keep the table until it is heard alive
@@ -392,7 +395,7 @@ func (c *reapCore) check(now time.Time, connected bool) (out []closeSend, gone [
 			// or until this worker leads.
 			continue
 		}
-		delete(c.gateways, gw)
+		delete(c.gateways, key)
 	}
 	for id, j := range c.pending {
 		if now.Sub(j.sentAt) < reapRetry {
@@ -417,12 +420,9 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// reap returns, if this worker leads, the close batch of every client left
-// in t, and empties t.
-func (c *reapCore) reap(gw string, t *gatewayTable, now time.Time) []closeSend {
-	if c.leader(now) != c.self {
-		return nil
-	}
+// reap returns the close batch of every client left in t, and empties t.
+func (c *reapCore) reap(t *gatewayTable, now time.Time) []closeSend {
+	gw := t.gw
 	var out []closeSend
 	c.log.Warn("gateway lost: telling handlers its clients are gone", "gateway_id", gw, "clients", len(t.clients))
 	for id := range t.clients {
