@@ -167,19 +167,11 @@ func TestSlowBeatingGateway(t *testing.T) {
 // still sends for it (it was cut off, not dead) are acknowledged without
 // running handlers: the close stays the client's last event.
 func TestSynthesizedCloseIsTheLastEvent(t *testing.T) {
-	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	rec := newRecorder()
-	workertest.Start(t, e, worker.Config{Handlers: rec.handlers()})
-	gw := gatewaytest.Start(t, e, gateway.Config{})
-	c := gatewaytest.DialWS(t, gw, "/", nil)
-	id := strings.TrimPrefix(c.Read(wait), "id:")
-
+	e, rec, gw, c, id := oneRecordedClient(t)
 	// What the leading worker's reaper sends for a lost gateway's client.
-	reaper := bustest.Connect(t, e, bus.Config{})
 	var subj bus.Subjects
-	data := bus.MarshalBatch(&bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: math.MaxUint64 - 1,
+	publishBatch(t, e, subj.LostEvents(), &bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: math.MaxUint64 - 1,
 		Events: []bus.Event{{Kind: bus.EventClose, Reason: bus.CloseGatewayLost}}})
-	require.NoError(t, reaper.PublishRequest(subj.LostEvents(), reaper.NewInbox(), data))
 	require.Equal(t, bus.CloseGatewayLost, rec.waitClose(t, id))
 
 	for i := range 5 {

@@ -130,20 +130,13 @@ func TestRolePermissions(t *testing.T) {
 // never handled); a forged synthesized close (the reapers' sequence on the
 // events subject) is not run at all.
 func TestForgedSeqDoesNotSwallowRealEvents(t *testing.T) {
-	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	rec := newRecorder()
-	workertest.Start(t, e, worker.Config{Handlers: rec.handlers()})
-	gw := gatewaytest.Start(t, e, gateway.Config{})
-	c := gatewaytest.DialWS(t, gw, "/", nil)
-	id := strings.TrimPrefix(c.Read(wait), "id:")
+	e, rec, gw, c, id := oneRecordedClient(t)
 	c.Send("echo:first")
 	require.Equal(t, "echo:first", c.Read(wait))
 
-	forger := bustest.Connect(t, e, bus.Config{})
 	var subj bus.Subjects
 	forge := func(seq uint64, ev bus.Event) {
-		data := bus.MarshalBatch(&bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: seq, Events: []bus.Event{ev}})
-		require.NoError(t, forger.PublishRequest(subj.Events(), forger.NewInbox(), data))
+		publishBatch(t, e, subj.Events(), &bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: seq, Events: []bus.Event{ev}})
 	}
 	forge(math.MaxUint64-1, bus.Event{Kind: bus.EventClose, Reason: bus.CloseGatewayLost})
 	forge(1000, bus.Event{Kind: bus.EventMessage, Body: []byte("forged")})
@@ -155,4 +148,23 @@ func TestForgedSeqDoesNotSwallowRealEvents(t *testing.T) {
 		require.Equal(t, msg, c.Read(wait), "a real message after the forged batch is handled")
 	}
 	require.NotContains(t, rec.of(id), "close gateway lost", "a forged synthesized close does not run")
+}
+
+// oneRecordedClient starts NATS, a recording worker, a gateway and one
+// WebSocket client, whose id it returns.
+func oneRecordedClient(t *testing.T) (e *bus.Embedded, rec *recorder, gw *gateway.Gateway, c *gatewaytest.WS, id string) {
+	e = bustest.RunServer(t, bus.EmbeddedConfig{})
+	rec = newRecorder()
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers()})
+	gw = gatewaytest.Start(t, e, gateway.Config{})
+	c = gatewaytest.DialWS(t, gw, "/", nil)
+	return e, rec, gw, c, strings.TrimPrefix(c.Read(wait), "id:")
+}
+
+// publishBatch publishes b on subject from a connection of its own, as a
+// forger (or a reaper) does.
+func publishBatch(t *testing.T, e *bus.Embedded, subject string, b *bus.EventBatch) {
+	conn := bustest.Connect(t, e, bus.Config{})
+	require.NoError(t, conn.PublishRequest(subject, conn.NewInbox(), bus.MarshalBatch(b)))
+	require.NoError(t, conn.Flush(context.Background()))
 }
