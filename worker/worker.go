@@ -438,12 +438,12 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 		w.inFlight.Add(-1)
 		w.batches.Done()
 	}()
-	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
-	closed := false
 	if b.Seq == reapSeq && !w.gone.closing(b.Client, time.Now()) {
 		w.resendAck(reply, b, nil) // its synthesized close ran here already
 		return
 	}
+	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
+	closed := false
 	for _, ev := range b.Events {
 		w.dispatch(c, ev)
 		w.handled.Add(1)
