@@ -73,8 +73,12 @@ type EventBatch struct {
 	// UID is the uid the client is bound to, if any.
 	UID string `msgpack:"u,omitempty"`
 	// Session is the client's session (see [EncodeSession]) when the batch left.
-	Session []byte  `msgpack:"s,omitempty"`
-	Events  []Event `msgpack:"e"`
+	Session []byte `msgpack:"s,omitempty"`
+	// Resent is set on every copy the gateway sent again after its ack
+	// timeout: a worker may run it only once the gateway granted it the
+	// batch (a claim, see [AckWorking]), since another copy may run elsewhere.
+	Resent bool    `msgpack:"r,omitempty"`
+	Events []Event `msgpack:"e"`
 }
 
 // AckStatus says whether a worker has finished a batch.
@@ -85,7 +89,10 @@ const (
 	// AckDone: every handler of the batch returned.
 	AckDone AckStatus = iota + 1
 	// AckWorking: handlers still run; the gateway restarts its ack timer.
-	// Workers send it every [ProgressInterval].
+	// Workers send it every [ProgressInterval]. Sent as a request (with a
+	// reply subject) it is a claim: the gateway answers AckWorking when the
+	// batch is still in flight and nobody claimed it since it was last
+	// sent (the claimant may run it), AckDone otherwise (it must not).
 	AckWorking
 )
 
@@ -223,6 +230,37 @@ type Beat struct {
 	Leaving bool     `msgpack:"l,omitempty"`
 	Addrs   []string `msgpack:"a,omitempty"`
 	Conns   int64    `msgpack:"n"`
+	// Interval is the gateway's BeatInterval in milliseconds; zero means
+	// DefaultBeatInterval. Receivers derive every deadline about the
+	// gateway from it (see [GatewayDeadAfter]).
+	Interval int64 `msgpack:"i,omitempty"`
+}
+
+// DefaultBeatInterval is a gateway's beat interval when its Beat says none.
+const DefaultBeatInterval = time.Second
+
+// Every is the gateway's beat interval.
+func (b *Beat) Every() time.Duration {
+	if b.Interval <= 0 {
+		return DefaultBeatInterval
+	}
+	return time.Duration(b.Interval) * time.Millisecond
+}
+
+// GatewayDeadAfter is how long a gateway that beats every interval may go
+// unheard before workers take it for dead and run its clients' OnClose:
+// 3.5 intervals. A gateway closes its own clients sooner when its beats
+// stop coming back (NATSLossTimeout, validated against this).
+func GatewayDeadAfter(interval time.Duration) time.Duration { return interval * 7 / 2 }
+
+// MarkResent returns a copy of an encoded batch with Resent set.
+func MarkResent(data []byte) ([]byte, error) {
+	var b EventBatch
+	if err := UnmarshalBatch(data, &b); err != nil {
+		return nil, err
+	}
+	b.Resent = true
+	return MarshalBatch(&b), nil
 }
 
 type encoder struct {

@@ -137,7 +137,7 @@ func (c *Command) sizeHint() int {
 }
 
 func (e *EventBatch) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 4+count(e.Addr != "", e.UID != "", len(e.Session) > 0))
+	b = appendMapLen(b, 4+count(e.Addr != "", e.UID != "", len(e.Session) > 0, e.Resent))
 	b = appendUint(appendStr(appendStr(appendStr(appendStr(appendStr(b, "g"), e.Gateway), "c"), e.Client), "q"), e.Seq)
 	if e.Addr != "" {
 		b = appendStr(appendStr(b, "a"), e.Addr)
@@ -147,6 +147,9 @@ func (e *EventBatch) appendMsgpack(b []byte) []byte {
 	}
 	if len(e.Session) > 0 {
 		b = appendBin(appendStr(b, "s"), e.Session)
+	}
+	if e.Resent {
+		b = append(appendStr(b, "r"), 0xc3)
 	}
 	b = appendStr(b, "e")
 	if e.Events == nil {
@@ -381,6 +384,17 @@ func (r *reader) strings() []string {
 }
 
 // done reports whether decoding succeeded and used every byte.
+func (r *reader) bool() bool {
+	switch r.byte() {
+	case 0xc2:
+		return false
+	case 0xc3:
+		return true
+	}
+	r.fail()
+	return false
+}
+
 func (r *reader) done() bool { return r.ok && r.i == len(r.b) }
 
 // UnmarshalBatch is [Unmarshal] for an EventBatch, without b escaping to
@@ -464,6 +478,8 @@ func (e *EventBatch) decode(r *reader) {
 			e.UID = r.str()
 		case 's':
 			e.Session = r.bin()
+		case 'r':
+			e.Resent = r.bool()
 		case 'e':
 			if r.ok && r.i < len(r.b) && r.b[r.i] == 0xc0 {
 				r.i++
@@ -517,14 +533,7 @@ func (a *Ack) decode(r *reader) {
 		case 't':
 			a.Status = AckStatus(r.uint(math.MaxUint8))
 		case 'x':
-			switch r.byte() {
-			case 0xc2:
-				a.SetSession = false
-			case 0xc3:
-				a.SetSession = true
-			default:
-				r.fail()
-			}
+			a.SetSession = r.bool()
 		case 's':
 			a.Session = r.bin()
 		default:

@@ -32,6 +32,7 @@ func fastCases() []any {
 		&EventBatch{},
 		&EventBatch{Gateway: "gw1", Client: "c1", Seq: 1, Events: []Event{{Kind: EventMessage, Body: []byte("hi")}}},
 		&EventBatch{Gateway: s(31), Client: s(32), Seq: 127, Addr: s(255), UID: s(256), Session: p(1), Events: events(15)},
+		&EventBatch{Gateway: "gw1", Client: "c1", Seq: 2, Resent: true, Events: events(1)},
 		&EventBatch{Gateway: s(70000), Client: "c", Seq: 128, Session: p(65536), Events: events(16)},
 		&EventBatch{Seq: 255, Events: []Event{}},
 		&EventBatch{Seq: 256, Events: []Event{{Kind: EventClose, Reason: CloseSlowConsumer}, {Kind: EventConnect}}},
@@ -190,7 +191,7 @@ func FuzzFastEncode(f *testing.F) {
 			session = body
 		}
 		for _, v := range []any{
-			&EventBatch{Gateway: gw, Client: client, Seq: seq, Addr: name, UID: name, Session: session, Events: evs},
+			&EventBatch{Gateway: gw, Client: client, Seq: seq, Addr: name, UID: name, Session: session, Resent: flag, Events: evs},
 			&Ack{Client: client, Seq: seq, Status: AckStatus(n), SetSession: flag, Session: session},
 			&Command{Op: Op(n), Clients: []string{gw, client}[:n%3%2+1], Name: name, Body: body, Exclude: strings.Fields(name)},
 		} {

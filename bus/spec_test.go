@@ -43,7 +43,7 @@ func specExamples() map[string]any {
 		"query-group-count":   &bus.Command{Name: "房间"},
 		"reply-items-more":    &bus.Reply{Gateway: "gw1", Count: 2, Items: []string{"gw1-mihyrchs-1", "gw1-mihyrchs-2"}, More: true},
 		"reply-items-last":    &bus.Reply{Gateway: "gw1", Count: 1, Items: []string{"gw1-mihyrchs-3"}},
-		"beat":                &bus.Beat{Gateway: "gw1", Boot: 1764280000000, Addrs: []string{"ws://127.0.0.1:7272/"}, Conns: 2},
+		"beat":                &bus.Beat{Gateway: "gw1", Boot: 1764280000000, Addrs: []string{"ws://127.0.0.1:7272/"}, Conns: 2, Interval: 1000},
 		"event-batch-connect": &bus.EventBatch{Gateway: "gw1", Client: id, Seq: 1, Addr: "127.0.0.1:50312", Events: []bus.Event{
 			{Kind: bus.EventConnect},
 			{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{Path: "/", Query: "t=1"}},

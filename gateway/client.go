@@ -71,6 +71,10 @@ type client struct {
 	// deadline (Unix nanoseconds) is when inflight is sent again.
 	deadline int64
 	queued   int32
+	// claimed: a worker was granted inflight since it was last sent, so a
+	// stale copy elsewhere must not run (see answerClaimLocked); resent:
+	// inflight was marked bus.EventBatch.Resent.
+	claimed, resent bool
 
 	// silent counts heartbeat intervals without input.
 	silent atomic.Int32

@@ -33,7 +33,7 @@ const (
 	DefaultMaxHeaderBytes     = 16 << 10
 	DefaultDrainTimeout       = 5 * time.Second
 	DefaultBeatInterval       = time.Second
-	DefaultNATSLossTimeout    = 2500 * time.Millisecond
+	DefaultNATSLossTimeout    = 2500 * time.Millisecond // 2.5 × BeatInterval
 	// MaxBatchBytes bounds one event batch, well under NATS's 1 MiB default payload.
 	MaxBatchBytes = 256 << 10
 )
@@ -142,11 +142,14 @@ type Config struct {
 	// losses are invisible to clients: events and replies wait in the
 	// reconnect buffer. Past it, the gateway closes its clients
 	// (bus.CloseGatewayLost), because workers take a gateway whose beats
-	// stopped for 3.5 s for dead and run its clients' OnClose; keep it below
-	// that. Zero means DefaultNATSLossTimeout (2.5s); negative never closes.
+	// stopped for bus.GatewayDeadAfter(BeatInterval) (3.5 beats) for dead
+	// and run its clients' OnClose. It must be between 2 and 3 beats. Zero
+	// means 2.5 × BeatInterval (DefaultNATSLossTimeout, 2.5s, with the
+	// default BeatInterval); negative never closes.
 	NATSLossTimeout time.Duration
-	// BeatInterval is how often the gateway announces itself on the bus.
-	// Zero means DefaultBeatInterval (1s).
+	// BeatInterval is how often the gateway announces itself on the bus;
+	// its beats carry it, and workers and API clients derive their
+	// deadlines about this gateway from it. Zero means DefaultBeatInterval (1s).
 	BeatInterval time.Duration
 
 	// Logger receives the gateway's logs. Nil means slog.Default().
@@ -203,7 +206,7 @@ func (c Config) withDefaults() Config {
 		c.BeatInterval = DefaultBeatInterval
 	}
 	if c.NATSLossTimeout == 0 {
-		c.NATSLossTimeout = DefaultNATSLossTimeout
+		c.NATSLossTimeout = c.BeatInterval * DefaultNATSLossTimeout / DefaultBeatInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -254,6 +257,11 @@ func (c Config) validate() error {
 	}
 	if c.NATSLossTimeout > 0 && c.NATSLossTimeout < 2*c.BeatInterval {
 		return fmt.Errorf("gateway: NATSLossTimeout (%v) must be at least twice BeatInterval (%v)", c.NATSLossTimeout, c.BeatInterval)
+	}
+	if dead := bus.GatewayDeadAfter(c.BeatInterval); c.NATSLossTimeout > dead-c.BeatInterval/2 {
+		// Workers would run OnClose for clients this gateway still holds.
+		return fmt.Errorf("gateway: NATSLossTimeout (%v) must be at most %v: workers take a gateway silent for %v (3.5 × BeatInterval %v) for dead",
+			c.NATSLossTimeout, dead-c.BeatInterval/2, dead, c.BeatInterval)
 	}
 	if c.AckTimeout < 2*bus.ProgressInterval {
 		return fmt.Errorf("gateway: AckTimeout (%v) must be at least twice bus.ProgressInterval (%v)", c.AckTimeout, bus.ProgressInterval)

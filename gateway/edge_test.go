@@ -474,3 +474,16 @@ func TestPushBurstsArriveWholeAndInOrder(t *testing.T) {
 		require.Equal(t, string(body(i)), line.Read(wait), "TCP, push %d", i)
 	}
 }
+
+// TestConfigKeepsNATSLossBelowTheWorkersDeadline: workers take a gateway
+// for dead after 3.5 beat intervals; a gateway must close its own clients
+// before that, whatever its BeatInterval.
+func TestConfigKeepsNATSLossBelowTheWorkersDeadline(t *testing.T) {
+	b := bustest.Connect(t, bustest.RunServer(t, bus.EmbeddedConfig{}), bus.Config{})
+	_, err := gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0", NATSLossTimeout: 3500 * time.Millisecond})
+	require.ErrorContains(t, err, "NATSLossTimeout (3.5s) must be at most 3s")
+	_, err = gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0", BeatInterval: 4 * time.Second, NATSLossTimeout: 13 * time.Second})
+	require.ErrorContains(t, err, "NATSLossTimeout")
+	_, err = gateway.New(gateway.Config{Bus: b, WebSocketAddr: "127.0.0.1:0", BeatInterval: 4 * time.Second})
+	require.NoError(t, err, "the default NATSLossTimeout follows BeatInterval")
+}

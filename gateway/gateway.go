@@ -512,7 +512,7 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 		return nil
 	}
 	c.seq++
-	c.inflight = data
+	c.inflight, c.claimed, c.resent = data, false, false
 	c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 	g.waitMu.Lock()
 	g.waiting[c] = struct{}{}
@@ -558,11 +558,17 @@ func (g *Gateway) onAck(m bus.Msg) {
 		return
 	}
 	c.mu.Lock()
+	if m.Reply != "" && ack.Status == bus.AckWorking {
+		g.answerClaimLocked(c, ack, m.Reply, now)
+		return
+	}
 	if c.inflight == nil || ack.Seq != c.seq {
 		c.mu.Unlock()
 		return // a duplicate answer to a batch we resent
 	}
 	if ack.Status == bus.AckWorking {
+		// Someone runs this copy: a claim for another one must not succeed.
+		c.claimed = true
 		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 		c.mu.Unlock()
 		return
@@ -597,6 +603,22 @@ func (g *Gateway) onAck(m bus.Msg) {
 	}
 }
 
+// answerClaimLocked grants a worker the batch in flight, once per copy
+// sent and only while no progress report for it came since: a worker
+// claims a batch before running one that waited in its buffer or was
+// resent, so a stale copy never runs after (or beside) another. It
+// unlocks c.mu.
+func (g *Gateway) answerClaimLocked(c *client, ack bus.Ack, reply string, now time.Time) {
+	grant := c.inflight != nil && ack.Seq == c.seq && !c.claimed
+	answer := bus.Ack{Client: c.id, Seq: ack.Seq, Status: bus.AckDone}
+	if grant {
+		c.claimed, answer.Status = true, bus.AckWorking
+		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+	}
+	c.mu.Unlock()
+	_ = g.bus.Publish(reply, bus.MarshalAck(&answer))
+}
+
 // sweep resends batches whose ack is overdue: their worker died, or no
 // worker was there. While NATS is down nothing is resent: what was
 // published is in the client's reconnect buffer already.
@@ -626,7 +648,15 @@ func (g *Gateway) sweep(now time.Time) {
 			c.mu.Unlock()
 			continue
 		}
+		if !c.resent {
+			// The first copy may still wait in a worker: from now on only
+			// a claimed copy runs (see onAck).
+			if marked, err := bus.MarkResent(c.inflight); err == nil {
+				c.inflight, c.resent = marked, true
+			}
+		}
 		data := c.inflight
+		c.claimed = false
 		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 		c.mu.Unlock()
 		g.stats.batchResends.Add(1)
@@ -727,7 +757,8 @@ func (g *Gateway) Addrs() []string {
 // beat announces this gateway to API clients and workers.
 func (g *Gateway) beat(leaving bool) {
 	live, _, _, _ := g.reg.counts()
-	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.Addrs(), Conns: int64(live)})
+	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.Addrs(), Conns: int64(live),
+		Interval: g.cfg.BeatInterval.Milliseconds()})
 	if err == nil {
 		_ = g.bus.Publish(g.subj.Heartbeat(), data)
 	}

@@ -12,6 +12,11 @@ const (
 	// backlogDelay is how long batches may wait behind busy consumers
 	// before another consumer starts.
 	backlogDelay = time.Millisecond
+	// claimAfter: a batch taken when the buffer has not been empty for
+	// this long may have waited so long that its gateway sent it again
+	// (AckTimeout is at least 500 ms, and the first progress report comes
+	// up to 375 ms after a batch starts), so it is claimed before it runs.
+	claimAfter = 100 * time.Millisecond
 	// bufferedBatches bounds the batches waiting in a worker (nats.go's
 	// own default for pulled subscriptions). A batch that finds the buffer
 	// full is dropped by NATS; its gateway resends it when no ack comes
@@ -41,10 +46,14 @@ type consumers struct {
 	// abandoned: batches not started are left to their gateways, which
 	// resend them when no ack comes.
 	abandoned atomic.Bool
+	// emptyAt (Unix nanoseconds) is when a consumer last found the buffer
+	// empty: every batch in it arrived later, so none waited longer.
+	emptyAt atomic.Int64
 }
 
 func (w *Worker) startConsumers(sub *bus.Buffered) *consumers {
 	cs := &consumers{w: w, sub: sub, stop: make(chan struct{})}
+	cs.emptyAt.Store(time.Now().UnixNano())
 	cs.watch = time.AfterFunc(time.Hour, cs.check)
 	cs.watch.Stop()
 	cs.spawn(false)
@@ -63,10 +72,14 @@ func (cs *consumers) consume(extra bool) {
 	for {
 		m, ok := cs.sub.TryNext()
 		if !ok {
+			cs.emptyAt.Store(time.Now().UnixNano())
 			if extra {
 				return
 			}
-			if m, ok = cs.sub.Next(cs.stop); !ok {
+			m, ok = cs.sub.Next(cs.stop)
+			// The buffer was empty until this batch came.
+			cs.emptyAt.Store(time.Now().UnixNano())
+			if !ok {
 				// Stopping: the subscription ended; run what is left.
 				for m, ok := cs.sub.TryNext(); ok && !cs.abandoned.Load(); m, ok = cs.sub.TryNext() {
 					cs.run(m)
@@ -88,7 +101,8 @@ func (cs *consumers) run(m bus.Msg) {
 	if !cs.armed.Load() && cs.armed.CompareAndSwap(false, true) {
 		cs.watch.Reset(backlogDelay)
 	}
-	cs.w.onBatch(m)
+	now := time.Now()
+	cs.w.onBatch(m, now, now.UnixNano()-cs.emptyAt.Load() > int64(claimAfter))
 	cs.busy.Add(-1)
 }
 

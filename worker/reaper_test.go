@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"
 )
@@ -44,6 +47,15 @@ func (cc *closeCounter) of(id string) []bus.CloseReason {
 	return append([]bus.CloseReason(nil), cc.reasons[id]...)
 }
 
+func (cc *closeCounter) allClosed(ids []string) bool {
+	for _, id := range ids {
+		if len(cc.of(id)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func startGatewayWithClients(t *testing.T, e *bus.Embedded, gwBus *bus.Conn, n int) []string {
 	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "doomed"})
 	var ids []string
@@ -68,14 +80,7 @@ func TestGatewayLostClientsGetOnClose(t *testing.T) {
 
 	gwBus.Close()
 	start := time.Now()
-	require.Eventually(t, func() bool {
-		for _, id := range ids {
-			if len(cc.of(id)) == 0 {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return cc.allClosed(ids) }, 10*time.Second, 20*time.Millisecond)
 	t.Logf("every client's OnClose after %v", time.Since(start).Round(time.Millisecond))
 	require.Less(t, time.Since(start), 5*time.Second)
 	time.Sleep(time.Second) // duplicates would come now
@@ -112,3 +117,68 @@ func TestGatewayStopIsNotALoss(t *testing.T) {
 
 // gatewayQuietPeriod is longer than the reaper needs to notice a gateway.
 const gatewayQuietPeriod = 4 * time.Second
+
+// TestSlowBeatingGateway: a gateway that beats every 4 s (its beats say
+// so) is neither reaped nor left out of queries while it lives, for longer
+// than the 1 s-interval deadlines (3.5 s for workers, 4.5 s for queries);
+// once it vanishes, workers still run its clients' OnClose and queries
+// still wait for it (and name it missing).
+func TestSlowBeatingGateway(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
+	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	gwBus := bustest.Connect(t, e, bus.Config{})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "slow", BeatInterval: 4 * time.Second, NATSLossTimeout: 10 * time.Second})
+	gatewaytest.Start(t, e, gateway.Config{ID: "other"}) // answers queries: they do not end in "no responders"
+	var ids []string
+	for range 3 {
+		c := gatewaytest.DialWS(t, gw, "/", nil)
+		ids = append(ids, strings.TrimPrefix(c.Read(wait), "id:"))
+	}
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{}), QueryTimeout: 300 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	ctx := context.Background()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		n, err := a.GetAllClientIDCount(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		for _, id := range ids {
+			require.Empty(t, cc.of(id), "OnClose for a live client of a gateway beating every 4 s")
+		}
+	}
+
+	gwBus.Close()
+	vanished := time.Now()
+	time.Sleep(6 * time.Second) // past 4.5 s, within 4.5 of its intervals
+	_, err = a.GetAllClientIDCount(ctx)
+	var qe *api.QueryError
+	require.ErrorAs(t, err, &qe, "a query still waits for a gateway silent for %v", time.Since(vanished))
+	require.Equal(t, []string{"slow"}, qe.Missing)
+	require.Eventually(t, func() bool { return cc.allClosed(ids) }, 25*time.Second, 50*time.Millisecond)
+	t.Logf("every client's OnClose %v after its gateway vanished", time.Since(vanished).Round(time.Millisecond))
+	for _, id := range ids {
+		require.Equal(t, []bus.CloseReason{bus.CloseGatewayLost}, cc.of(id), id)
+	}
+}
+
+// TestSynthesizedCloseIsTheLastEvent: once a worker ran a client's
+// synthesized close (its gateway taken for lost), events that its gateway
+// still sends for it (it was cut off, not dead) are acknowledged without
+// running handlers: the close stays the client's last event.
+func TestSynthesizedCloseIsTheLastEvent(t *testing.T) {
+	e, rec, gw, c, id := oneRecordedClient(t)
+	// What the leading worker's reaper sends for a lost gateway's client.
+	var subj bus.Subjects
+	publishBatch(t, e, subj.LostEvents(), &bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: math.MaxUint64 - 1,
+		Events: []bus.Event{{Kind: bus.EventClose, Reason: bus.CloseGatewayLost}}})
+	require.Equal(t, bus.CloseGatewayLost, rec.waitClose(t, id))
+
+	for i := range 5 {
+		c.Send(fmt.Sprintf("echo:late-%d", i))
+	}
+	require.NoError(t, c.Conn.Close())
+	require.Eventually(t, func() bool { s := gw.Stats(); return s.Connections == 0 && s.PendingAcks == 0 }, wait, 20*time.Millisecond,
+		"the gateway's events were acknowledged")
+	require.Equal(t, []string{"connect", "ws /? ", "close gateway lost"}, rec.of(id), "nothing ran after the close")
+}

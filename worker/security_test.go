@@ -2,9 +2,12 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +122,49 @@ func TestRolePermissions(t *testing.T) {
 	defer cancel()
 	_, err = bus.Connect(short, bus.Config{URLs: []string{e.URL()}, User: "web", Password: "wrong", MaxReconnects: 1})
 	require.ErrorContains(t, err, "Authorization Violation")
+}
+
+// TestForgedSeqDoesNotSwallowRealEvents: a batch forged on the events
+// subject with a high sequence number for a real client must not make the
+// worker take the client's next real batches for duplicates (acknowledged,
+// never handled); a forged synthesized close (the reapers' sequence on the
+// events subject) is not run at all.
+func TestForgedSeqDoesNotSwallowRealEvents(t *testing.T) {
+	e, rec, gw, c, id := oneRecordedClient(t)
+	c.Send("echo:first")
+	require.Equal(t, "echo:first", c.Read(wait))
+
+	var subj bus.Subjects
+	forge := func(seq uint64, ev bus.Event) {
+		publishBatch(t, e, subj.Events(), &bus.EventBatch{Gateway: gw.ID(), Client: id, Seq: seq, Events: []bus.Event{ev}})
+	}
+	forge(math.MaxUint64-1, bus.Event{Kind: bus.EventClose, Reason: bus.CloseGatewayLost})
+	forge(1000, bus.Event{Kind: bus.EventMessage, Body: []byte("forged")})
+	require.Eventually(t, func() bool { return slices.Contains(rec.of(id), "msg forged") }, wait, 10*time.Millisecond)
+
+	for i := range 3 {
+		msg := fmt.Sprintf("echo:real-%d", i)
+		c.Send(msg)
+		require.Equal(t, msg, c.Read(wait), "a real message after the forged batch is handled")
+	}
+	require.NotContains(t, rec.of(id), "close gateway lost", "a forged synthesized close does not run")
+}
+
+// oneRecordedClient starts NATS, a recording worker, a gateway and one
+// WebSocket client, whose id it returns.
+func oneRecordedClient(t *testing.T) (e *bus.Embedded, rec *recorder, gw *gateway.Gateway, c *gatewaytest.WS, id string) {
+	e = bustest.RunServer(t, bus.EmbeddedConfig{})
+	rec = newRecorder()
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers()})
+	gw = gatewaytest.Start(t, e, gateway.Config{})
+	c = gatewaytest.DialWS(t, gw, "/", nil)
+	return e, rec, gw, c, strings.TrimPrefix(c.Read(wait), "id:")
+}
+
+// publishBatch publishes b on subject from a connection of its own, as a
+// forger (or a reaper) does.
+func publishBatch(t *testing.T, e *bus.Embedded, subject string, b *bus.EventBatch) {
+	conn := bustest.Connect(t, e, bus.Config{})
+	require.NoError(t, conn.PublishRequest(subject, conn.NewInbox(), bus.MarshalBatch(b)))
+	require.NoError(t, conn.Flush(context.Background()))
 }

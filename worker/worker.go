@@ -24,6 +24,9 @@ const (
 	DefaultDrainTimeout   = 30 * time.Second
 )
 
+// claimTimeout bounds a claim's round trip to the gateway.
+const claimTimeout = time.Second
+
 // ErrAlreadyRunning is returned by a second call to [Worker.Run].
 var ErrAlreadyRunning = errors.New("worker: already running")
 
@@ -127,6 +130,11 @@ type Worker struct {
 	inFlight atomic.Int64
 	// errLogs limits handler error logs: clients can cause them at will.
 	errLogs ratelog.Limiter
+	// claimLogs limits the logs of batches not run: forged or unclaimed.
+	claimLogs ratelog.Limiter
+	// gone holds the clients whose synthesized close ran or was decided
+	// here (their gateway taken for lost): their later events are dropped.
+	gone goneSet
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -175,16 +183,18 @@ func New(cfg Config) (*Worker, error) {
 	}
 	id := randomID()
 	return &Worker{
-		cfg:     cfg,
-		id:      id,
-		log:     cfg.Logger.With("worker_id", id),
-		bus:     cfg.Bus,
-		subj:    subj,
-		api:     a,
-		ready:   make(chan struct{}),
-		errLogs: ratelog.Limiter{Burst: 20},
-		sem:     make(chan struct{}, cfg.MaxConcurrency),
-		recent:  map[string]*clientState{},
+		cfg:       cfg,
+		id:        id,
+		log:       cfg.Logger.With("worker_id", id),
+		bus:       cfg.Bus,
+		subj:      subj,
+		api:       a,
+		ready:     make(chan struct{}),
+		errLogs:   ratelog.Limiter{Burst: 20},
+		claimLogs: ratelog.Limiter{Burst: 5},
+		gone:      goneSet{ids: map[string]goneClient{}},
+		sem:       make(chan struct{}, cfg.MaxConcurrency),
+		recent:    map[string]*clientState{},
 	}, nil
 }
 
@@ -339,36 +349,55 @@ func (w *Worker) onInfo(m bus.Msg) {
 	}
 }
 
-// onBatch runs one batch a consumer took off a subscription. It waits
-// while MaxConcurrency batches run.
-func (w *Worker) onBatch(m bus.Msg) {
+// onBatch runs one batch a consumer took off a subscription at now. It
+// waits while MaxConcurrency batches run. waited says the batch may have
+// sat in the buffer long enough for its gateway to send it again.
+func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
 	var b bus.EventBatch
 	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
 		w.log.Error("event batch dropped: undecodable", "err", err)
 		return
 	}
-	if w.forgedLoss(m.Subject, b) {
+	if w.forged(m.Subject, b) {
 		return
 	}
+	if b.Seq != reapSeq && w.gone.has(b.Client) {
+		// Its close already ran here, synthesized for a gateway taken for
+		// lost: the close stays its last event.
+		w.resendAck(m.Reply, b, nil)
+		return
+	}
+	// A copy that waited, or that its gateway sent again, may run
+	// elsewhere: only the one the gateway grants runs.
+	claim := (waited || b.Resent) && b.Seq != reapSeq
 	w.mu.Lock()
 	st := w.recent[b.Client]
 	switch {
-	case st != nil && b.Seq <= st.done:
+	case st != nil && b.Seq == st.done:
 		ack := st.lastAck
-		if b.Seq < st.done {
-			ack = nil
-		}
 		w.mu.Unlock()
 		w.resendAck(m.Reply, b, ack)
 		return
-	case st != nil && b.Seq == st.running:
+	case st != nil && b.Seq == st.running && st.running > st.done:
 		w.mu.Unlock()
 		return // still running here; its progress reports keep the gateway waiting
-	case st == nil:
+	case st != nil && b.Seq < st.done:
+		// A stale copy of a batch the gateway has moved past, or this
+		// worker's state is wrong (a forged batch with a higher seq): the
+		// gateway tells which.
+		claim = true
+	}
+	w.mu.Unlock()
+	if claim && !w.claim(b, m.Reply) {
+		return
+	}
+	w.mu.Lock()
+	if st = w.recent[b.Client]; st == nil {
 		st = &clientState{}
 		w.recent[b.Client] = st
 	}
-	st.running, st.at, st.reply = b.Seq, time.Now(), m.Reply
+	st.done = min(st.done, b.Seq-1)
+	st.running, st.at, st.reply = b.Seq, now, m.Reply
 	w.mu.Unlock()
 
 	w.batches.Add(1)
@@ -378,17 +407,36 @@ func (w *Worker) onBatch(m bus.Msg) {
 	<-w.sem
 }
 
-// forgedLoss reports, and logs, a batch on the lost-events subject that is
-// anything but the close event a reaper sends for a dead gateway's client:
-// workers may publish there (README, Security), so that is all they may
-// make other workers run.
-func (w *Worker) forgedLoss(subject string, b bus.EventBatch) bool {
-	if subject != w.subj.LostEvents() || len(b.Events) == 1 && b.Events[0].Kind == bus.EventClose {
+// forged reports, and logs, a batch that only a forger sends. Workers may
+// publish on the lost-events subject (README, Security), but all that
+// belongs there is a reaper's synthesized close: one close event, numbered
+// reapSeq; and such a close belongs nowhere else.
+func (w *Worker) forged(subject string, b bus.EventBatch) bool {
+	synthesized := b.Seq == reapSeq && len(b.Events) == 1 && b.Events[0].Kind == bus.EventClose
+	if subject == w.subj.LostEvents() {
+		if synthesized {
+			return false
+		}
+	} else if b.Seq != reapSeq {
 		return false
 	}
-	w.errLogs.Log(w.log, slog.LevelError, "event batch dropped: only a close event may come on the lost-events subject",
-		"subject", subject, "client_id", b.Client, "events", len(b.Events))
+	w.claimLogs.Log(w.log, slog.LevelWarn, "event batch dropped: forged", "subject", subject, "client_id", b.Client, "events", len(b.Events))
 	return true
+}
+
+// claim asks b's gateway for the batch (an AckWorking request): true when
+// it is still in flight and no other copy was granted since it was sent.
+// Without an answer the batch is not run: the gateway sends it again.
+func (w *Worker) claim(b bus.EventBatch, reply string) bool {
+	ctx, cancel := context.WithTimeout(w.handlerCtx, claimTimeout)
+	defer cancel()
+	data, err := w.bus.Request(ctx, reply, bus.MarshalAck(&bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckWorking}))
+	var ack bus.Ack
+	if err != nil || bus.UnmarshalAck(data, &ack) != nil {
+		w.claimLogs.Log(w.log, slog.LevelWarn, "batch not claimed: its gateway will send it again", "client_id", b.Client, "err", err)
+		return false
+	}
+	return ack.Status == bus.AckWorking && ack.Seq == b.Seq
 }
 
 func (w *Worker) resendAck(reply string, b bus.EventBatch, ack []byte) {
@@ -404,6 +452,10 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 		w.inFlight.Add(-1)
 		w.batches.Done()
 	}()
+	if b.Seq == reapSeq && !w.gone.closing(b.Client, time.Now()) {
+		w.resendAck(reply, b, nil) // its synthesized close ran here already
+		return
+	}
 	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
 	closed := false
 	for _, ev := range b.Events {
@@ -495,6 +547,7 @@ func (w *Worker) logHandlerError(msg string, args ...any) {
 // forgetOld drops duplicate-detection state of clients not seen for a
 // minute: their batches go to other workers or they left.
 func (w *Worker) forgetOld(now time.Time) {
+	w.gone.forget(now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for id, st := range w.recent {

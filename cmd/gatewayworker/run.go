@@ -27,12 +27,13 @@ import (
 var apps = map[string]func() worker.Handlers{
 	"chat":  chat.Handlers,
 	"bench": bench.Handlers,
+	"probe": probeHandlers,
 }
 
 func appHandlers(name string) (worker.Handlers, error) {
 	h, ok := apps[name]
 	if !ok {
-		return worker.Handlers{}, fmt.Errorf("--app %q: want chat or bench", name)
+		return worker.Handlers{}, fmt.Errorf("--app %q: want chat, bench or probe", name)
 	}
 	return h(), nil
 }
@@ -45,7 +46,7 @@ type workerFlags struct {
 
 func (w *workerFlags) register(c *cli) {
 	c.group("Worker tier")
-	c.str(&w.app, "app", "chat", "worker application: chat (the demo) or bench (the bench protocol)")
+	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol) or probe (fault tests: see probe.go)")
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
 }

@@ -39,15 +39,22 @@ type presence struct {
 	since time.Time
 	// discovered is set once a ping round has filled seen.
 	discovered bool
-	seen       map[string]time.Time
+	seen       map[string]heard
 }
 
-// beatsToLive is how many beat intervals a gateway may stay silent before
-// queries stop waiting for it.
-const beatsToLive = 3
+// heard is when a gateway was last heard, and its beat interval.
+type heard struct {
+	at    time.Time
+	every time.Duration
+}
+
+// liveFor is how long a gateway that beats every interval may stay silent
+// before queries stop waiting for it: 3 intervals and a half of slack
+// each (1.5 × 3), a beat's interval carried in the beat.
+func liveFor(every time.Duration) time.Duration { return every * 9 / 2 }
 
 func newPresence(c *bus.Conn, subj bus.Subjects) *presence {
-	return &presence{bus: c, subj: subj, seen: map[string]time.Time{}}
+	return &presence{bus: c, subj: subj, seen: map[string]heard{}}
 }
 
 func (p *presence) start() error {
@@ -83,31 +90,39 @@ func (p *presence) onBeat(m bus.Msg) {
 	if b.Leaving {
 		delete(p.seen, b.Gateway)
 	} else {
-		p.seen[b.Gateway] = time.Now()
+		p.seen[b.Gateway] = heard{at: time.Now(), every: b.Every()}
 	}
 }
 
+// note marks gw heard now (it answered), keeping its beat interval.
 func (p *presence) note(gw string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seen[gw] = time.Now()
+	h, ok := p.seen[gw]
+	if !ok {
+		h.every = bus.DefaultBeatInterval
+	}
+	h.at = time.Now()
+	p.seen[gw] = h
 }
 
-// live returns the gateways heard from recently; fresh is true while the
-// subscription is too young to have heard every gateway's beat and no
-// discovery round has run yet.
-func (p *presence) live(maxAge time.Duration) (ids []string, fresh bool) {
+// live returns the gateways heard from within liveFor their interval;
+// fresh is true while the subscription is too young to have heard every
+// gateway's beat and no discovery round has run yet.
+func (p *presence) live() (ids []string, fresh bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	for id, at := range p.seen {
-		if now.Sub(at) <= maxAge {
+	longest := bus.DefaultBeatInterval
+	for id, h := range p.seen {
+		longest = max(longest, h.every)
+		if now.Sub(h.at) <= liveFor(h.every) {
 			ids = append(ids, id)
 		} else {
 			delete(p.seen, id)
 		}
 	}
-	return ids, !p.discovered && now.Sub(p.since) < maxAge
+	return ids, !p.discovered && now.Sub(p.since) < liveFor(longest)
 }
 
 func (p *presence) markDiscovered() {
@@ -128,10 +143,10 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each f
 	if err := c.gateways.start(); err != nil {
 		return err
 	}
-	expected, fresh := c.gateways.live(beatsToLive * 1500 * time.Millisecond)
+	expected, fresh := c.gateways.live()
 	if fresh {
 		c.discover(ctx)
-		expected, _ = c.gateways.live(beatsToLive * 1500 * time.Millisecond)
+		expected, _ = c.gateways.live()
 	}
 	var data []byte
 	if cmd != nil {
