@@ -1,0 +1,266 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+)
+
+// phpProgram returns the php binary with ext-msgpack, or skips the test
+// (fails it under CI=true, where .ci/run installs them).
+func phpProgram(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("php")
+	if err == nil {
+		out, _ := exec.Command(bin, "-r", "echo extension_loaded('msgpack') && extension_loaded('pcntl') ? 'yes' : 'no';").Output()
+		if string(out) == "yes" {
+			return bin
+		}
+	}
+	msg := "the PHP BusinessWorker tests need php with ext-msgpack and ext-pcntl: apt-get install -y php-cli php-msgpack"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// phpWorker starts php/tests/workers/start.php: a PHP BusinessWorker of
+// n processes running the Events class of events (a path under php/), and
+// waits until every process takes events. It returns the master and the
+// workers' pids.
+func phpWorker(t *testing.T, natsURL, events string, n int, env ...string) (*proc, []int) {
+	t.Helper()
+	php := phpProgram(t)
+	abs, err := filepath.Abs(filepath.Join("..", "php", events))
+	require.NoError(t, err)
+	env = append(env, "NATS_URL="+natsURL, "EVENTS_PHP="+abs, "WORKERS="+strconv.Itoa(n))
+	p := startProgram(t, "php-worker", php, env, "-d", "display_errors=stderr", filepath.Join("..", "php", "tests", "workers", "start.php"))
+	pids := make([]int, n)
+	for range n {
+		m := p.waitLine(t, `BusinessWorker\[(\d+\] worker \d+) taking events`)
+		var pid, id int
+		_, err := fmt.Sscanf(m, "%d] worker %d", &pid, &id)
+		require.NoError(t, err)
+		pids[id] = pid
+	}
+	return p, pids
+}
+
+// TestPHPChat runs workerman-chat's Events.php (php/examples/chat) in two
+// PHP worker processes behind a gateway process, and checks the chat
+// protocol with WebSocket clients: login with the room's client list from
+// getClientSessionsByGroup, say to the room (joinGroup, sendToGroup), a
+// private say (sendToClient), $_SESSION kept between events, and the
+// logout told to the room by onClose.
+func TestPHPChat(t *testing.T) {
+	n := startNATS(t)
+	_, ws := startGateway(t, n.url())
+	phpWorker(t, n.url(), "examples/chat/Events.php", 2)
+
+	alice := dialChat(t, ws)
+	alice.send(map[string]any{"type": "login", "client_name": "alice", "room_id": "1"})
+	m := alice.next("login")
+	aliceID, _ := m["client_id"].(string)
+	require.NotEmpty(t, aliceID)
+	require.Equal(t, map[string]any{aliceID: "alice"}, m["client_list"])
+
+	bob := dialChat(t, ws)
+	bob.send(map[string]any{"type": "login", "client_name": "bob<>", "room_id": "1"})
+	// The room's copy of bob's login (sent before he joins, on the group's
+	// subject, which a gateway handles apart from joins) may reach him too.
+	for m = bob.next("login"); m["client_list"] == nil; m = bob.next("login") {
+	}
+	bobID, _ := m["client_id"].(string)
+	require.Equal(t, map[string]any{aliceID: "alice", bobID: "bob&lt;&gt;"}, m["client_list"], "the room's sessions")
+	m = alice.next("login")
+	require.Equal(t, bobID, m["client_id"])
+	require.Nil(t, m["client_list"], "the room hears of bob without the list")
+
+	carol := dialChat(t, ws)
+	carol.send(map[string]any{"type": "login", "client_name": "carol", "room_id": 2})
+	m = carol.next("login")
+	carolID, _ := m["client_id"].(string)
+	require.Equal(t, map[string]any{carolID: "carol"}, m["client_list"], "another room")
+
+	alice.send(map[string]any{"type": "say", "to_client_id": "all", "content": "hi <all>\nthere"})
+	for _, c := range []*chatClient{alice, bob} {
+		m = c.next("say")
+		require.Equal(t, aliceID, m["from_client_id"])
+		require.Equal(t, "alice", m["from_client_name"], "the name from $_SESSION")
+		require.Equal(t, "all", m["to_client_id"])
+		require.Equal(t, "hi &lt;all&gt;<br />\nthere", m["content"])
+	}
+
+	bob.send(map[string]any{"type": "say", "to_client_id": aliceID, "to_client_name": "alice", "content": "psst"})
+	m = alice.next("say")
+	require.Equal(t, bobID, m["from_client_id"])
+	require.Equal(t, "<b>对你说: </b>psst", m["content"])
+	m = bob.next("say")
+	require.Equal(t, "<b>你对alice说: </b>psst", m["content"])
+
+	require.NoError(t, bob.c.Close())
+	m = alice.next("logout")
+	require.Equal(t, bobID, m["from_client_id"])
+	require.Equal(t, "bob&lt;&gt;", m["from_client_name"], "onClose sees the session")
+
+	// Carol, in room 2, heard nothing of room 1.
+	carol.send(map[string]any{"type": "say", "to_client_id": "all", "content": "alone"})
+	m = carol.next("say", "login", "logout")
+	require.Equal(t, "alone", m["content"])
+}
+
+// numberedClient sends numbered messages and collects the echoes.
+type numberedClient struct {
+	conn *websocket.Conn
+	mu   sync.Mutex
+	got  []int
+}
+
+func (e *numberedClient) read() {
+	for {
+		_, b, err := e.conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if k, err := strconv.Atoi(strings.TrimPrefix(string(b), "n")); err == nil {
+			e.mu.Lock()
+			e.got = append(e.got, k)
+			e.mu.Unlock()
+		}
+	}
+}
+
+// check returns how many distinct numbers came, and an error if one came
+// before a lower one that had not come yet (order broken) or past a gap.
+// A number may come again, with those after it: a batch that ran again
+// after its worker died.
+func (e *numberedClient) check() (distinct int, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := 0 // the lowest number not received yet
+	for _, k := range e.got {
+		switch {
+		case k > next:
+			return next, fmt.Errorf("%d came before %d (received %v)", k, next, e.got)
+		case k == next:
+			next++
+		}
+	}
+	return next, nil
+}
+
+// TestPHPWorkerSIGKILLLosesNothing: one of two PHP worker processes is
+// SIGKILLed while 8 clients send 60 messages each: every message is
+// handled and echoed, each client's in order (a batch of the dead process
+// runs again, whole, on the other), and the master starts the dead
+// process again.
+func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
+	n := startNATS(t)
+	_, ws := startGateway(t, n.url())
+	log := newProbeLog(t)
+	master, pids := phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path)
+
+	const clients, each = 8, 60
+	var ecs []*numberedClient
+	var wg sync.WaitGroup
+	for range clients {
+		ec := &numberedClient{conn: dialWS(t, ws)}
+		ecs = append(ecs, ec)
+		go ec.read()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range each {
+				if ec.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("n%d", k))) != nil {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return log.count(t).messages >= clients*each/3 }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	master.waitLine(t, `worker (0) \(pid \d+\) exited with signal 9: starting it again`)
+	master.waitLine(t, `worker (0) taking events`)
+	wg.Wait()
+
+	require.Eventually(t, func() bool {
+		for _, ec := range ecs {
+			if d, err := ec.check(); err != nil || d < each {
+				return err != nil
+			}
+		}
+		return true
+	}, 60*time.Second, 100*time.Millisecond, "every message echoed")
+	c := log.count(t)
+	t.Logf("SIGKILL of a PHP worker under load: messages %d, handled again %d", c.messages, c.twice)
+	for i, ec := range ecs {
+		d, err := ec.check()
+		require.NoError(t, err, "client %d", i)
+		require.Equal(t, each, d, "client %d", i)
+	}
+	require.Equal(t, clients*each, c.messages, "messages handled")
+}
+
+// TestPHPWorkerBlockingHandler: a handler that sleeps 10 s in one of two
+// PHP worker processes keeps its batch (the master reports its progress):
+// it runs once, and meanwhile the other process serves the other clients,
+// including the batches that the sleeping process had taken (their
+// gateway sends them again, and the other process claims them).
+func TestPHPWorkerBlockingHandler(t *testing.T) {
+	n := startNATS(t)
+	_, ws := startGateway(t, n.url())
+	log := newProbeLog(t)
+	phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path)
+
+	sleeper := &numberedClient{conn: dialWS(t, ws)}
+	go sleeper.read()
+	require.NoError(t, sleeper.conn.WriteMessage(websocket.TextMessage, []byte("sleep:10")))
+	require.Eventually(t, func() bool { return log.count(t).running == 1 }, 20*time.Second, 10*time.Millisecond, "the sleep started")
+
+	const clients, each = 6, 5
+	var ecs []*numberedClient
+	for range clients {
+		ec := &numberedClient{conn: dialWS(t, ws)}
+		ecs = append(ecs, ec)
+		go ec.read()
+		for k := range each {
+			require.NoError(t, ec.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("n%d", k))))
+		}
+	}
+	require.Eventually(t, func() bool {
+		for _, ec := range ecs {
+			if d, err := ec.check(); err != nil || d < each {
+				return err != nil
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "the other clients are served")
+	c := log.count(t)
+	require.Equal(t, 1, c.running, "the sleep still runs while the others were served")
+	require.Equal(t, 1+clients*each, c.messages)
+
+	_ = sleeper.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	require.Eventually(t, func() bool { return log.count(t).running == 0 }, 30*time.Second, 50*time.Millisecond, "the sleep ended")
+	time.Sleep(3 * time.Second) // a copy sent again would run now: past two AckTimeouts
+	c = log.count(t)
+	t.Logf("a 10 s handler beside %d clients: messages %d, handled twice %d, overlapping %d", clients, c.messages, c.twice, c.overlaps)
+	require.Zero(t, c.twice, "handlers run twice")
+	require.Zero(t, c.overlaps, "handlers of one client overlapping")
+	for i, ec := range ecs {
+		d, err := ec.check()
+		require.NoError(t, err, "client %d", i)
+		require.Equal(t, each, d, "client %d", i)
+	}
+}
