@@ -169,7 +169,8 @@ func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	log := newProbeLog(t)
-	master, pids := phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path)
+	// Handlers of 10 ms: the kill likely finds one running.
+	master, pids := phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path, "PROBE_DELAY_MS=10")
 
 	const clients, each = 8, 60
 	var ecs []*numberedClient

@@ -9,7 +9,8 @@ use GatewayWorker\Lib\Gateway;
  * a "b" line when a handler starts and an "e" line when it ends, appended
  * to GATEWAYWORKER_PROBE_LOG, in the same format, so that the integration
  * tests count what PHP workers did as they count Go workers. A message
- * "sleep:<seconds>" sleeps that long. Every message is echoed to its sender.
+ * "sleep:<seconds>" sleeps that long, others PROBE_DELAY_MS milliseconds. Every
+ * message is echoed to its sender.
  */
 class Events
 {
@@ -36,6 +37,8 @@ class Events
         self::record('message', $message, static function () use ($message): void {
             if (str_starts_with($message, 'sleep:')) {
                 sleep((int)substr($message, 6));
+            } elseif (($ms = (int)getenv('PROBE_DELAY_MS')) > 0) {
+                usleep($ms * 1000);
             }
             Gateway::sendToCurrentClient($message);
         });
