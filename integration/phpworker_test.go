@@ -265,3 +265,29 @@ func TestPHPWorkerBlockingHandler(t *testing.T) {
 		require.Equal(t, each, d, "client %d", i)
 	}
 }
+
+// TestPHPWorkersHearLostGatewaysClientsLeave: PHP workers do not reap;
+// beside them, `gatewayworker reaper` sends the close events of the
+// clients of a gateway that was SIGKILLed, and the PHP workers run each
+// client's onClose once.
+func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
+	n := startNATS(t)
+	reaper := start(t, "reaper", "reaper", "--nats", n.url())
+	reaper.waitLine(t, `(reaping only)`)
+	gw, ws := startGateway(t, n.url())
+	log := newProbeLog(t)
+	phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path)
+	const clients = 6
+	dialIdle(t, ws, clients)
+	require.Eventually(t, func() bool { return len(log.count(t).connects) == clients }, 20*time.Second, 20*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // the presence reports reach the reaper
+
+	require.NoError(t, gw.cmd.Process.Signal(syscall.SIGKILL))
+	require.Eventually(t, func() bool { all, _ := log.count(t).closedOnce(); return all }, 30*time.Second, 100*time.Millisecond,
+		"every client's onClose runs")
+	time.Sleep(2500 * time.Millisecond) // past the reaper's resend (2 s)
+	c := log.count(t)
+	_, twice := c.closedOnce()
+	require.Zero(t, twice, "clients closed twice")
+	require.Zero(t, c.afterClose, "handlers after onClose")
+}
