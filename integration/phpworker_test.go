@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,4 +293,65 @@ func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
 	_, twice := c.closedOnce()
 	require.Zero(t, twice, "clients closed twice")
 	require.Zero(t, c.afterClose, "handlers after onClose")
+}
+
+// TestPHPWorkerContext: what handlers see, as GatewayWorker gives it:
+// $_SERVER's gateway keys, the handshake in onWebSocketConnect's $data and
+// in $_GET, $_SERVER and $_COOKIE, Context::$client_id, onWorkerStart's
+// worker, and $_SESSION saved after each batch (changed by the handler,
+// or through Gateway::updateSession).
+func TestPHPWorkerContext(t *testing.T) {
+	n := startNATS(t)
+	_, ws := startGateway(t, n.url())
+	phpWorker(t, n.url(), "tests/workers/context.php", 1)
+
+	h := http.Header{"Cookie": {"sid=abc; theme=dark"}, "X-Trace": {"t1"}}
+	conn, _, err := websocket.DefaultDialer.Dial(ws+"?a=1&b[]=x&b[]=y", h)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	next := func() map[string]any {
+		t.Helper()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, b, err := conn.ReadMessage()
+		require.NoError(t, err)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(b, &m), string(b))
+		return m
+	}
+
+	m := next()
+	require.Equal(t, "connect", m["event"])
+	id, _ := m["client_id"].(string)
+	require.Equal(t, id, m["context"], "Context::$client_id")
+	require.Equal(t, float64(0), m["worker"], "onWorkerStart's $businessWorker->id")
+	require.Nil(t, m["session"], "an empty session is null")
+	local := conn.LocalAddr().(*net.TCPAddr)
+	server, _ := m["server"].(map[string]any)
+	require.Equal(t, map[string]any{"REMOTE_ADDR": local.IP.String(), "REMOTE_PORT": float64(local.Port),
+		"GATEWAY_ADDR": strings.SplitN(id, "-", 2)[0], "GATEWAY_PORT": float64(0), "GATEWAY_CLIENT_ID": id}, server)
+
+	m = next()
+	require.Equal(t, "websocket", m["event"])
+	get := map[string]any{"a": "1", "b": []any{"x", "y"}}
+	cookie := map[string]any{"sid": "abc", "theme": "dark"}
+	require.Equal(t, get, m["get"])
+	require.Equal(t, cookie, m["cookie"])
+	require.Equal(t, map[string]any{"n": float64(0)}, m["session"], "the session onConnect set")
+	server, _ = m["server"].(map[string]any)
+	require.Equal(t, "/?a=1&b[]=x&b[]=y", server["REQUEST_URI"])
+	require.Equal(t, "a=1&b[]=x&b[]=y", server["QUERY_STRING"])
+	require.Equal(t, "t1", server["HTTP_X_TRACE"])
+	require.Equal(t, "127.0.0.1", server["SERVER_NAME"])
+	require.Equal(t, id, server["GATEWAY_CLIENT_ID"])
+	data, _ := m["data"].(map[string]any)
+	require.Equal(t, get, data["get"])
+	require.Equal(t, cookie, data["cookie"])
+	require.Equal(t, server, data["server"])
+
+	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte("count")))
+	require.Equal(t, map[string]any{"n": float64(1)}, next()["session"])
+	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte("set")))
+	require.Equal(t, map[string]any{"n": float64(2), "via": "updateSession"}, next()["session"])
+	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte("count")))
+	require.Equal(t, map[string]any{"n": float64(3), "via": "updateSession"}, next()["session"], "both changes kept")
 }
