@@ -163,20 +163,10 @@ func (e *numberedClient) check() (distinct int, err error) {
 	return next, nil
 }
 
-// TestPHPWorkerSIGKILLLosesNothing: one of two PHP worker processes is
-// SIGKILLed while 8 clients send 60 messages each: every message is
-// handled and echoed, each client's in order (a batch of the dead process
-// runs again, whole, on the other), and the master starts the dead
-// process again.
-func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
-	n := startNATS(t)
-	_, ws := startGateway(t, n.url())
-	log := newProbeLog(t)
-	// Handlers of 10 ms: the kill likely finds one running.
-	master, pids := phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path, "PROBE_DELAY_MS=10")
-
-	const clients, each = 8, 60
-	var ecs []*numberedClient
+// sendNumbered opens clients WebSocket clients that each send n0 to
+// n<each-1>, one every 20 ms, and collect the echoes. wait returns when
+// every message was sent.
+func sendNumbered(t *testing.T, ws string, clients, each int) (ecs []*numberedClient, wait func()) {
 	var wg sync.WaitGroup
 	for range clients {
 		ec := &numberedClient{conn: dialWS(t, ws)}
@@ -193,12 +183,12 @@ func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
 			}
 		}()
 	}
-	require.Eventually(t, func() bool { return log.count(t).messages >= clients*each/3 }, 30*time.Second, 10*time.Millisecond)
-	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
-	master.waitLine(t, `worker (0) \(pid \d+\) exited with signal 9: starting it again`)
-	master.waitLine(t, `worker (0) taking events`)
-	wg.Wait()
+	return ecs, wg.Wait
+}
 
+// requireAllEchoed waits until every client got each of its numbers, in order.
+func requireAllEchoed(t *testing.T, ecs []*numberedClient, each int) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, ec := range ecs {
 			if d, err := ec.check(); err != nil || d < each {
@@ -207,14 +197,63 @@ func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
 		}
 		return true
 	}, 60*time.Second, 100*time.Millisecond, "every message echoed")
-	c := log.count(t)
-	t.Logf("SIGKILL of a PHP worker under load: messages %d, handled again %d", c.messages, c.twice)
 	for i, ec := range ecs {
 		d, err := ec.check()
 		require.NoError(t, err, "client %d", i)
 		require.Equal(t, each, d, "client %d", i)
 	}
+}
+
+// TestPHPWorkerSIGKILLLosesNothing: one of two PHP worker processes is
+// SIGKILLed while 8 clients send 60 messages each: every message is
+// handled and echoed, each client's in order (a batch of the dead process
+// runs again, whole, on the other), and the master starts the dead
+// process again.
+func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
+	n := startNATS(t)
+	_, ws := startGateway(t, n.url())
+	log := newProbeLog(t)
+	// Handlers of 10 ms: the kill likely finds one running.
+	master, pids := phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path, "PROBE_DELAY_MS=10")
+
+	const clients, each = 8, 60
+	ecs, wait := sendNumbered(t, ws, clients, each)
+	require.Eventually(t, func() bool { return log.count(t).messages >= clients*each/3 }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	master.waitLine(t, `worker (0) \(pid \d+\) exited with signal 9: starting it again`)
+	master.waitLine(t, `worker (0) taking events`)
+	wait()
+	requireAllEchoed(t, ecs, each)
+	c := log.count(t)
+	t.Logf("SIGKILL of a PHP worker under load: messages %d, handled again %d", c.messages, c.twice)
 	require.Equal(t, clients*each, c.messages, "messages handled")
+}
+
+// TestPHPWorkerSIGTERMDrains: of two PHP BusinessWorkers, one gets
+// SIGTERM under load: its processes finish and acknowledge what they took
+// and exit, the master last; the other serves the rest. Nothing is lost,
+// nothing runs twice, each client's order holds.
+func TestPHPWorkerSIGTERMDrains(t *testing.T) {
+	n := startNATS(t)
+	_, ws := startGateway(t, n.url())
+	log := newProbeLog(t)
+	env := []string{"GATEWAYWORKER_PROBE_LOG=" + log.path, "PROBE_DELAY_MS=10"}
+	stopping, _ := phpWorker(t, n.url(), "tests/workers/probe.php", 2, env...)
+	phpWorker(t, n.url(), "tests/workers/probe.php", 2, env...)
+
+	const clients, each = 8, 60
+	ecs, wait := sendNumbered(t, ws, clients, each)
+	require.Eventually(t, func() bool { return log.count(t).messages >= clients*each/3 }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, stopping.stop(t), "the master exits cleanly")
+	wait()
+	requireAllEchoed(t, ecs, each)
+	time.Sleep(2500 * time.Millisecond) // a batch left unacknowledged would run again now
+	c := log.count(t)
+	t.Logf("SIGTERM of a PHP BusinessWorker under load: messages %d, handled twice %d", c.messages, c.twice)
+	require.Equal(t, clients*each, c.messages, "messages handled")
+	require.Zero(t, c.twice, "messages handled twice")
+	require.Zero(t, c.overlaps, "handlers of one client overlapping")
+	require.Zero(t, c.running, "handlers cut short")
 }
 
 // TestPHPWorkerBlockingHandler: a handler that sleeps 10 s in one of two

@@ -168,7 +168,11 @@ class BusinessWorker
 
         $emptyAt = microtime(true);
         $forgetAt = $emptyAt + 10;
-        $stopping = fn (): bool => pcntl_sigtimedwait([SIGTERM, SIGINT], $info, 0, 0) > 0 || posix_getppid() !== $master;
+        // Sticky: taking the signal off the pending set happens once.
+        $stop = false;
+        $stopping = function () use (&$stop, $master): bool {
+            return $stop = $stop || pcntl_sigtimedwait([SIGTERM, SIGINT], $info, 0, 0) > 0 || posix_getppid() !== $master;
+        };
         while (!$stopping()) {
             if ($this->queue === []) {
                 // What sits in the socket arrived while handlers ran: it may have waited.
