@@ -262,6 +262,7 @@ func TestPHPWorkerSIGTERMDrains(t *testing.T) {
 // including the batches that the sleeping process had taken (their
 // gateway sends them again, and the other process claims them).
 func TestPHPWorkerBlockingHandler(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	log := newProbeLog(t)
@@ -313,6 +314,7 @@ func TestPHPWorkerBlockingHandler(t *testing.T) {
 // clients of a gateway that was SIGKILLed, and the PHP workers run each
 // client's onClose once.
 func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	reaper := start(t, "reaper", "reaper", "--nats", n.url())
 	reaper.waitLine(t, `(reaping only)`)

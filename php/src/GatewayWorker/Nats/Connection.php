@@ -232,7 +232,11 @@ final class Connection
         $this->connect();
         $until ??= static fn (): bool => false;
         if ($timeout <= 0) {
-            $this->poll();
+            try {
+                $this->poll();
+            } catch (LostConnection) {
+                $this->reconnect();
+            }
             return $until();
         }
         return $this->pump(microtime(true) + $timeout, $until);
