@@ -130,9 +130,7 @@ final class Master
         }
         $w = $e = null;
         if (@stream_select($r, $w, $e, (int)$wait, (int)(fmod($wait, 1.0) * 1e6)) < 1) {
-            // Nothing, or a signal. Answer the server's PINGs meanwhile.
-            $this->nc->process(0);
-            return;
+            return; // nothing, or a signal
         }
         foreach ($this->children as $pid => &$c) {
             if (!in_array($c['pipe'], $r, true)) {
@@ -189,6 +187,12 @@ final class Master
     /** Reports every batch that has run for a while (the first report at most 375 ms after its start). */
     private function progress(float $now): void
     {
+        try {
+            // Answer the server's PINGs, which come whether or not we publish.
+            $this->nc->process(0);
+        } catch (NatsException $e) {
+            BusinessWorker::log('NATS: ' . $e->getMessage());
+        }
         foreach ($this->children as $c) {
             if ($c['batch'] !== null && $now - $c['batch'][3] >= self::PROGRESS_EVERY / 2) {
                 [$client, $seq, $reply] = $c['batch'];
