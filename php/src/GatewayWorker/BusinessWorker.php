@@ -27,6 +27,7 @@ use GatewayWorker\Nats\NatsException;
  * stops its reports at once, so its batch goes to another worker after the
  * gateways' AckTimeout.
  */
+#[\AllowDynamicProperties] // GatewayWorker's other settings ($processTimeout, ...) are accepted and ignored
 class BusinessWorker
 {
     /** The process name (in ps), as in GatewayWorker. */
@@ -100,6 +101,16 @@ class BusinessWorker
     {
         if (!extension_loaded('pcntl') || !extension_loaded('posix')) {
             throw new NatsException('BusinessWorker needs the pcntl and posix extensions (Debian php-cli has them)');
+        }
+        // Workerman's commands: only "start" (in the foreground) is ours. The
+        // others must not start a second set of workers by mistake.
+        $cmd = $_SERVER['argv'][1] ?? 'start';
+        if ($cmd !== 'start') {
+            fwrite(STDERR, "BusinessWorker: \"$cmd\" is Workerman's; this BusinessWorker runs in the foreground with \"start\" (or no argument) and stops on SIGTERM or SIGINT\n");
+            exit(64);
+        }
+        if (in_array('-d', $_SERVER['argv'] ?? [], true)) {
+            self::log('-d ignored: the BusinessWorker runs in the foreground (use systemd or a container to keep it running)');
         }
         (new Master(self::$all))->run();
     }
