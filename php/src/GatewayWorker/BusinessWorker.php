@@ -76,7 +76,7 @@ class BusinessWorker
 
     // Worker process state.
     private ?Connection $nc = null;
-    /** @var list<array{0: Message, 1: float}> batches taken off the socket, with when */
+    /** @var list<Message> batches taken off the socket, not run yet */
     private array $queue = [];
     /** @var array<string, array{running: int|string, done: int|string, ack: ?string, at: float}> per client */
     private array $recent = [];
@@ -168,7 +168,7 @@ class BusinessWorker
             ($this->onWorkerStart)($this);
         }
         $enqueue = function (Message $m): void {
-            $this->queue[] = [$m, microtime(true)];
+            $this->queue[] = $m;
         };
         $subs = [
             $this->nc->subscribe("$this->prefix.ev", $enqueue, 'workers'),
@@ -196,7 +196,7 @@ class BusinessWorker
                 $emptyAt = microtime(true);
             }
             while ($this->queue !== [] && !$stopping()) {
-                [$m] = array_shift($this->queue);
+                $m = array_shift($this->queue);
                 $now = microtime(true);
                 $this->onBatch($m, $now, $now - $emptyAt > self::CLAIM_AFTER);
             }
@@ -214,7 +214,7 @@ class BusinessWorker
         }
         $this->nc->flush();
         while ($this->queue !== []) {
-            [$m] = array_shift($this->queue);
+            $m = array_shift($this->queue);
             if (microtime(true) > $deadline) {
                 self::log("worker $id: drain timeout, " . (count($this->queue) + 1) . ' batches left to their gateways');
                 break;
@@ -236,16 +236,16 @@ class BusinessWorker
         try {
             $b = Envelope::decode($m->data);
         } catch (NatsException $e) {
-            self::log('event batch dropped: ' . $e->getMessage());
+            $this->logError('event batch dropped: ' . $e->getMessage());
             return;
         }
         $client = (string)($b['c'] ?? '');
         $seq = $b['q'] ?? 0;
-        if ($client === '' || $m->reply === null || !is_array($b['e'] ?? null)) {
-            self::log('event batch dropped: no client, reply subject or events');
+        $reap = $seq === self::REAP_SEQ;
+        if ($client === '' || $m->reply === null || !is_array($b['e'] ?? null) || !($reap || (is_int($seq) && $seq > 0))) {
+            $this->logError("event batch dropped on $m->subject: no client, reply subject, events or seq");
             return;
         }
-        $reap = $seq === self::REAP_SEQ;
         if ($this->forged($m->subject, $reap, $b['e'], $client)) {
             return;
         }
@@ -331,6 +331,7 @@ class BusinessWorker
         }
         $closed = $changed = false;
         foreach ($b['e'] as $ev) {
+            $ev = is_array($ev) ? $ev : [];
             $_SERVER = $server;
             Context::$client_id = $client;
             $_SESSION = Context::$old_session = $session === [] ? null : $session;
