@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
 )
 
 // phpProgram returns the php binary with ext-msgpack, or skips the test
@@ -395,4 +399,124 @@ func TestPHPWorkerContext(t *testing.T) {
 	require.Equal(t, map[string]any{"n": float64(2), "via": "updateSession"}, next()["session"])
 	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte("count")))
 	require.Equal(t, map[string]any{"n": float64(3), "via": "updateSession"}, next()["session"], "both changes kept")
+}
+
+// phpTestBus is a gateway stand-in: it publishes event batches to the PHP
+// worker and collects what comes back on its reply subjects.
+type phpTestBus struct {
+	t    *testing.T
+	b    *bus.Conn
+	msgs chan bus.Msg
+}
+
+func newPHPTestBus(t *testing.T, url string) *phpTestBus {
+	b, err := bus.Connect(context.Background(), bus.Config{URLs: []string{url}})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	tb := &phpTestBus{t: t, b: b, msgs: make(chan bus.Msg, 100)}
+	_, err = b.Subscribe("test.reply.>", func(m bus.Msg) { tb.msgs <- m })
+	require.NoError(t, err)
+	return tb
+}
+
+// send publishes a batch on subject with reply subject test.reply.<client>.
+func (tb *phpTestBus) send(subject string, b bus.EventBatch) {
+	require.NoError(tb.t, tb.b.PublishRequest(subject, "test.reply."+b.Client, bus.MarshalBatch(&b)))
+}
+
+// next returns the next ack (claims included: their Reply is set), or
+// fails after 3 s.
+func (tb *phpTestBus) next() (bus.Ack, bus.Msg) {
+	tb.t.Helper()
+	select {
+	case m := <-tb.msgs:
+		var a bus.Ack
+		require.NoError(tb.t, bus.UnmarshalAck(m.Data, &a))
+		return a, m
+	case <-time.After(3 * time.Second):
+		tb.t.Fatal("no ack from the PHP worker")
+		return bus.Ack{}, bus.Msg{}
+	}
+}
+
+// silent fails if an ack comes within d.
+func (tb *phpTestBus) silent(d time.Duration, what string) {
+	tb.t.Helper()
+	select {
+	case m := <-tb.msgs:
+		tb.t.Fatalf("%s: answered %x", what, m.Data)
+	case <-time.After(d):
+	}
+}
+
+// TestPHPWorkerProtocol plays a gateway to one PHP worker process and
+// checks its answers against docs/protocol.md, "Workers in another
+// language": acks, the session in the ack, duplicates answered with the
+// remembered ack and not run again, claims of resent batches (run only
+// when granted), forged batches dropped, the synthesized close accepted
+// on <p>.evl only, run once, and the client's later batches not run.
+func TestPHPWorkerProtocol(t *testing.T) {
+	n := startNATS(t)
+	log := newProbeLog(t)
+	phpWorker(t, n.url(), "tests/workers/probe.php", 1, "GATEWAYWORKER_PROBE_LOG="+log.path)
+	tb := newPHPTestBus(t, n.url())
+	const c1, c2 = "gw1-x-1", "gw1-x-2"
+	connect := []bus.Event{{Kind: bus.EventConnect}}
+
+	tb.send("gw.ev", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: 1, Events: connect})
+	a, _ := tb.next()
+	require.Equal(t, bus.Ack{Client: c1, Seq: 1, Status: bus.AckDone}, a)
+	session, err := bus.EncodeSession(map[string]any{"n": int64(1)})
+	require.NoError(t, err)
+	tb.send("gw.ev", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: 2, Session: session,
+		Events: []bus.Event{{Kind: bus.EventMessage, Body: []byte("m1")}}})
+	a, _ = tb.next()
+	require.Equal(t, bus.Ack{Client: c1, Seq: 2, Status: bus.AckDone}, a, "the session did not change")
+
+	// A duplicate of the last batch done: the same ack, handlers not run.
+	tb.send("gw.ev", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: 2, Resent: true, Events: []bus.Event{{Kind: bus.EventMessage, Body: []byte("m1")}}})
+	a, _ = tb.next()
+	require.Equal(t, bus.Ack{Client: c1, Seq: 2, Status: bus.AckDone}, a)
+
+	// A resent batch is claimed first: refused, it does not run; granted, it does.
+	for _, grant := range []bool{false, true} {
+		tb.send("gw.ev", bus.EventBatch{Gateway: "gw1", Client: c2, Seq: 1, Resent: true, Events: connect})
+		claim, m := tb.next()
+		require.Equal(t, bus.Ack{Client: c2, Seq: 1, Status: bus.AckWorking}, claim)
+		require.NotEmpty(t, m.Reply, "a claim is a request")
+		answer := bus.Ack{Client: c2, Seq: 1, Status: bus.AckDone}
+		if grant {
+			answer.Status = bus.AckWorking
+		}
+		require.NoError(t, tb.b.Publish(m.Reply, bus.MarshalAck(&answer)))
+		if !grant {
+			tb.silent(500*time.Millisecond, "a batch whose claim was refused")
+			continue
+		}
+		a, _ = tb.next()
+		require.Equal(t, bus.Ack{Client: c2, Seq: 1, Status: bus.AckDone}, a)
+	}
+
+	// Forged: a plain batch on evl, a synthesized close on ev.
+	closed := []bus.Event{{Kind: bus.EventClose, Reason: bus.CloseGatewayLost}}
+	tb.send("gw.evl", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: 3, Events: closed})
+	tb.send("gw.ev", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: math.MaxUint64 - 1, Events: closed})
+	tb.silent(500*time.Millisecond, "forged batches")
+
+	// The synthesized close: run once, acknowledged every time; the client's later batches are not run.
+	for range 2 {
+		tb.send("gw.evl", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: math.MaxUint64 - 1, Events: closed})
+		a, _ = tb.next()
+		require.Equal(t, bus.Ack{Client: c1, Seq: math.MaxUint64 - 1, Status: bus.AckDone}, a)
+	}
+	tb.send("gw.ev", bus.EventBatch{Gateway: "gw1", Client: c1, Seq: 3, Events: []bus.Event{{Kind: bus.EventMessage, Body: []byte("late")}}})
+	a, _ = tb.next()
+	require.Equal(t, bus.Ack{Client: c1, Seq: 3, Status: bus.AckDone}, a)
+
+	c := log.count(t)
+	require.Equal(t, map[string]int{c1: 1, c2: 1}, c.connects)
+	require.Equal(t, map[string]int{c1: 1}, c.closes)
+	require.Equal(t, 1, c.messages, "m1 only")
+	require.Zero(t, c.twice)
+	require.Zero(t, c.afterClose)
 }
