@@ -71,6 +71,7 @@ func phpWorker(t *testing.T, natsURL, events string, n int, env ...string) (*pro
 // private say (sendToClient), $_SESSION kept between events, and the
 // logout told to the room by onClose.
 func TestPHPChat(t *testing.T) {
+	phpProgram(t) // before any process starts
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	phpWorker(t, n.url(), "examples/chat/Events.php", 2)
@@ -214,6 +215,7 @@ func requireAllEchoed(t *testing.T, ecs []*numberedClient, each int) {
 // runs again, whole, on the other), and the master starts the dead
 // process again.
 func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
+	phpProgram(t) // before any process starts
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	log := newProbeLog(t)
@@ -238,6 +240,7 @@ func TestPHPWorkerSIGKILLLosesNothing(t *testing.T) {
 // and exit, the master last; the other serves the rest. Nothing is lost,
 // nothing runs twice, each client's order holds.
 func TestPHPWorkerSIGTERMDrains(t *testing.T) {
+	phpProgram(t) // before any process starts
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	log := newProbeLog(t)
@@ -266,6 +269,7 @@ func TestPHPWorkerSIGTERMDrains(t *testing.T) {
 // including the batches that the sleeping process had taken (their
 // gateway sends them again, and the other process claims them).
 func TestPHPWorkerBlockingHandler(t *testing.T) {
+	phpProgram(t) // before any process starts
 	t.Parallel() // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
@@ -318,6 +322,7 @@ func TestPHPWorkerBlockingHandler(t *testing.T) {
 // clients of a gateway that was SIGKILLed, and the PHP workers run each
 // client's onClose once.
 func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
+	phpProgram(t) // before any process starts
 	t.Parallel() // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	reaper := start(t, "reaper", "reaper", "--nats", n.url())
@@ -346,6 +351,7 @@ func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
 // worker, and $_SESSION saved after each batch (changed by the handler,
 // or through Gateway::updateSession).
 func TestPHPWorkerContext(t *testing.T) {
+	phpProgram(t) // before any process starts
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	phpWorker(t, n.url(), "tests/workers/context.php", 1)
@@ -456,6 +462,7 @@ func (tb *phpTestBus) silent(d time.Duration, what string) {
 // when granted), forged batches dropped, the synthesized close accepted
 // on <p>.evl only, run once, and the client's later batches not run.
 func TestPHPWorkerProtocol(t *testing.T) {
+	phpProgram(t) // before any process starts
 	n := startNATS(t)
 	log := newProbeLog(t)
 	phpWorker(t, n.url(), "tests/workers/probe.php", 1, "GATEWAYWORKER_PROBE_LOG="+log.path)
