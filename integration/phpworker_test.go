@@ -291,14 +291,7 @@ func TestPHPWorkerBlockingHandler(t *testing.T) {
 			require.NoError(t, ec.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("n%d", k))))
 		}
 	}
-	require.Eventually(t, func() bool {
-		for _, ec := range ecs {
-			if d, err := ec.check(); err != nil || d < each {
-				return err != nil
-			}
-		}
-		return true
-	}, 30*time.Second, 50*time.Millisecond, "the other clients are served")
+	requireAllEchoed(t, ecs, each) // the other clients are served
 	c := log.count(t)
 	require.Equal(t, 1, c.running, "the sleep still runs while the others were served")
 	require.Equal(t, 1+clients*each, c.messages)
@@ -310,11 +303,6 @@ func TestPHPWorkerBlockingHandler(t *testing.T) {
 	t.Logf("a 10 s handler beside %d clients: messages %d, handled twice %d, overlapping %d", clients, c.messages, c.twice, c.overlaps)
 	require.Zero(t, c.twice, "handlers run twice")
 	require.Zero(t, c.overlaps, "handlers of one client overlapping")
-	for i, ec := range ecs {
-		d, err := ec.check()
-		require.NoError(t, err, "client %d", i)
-		require.Equal(t, each, d, "client %d", i)
-	}
 }
 
 // TestPHPWorkersHearLostGatewaysClientsLeave: PHP workers do not reap;
