@@ -92,8 +92,14 @@ func start(t *testing.T, name string, args ...string) *proc {
 // startEnv is start with variables added to the environment.
 func startEnv(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startProgram(t, name, binary(t), env, args...)
+}
+
+// startProgram starts any program as a tier process.
+func startProgram(t *testing.T, name, program string, env []string, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // no process outlives a hung test
-	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd := exec.CommandContext(ctx, program, args...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}

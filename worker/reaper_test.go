@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -181,4 +182,77 @@ func TestSynthesizedCloseIsTheLastEvent(t *testing.T) {
 	require.Eventually(t, func() bool { s := gw.Stats(); return s.Connections == 0 && s.PendingAcks == 0 }, wait, 20*time.Millisecond,
 		"the gateway's events were acknowledged")
 	require.Equal(t, []string{"connect", "ws /? ", "close gateway lost"}, rec.of(id), "nothing ran after the close")
+}
+
+// foreignWorker stands for a worker in another language that does not
+// reap: it takes batches on the events and lost-events subjects in the
+// workers queue group and acknowledges them, noting the clients it saw
+// connect and the synthesized closes.
+type foreignWorker struct {
+	mu               sync.Mutex
+	connects, closes map[string]int
+}
+
+func startForeignWorker(t *testing.T, e *bus.Embedded) *foreignWorker {
+	fw := &foreignWorker{connects: map[string]int{}, closes: map[string]int{}}
+	b := bustest.Connect(t, e, bus.Config{})
+	var subj bus.Subjects
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	for _, s := range []string{subj.Events(), subj.LostEvents()} {
+		sub, err := b.QueueSubscribeBuffered(s, bus.WorkerQueue, 1024)
+		require.NoError(t, err)
+		go func() {
+			for m, ok := sub.Next(stop); ok; m, ok = sub.Next(stop) {
+				var eb bus.EventBatch
+				if bus.UnmarshalBatch(m.Data, &eb) != nil {
+					continue
+				}
+				fw.mu.Lock()
+				for _, ev := range eb.Events {
+					switch {
+					case ev.Kind == bus.EventConnect:
+						fw.connects[eb.Client]++
+					case ev.Kind == bus.EventClose && eb.Seq == math.MaxUint64-1:
+						fw.closes[eb.Client]++
+					}
+				}
+				fw.mu.Unlock()
+				_ = b.Publish(m.Reply, bus.MarshalAck(&bus.Ack{Client: eb.Client, Seq: eb.Seq, Status: bus.AckDone}))
+			}
+		}()
+	}
+	return fw
+}
+
+func (fw *foreignWorker) counts() (connects, closes map[string]int) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return maps.Clone(fw.connects), maps.Clone(fw.closes)
+}
+
+// TestReapOnlyWorker: beside a worker that does not reap, a ReapOnly
+// worker (no handlers) takes no event, and sends the close of each client
+// of a gateway that vanished, once.
+func TestReapOnlyWorker(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	fw := startForeignWorker(t, e)
+	workertest.Start(t, e, worker.Config{ReapOnly: true})
+	gwBus := bustest.Connect(t, e, bus.Config{})
+	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "doomed"})
+	const n = 5
+	for range n {
+		gatewaytest.DialWS(t, gw, "/", nil)
+	}
+	require.Eventually(t, func() bool { c, _ := fw.counts(); return len(c) == n }, wait, 10*time.Millisecond,
+		"the other worker takes every connect: the reaper takes none")
+	time.Sleep(1500 * time.Millisecond) // presence reports and a beat reach the reaper
+	gwBus.Close()
+	require.Eventually(t, func() bool { _, c := fw.counts(); return len(c) == n }, 15*time.Second, 50*time.Millisecond,
+		"a synthesized close for each client")
+	time.Sleep(2500 * time.Millisecond) // past the reaper's resend
+	connects, closes := fw.counts()
+	for id := range connects {
+		require.Equal(t, 1, closes[id], id)
+	}
 }

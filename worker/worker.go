@@ -101,6 +101,13 @@ type Config struct {
 	ObserveHandler func(kind bus.EventKind, took time.Duration, err error)
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// ReapOnly makes a worker that takes no events: it follows the
+	// gateways' presence and, when it leads, sends the close events of a
+	// lost gateway's clients (see [Worker]'s reaper) for the workers that
+	// take events. For deployments whose workers are written in another
+	// language and do not reap (the PHP BusinessWorker). Handlers are then
+	// not needed, and not called.
+	ReapOnly bool
 }
 
 // Worker runs handlers for client events.
@@ -153,7 +160,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Bus == nil {
 		return nil, errors.New("worker: Config.Bus is required")
 	}
-	if cfg.Handlers.OnMessage == nil {
+	if cfg.Handlers.OnMessage == nil && !cfg.ReapOnly {
 		return nil, errors.New("worker: Config.Handlers.OnMessage is required")
 	}
 	if cfg.MaxConcurrency == 0 {
@@ -235,7 +242,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.handlerCtx = hctx
 	defer w.api.Close()
 
-	if h := w.cfg.Handlers.OnWorkerStart; h != nil {
+	if h := w.cfg.Handlers.OnWorkerStart; h != nil && !w.cfg.ReapOnly {
 		if err := h(ctx, w); err != nil {
 			return fmt.Errorf("worker: OnWorkerStart: %w", err)
 		}
@@ -245,16 +252,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer func() { _ = info.Unsubscribe() }()
+	reapCtx, stopReaper := context.WithCancel(hctx)
+	reaperDone := make(chan error, 1)
+	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
+	defer func() { stopReaper(); <-reaperDone }()
+	if w.cfg.ReapOnly {
+		return w.reapOnly(ctx)
+	}
 	lost, err := w.bus.QueueSubscribeBuffered(w.subj.LostEvents(), bus.WorkerQueue, bufferedBatches)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	lostConsumers := w.startConsumers(lost)
 	defer func() { _ = lost.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
-	reapCtx, stopReaper := context.WithCancel(hctx)
-	reaperDone := make(chan error, 1)
-	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
-	defer func() { stopReaper(); <-reaperDone }()
 	sub, err := w.bus.QueueSubscribeBuffered(w.subj.Events(), bus.WorkerQueue, bufferedBatches)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -299,6 +309,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 	w.log.Info("worker stopped", "handled", w.handled.Load())
+	return nil
+}
+
+// reapOnly is Run for a ReapOnly worker: its reaper runs until ctx ends.
+func (w *Worker) reapOnly(ctx context.Context) error {
+	if err := w.bus.Flush(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.log.Info("worker reaping only: it takes no events, and sends the close events of lost gateways' clients")
+	close(w.ready)
+	<-ctx.Done()
+	w.log.Info("worker stopped")
 	return nil
 }
 

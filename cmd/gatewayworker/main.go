@@ -21,6 +21,7 @@ Usage:
   gatewayworker [run] [flags]      everything in one process on embedded NATS (chat demo at http://127.0.0.1:8080)
   gatewayworker gateway [flags]    a gateway against an external NATS
   gatewayworker worker [flags]     a worker (--app chat|bench) against an external NATS
+  gatewayworker reaper [flags]     no events: the close events of a dead gateway's clients, for PHP workers
   gatewayworker status [--json]    the live gateways and workers, with their counters
   gatewayworker api [flags]        the HTTP API for pushes and queries from any language
   gatewayworker health --addr A    exit 0 when A accepts TCP connections (container healthchecks)
@@ -55,6 +56,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runGateway(ctx, args, stdout)
 	case "worker":
 		return runWorker(ctx, args, stdout)
+	case "reaper":
+		return runReaper(ctx, args, stdout)
 	case "status":
 		return runStatus(ctx, args, stdout)
 	case "api":
@@ -65,7 +68,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want run, gateway, worker, status, api or health; see --help)", cmd)
+	return fmt.Errorf("unknown command %q (want run, gateway, worker, reaper, status, api or health; see --help)", cmd)
 }
 
 // parseWithLogger parses args (printing the grouped flags on --help) and

@@ -108,3 +108,24 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	return nil
 }
+
+// runReaper runs a worker that takes no events and only reaps (worker.Config.ReapOnly):
+// the close events of a lost gateway's clients, for workers in another language.
+func runReaper(ctx context.Context, args []string, stdout io.Writer) error {
+	var s singleTier
+	log, b, err := s.start(ctx, "reaper", bus.RoleWorker,
+		"gatewayworker reaper: sends the close events of the clients of gateways that died, for workers that do not (the PHP BusinessWorker); run one or two beside them.",
+		args, stdout, func(*cli) {}, false)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	wk, err := worker.New(worker.Config{Bus: b, Prefix: s.nats.prefix, ReapOnly: true, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := wk.Run(ctx); err != nil {
+		return fmt.Errorf("reaper: %w", err)
+	}
+	return nil
+}

@@ -16,7 +16,7 @@ if (is_file($autoload)) {
     require $autoload;
 } else {
     spl_autoload_register(static function (string $class): void {
-        foreach (['GatewayWorker\\' => 'GatewayWorker/', 'GatewayClient\\' => 'GatewayClient/'] as $prefix => $dir) {
+        foreach (['GatewayWorker\\' => 'GatewayWorker/', 'GatewayClient\\' => 'GatewayClient/', 'Workerman\\' => 'Workerman/'] as $prefix => $dir) {
             if (str_starts_with($class, $prefix)) {
                 $file = __DIR__ . '/../src/' . $dir . str_replace('\\', '/', substr($class, strlen($prefix))) . '.php';
                 if (is_file($file)) {

@@ -1,7 +1,7 @@
 <?php
 
-// The PHP encoder against docs/protocol.md: the hex dumps of the commands
-// and queries, the session example, and the token table, byte for byte.
+// The PHP encoder against docs/protocol.md: the hex dumps of the commands,
+// queries and acks, the session example, and the token table, byte for byte.
 declare(strict_types=1);
 
 require __DIR__ . '/bootstrap.php';
@@ -24,6 +24,8 @@ $mine = [
     'command-send-group' => Envelope::command(Envelope::OP_SEND, [], '', 'hi room', ['gw1-mihyrchs-2']),
     'query-group-count' => Envelope::command(0, [], '房间'),
     'session' => Envelope::encodeSession($session),
+    'ack-working' => Envelope::ack($id, 2, Envelope::ACK_WORKING),
+    'ack-done-session' => Envelope::ack($id, 2, Envelope::ACK_DONE, true, Envelope::encodeSession($session)),
 ];
 foreach ($mine as $name => $bytes) {
     check("envelope $name", bin2hex($bytes), bin2hex($dumps[$name] ?? 'missing from docs/protocol.md'));
@@ -34,6 +36,15 @@ check('reply-items-more', [$r['g'], $r['n'], $r['i'], $r['more']], ['gw1', 2, ['
 $r = Envelope::reply($dumps['reply-not-found']);
 check('reply-not-found', [$r['e'], $r['g']], ['not_found', 'gw1']);
 check('session decodes', Envelope::decodeSession($dumps['session']), ['name' => 'Ann', 'room' => 1]);
+// The batches a worker decodes, and the reaper's seq 2^64-2, which ext-msgpack gives as a string.
+$b = Envelope::decode($dumps['event-batch-message']);
+check('event-batch-message', [$b['c'], $b['q'], $b['u'], Envelope::decodeSession($b['s']), $b['e']],
+    [$id, 2, 'ann', $session, [['k' => 3, 'b' => 'hi'], ['k' => 4, 'r' => 1]]]);
+check('event-batch-connect websocket', Envelope::decode($dumps['event-batch-connect'])['e'][1]['w'], ['p' => '/', 'q' => 't=1']);
+$reap = Envelope::ack($id, GatewayWorker\BusinessWorker::REAP_SEQ, Envelope::ACK_DONE);
+check('reaper seq', bin2hex(substr($reap, 19, 11)), 'a171cffffffffffffffffe');
+check('reaper seq round trip', Envelope::decode($reap)['q'], GatewayWorker\BusinessWorker::REAP_SEQ);
+check('ack seq over uint64', str_contains(thrown(fn () => Envelope::ack($id, '18446744073709551616', 1)), 'over the uint64 range'), true);
 check('wrong version', str_contains(thrown(fn () => Envelope::decode("\x02\x80")), 'version 2'), true);
 
 preg_match('/<!-- table: tokens -->\n(.*?)\n\n/s', $doc, $t);

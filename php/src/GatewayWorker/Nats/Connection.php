@@ -222,11 +222,35 @@ final class Connection
         }
     }
 
-    /** Reads and dispatches messages to subscriptions for $timeout seconds. */
-    public function process(float $timeout): void
+    /**
+     * Reads and dispatches messages to subscriptions for $timeout seconds,
+     * or until $until() is true (then it returns true). A $timeout of 0
+     * reads only what has arrived already.
+     */
+    public function process(float $timeout, ?callable $until = null): bool
     {
         $this->connect();
-        $this->pump(microtime(true) + $timeout, static fn (): bool => false);
+        $until ??= static fn (): bool => false;
+        if ($timeout <= 0) {
+            try {
+                $this->poll();
+            } catch (LostConnection) {
+                $this->reconnect();
+            }
+            return $until();
+        }
+        return $this->pump(microtime(true) + $timeout, $until);
+    }
+
+    /**
+     * Drops the socket without a word: for a forked child that inherited
+     * its parent's connection, which must neither write to it nor close it
+     * with a flush.
+     */
+    public function forget(): void
+    {
+        $this->sock = null;
+        $this->dirty = false;
     }
 
     /**

@@ -77,6 +77,28 @@ final class Envelope
         return $r;
     }
 
+    /** AckStatus values. */
+    public const ACK_DONE = 1;
+    public const ACK_WORKING = 2;
+
+    /**
+     * An Ack envelope. $seq is an int, or a decimal string for values over
+     * PHP_INT_MAX (ext-msgpack decodes such a uint64 as one: the reaper's
+     * 2^64-2). With $setSession, $session (encoded; "" clears) replaces the
+     * gateway's copy.
+     */
+    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = ''): string
+    {
+        $fields = [self::str('c') . self::str($client), self::str('q') . self::uint($seq), self::str('t') . self::int($status)];
+        if ($setSession) {
+            $fields[] = self::str('x') . "\xc3";
+            if ($session !== '') {
+                $fields[] = self::str('s') . self::bin($session);
+            }
+        }
+        return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
+    }
+
     /** Decodes any envelope into PHP values. */
     public static function decode(string $data): array
     {
@@ -188,6 +210,28 @@ final class Envelope
             $n <= 0xffff => "\xc5" . pack('n', $n),
             default => "\xc6" . pack('N', $n),
         } . $s;
+    }
+
+    /** A uint64 given as an int or as a decimal string. */
+    private static function uint(int|string $v): string
+    {
+        if (is_int($v)) {
+            return self::int($v);
+        }
+        if (preg_match('/^[0-9]{1,20}$/', $v) !== 1) {
+            throw new NatsException("gatewayworker: \"$v\" is not a uint64");
+        }
+        // Long division by 2^32: the high half is the quotient, the low half the remainder.
+        $hi = $lo = 0;
+        foreach (str_split($v) as $d) {
+            $lo = $lo * 10 + (int)$d;
+            $hi = $hi * 10 + intdiv($lo, 0x100000000);
+            $lo %= 0x100000000;
+        }
+        if ($hi > 0xffffffff) {
+            throw new NatsException("gatewayworker: $v is over the uint64 range");
+        }
+        return "\xcf" . pack('NN', $hi, $lo);
     }
 
     private static function int(int $i): string
