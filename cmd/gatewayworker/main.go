@@ -19,6 +19,7 @@ const usage = `gatewayworker: long-lived client connections on gateways, busines
 
 Usage:
   gatewayworker [run] [flags]      everything in one process on embedded NATS (chat demo at http://127.0.0.1:8080)
+  gatewayworker nats [flags]       the embedded NATS server of run, alone (for the tiers below on one box)
   gatewayworker gateway [flags]    a gateway against an external NATS
   gatewayworker worker [flags]     a worker (--app chat|bench) against an external NATS
   gatewayworker status [--json]    the live gateways and workers, with their counters
@@ -51,6 +52,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch cmd {
 	case "run":
 		return runAll(ctx, args, stdout, stderr)
+	case "nats":
+		return runNATS(ctx, args, stdout, stderr)
 	case "gateway":
 		return runGateway(ctx, args, stdout)
 	case "worker":
@@ -65,7 +68,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want run, gateway, worker, status, api or health; see --help)", cmd)
+	return fmt.Errorf("unknown command %q (want run, nats, gateway, worker, status, api or health; see --help)", cmd)
 }
 
 // parseWithLogger parses args (printing the grouped flags on --help) and

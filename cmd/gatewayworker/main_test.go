@@ -41,12 +41,17 @@ var quietLogs = []string{"--log-level", "error"}
 
 func startRun(t *testing.T, args ...string) (banner string, stop func() error) {
 	t.Helper()
+	return startCommand(t, append(append([]string{"run", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, quietLogs...), args...)...)
+}
+
+// startCommand runs a command that prints a banner ending in "Press
+// Ctrl-C" (run, nats) until the test ends or stop is called.
+func startCommand(t *testing.T, args ...string) (banner string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() {
-		done <- dispatch(ctx, append(append([]string{"run", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, quietLogs...), args...), io.Discard, &out)
-	}()
+	go func() { done <- dispatch(ctx, args, io.Discard, &out) }()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, 15*time.Second, 10*time.Millisecond)
 	stopped := false
 	stop = func() error {
@@ -59,7 +64,7 @@ func startRun(t *testing.T, args ...string) (banner string, stop func() error) {
 		case err := <-done:
 			return err
 		case <-time.After(15 * time.Second):
-			t.Fatal("run did not stop")
+			t.Fatalf("%s did not stop", args[0])
 			return nil
 		}
 	}

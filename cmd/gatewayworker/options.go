@@ -24,19 +24,28 @@ func (n *natsFlags) register(c *cli, embedded bool) {
 	c.group("NATS (every tier)")
 	if embedded {
 		c.str(&n.urls, "nats", "", "NATS URLs, comma-separated; empty starts an embedded server")
-		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
 	} else {
 		c.str(&n.urls, "nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated")
 	}
 	c.str(&n.prefix, "prefix", bus.DefaultPrefix, "subject prefix shared by gateways, workers and API clients")
-	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run generates one when no credential is given, and other tiers on this host read it)")
-	c.str(&n.user, "nats-user", "", "user name to authenticate with")
-	c.str(&n.password, "nats-password", "", "password to authenticate with")
+	n.registerEmbedded(c, embedded)
 	c.str(&n.nkey, "nats-nkey", "", "file holding an nkey seed")
 	c.str(&n.creds, "nats-creds", "", "JWT user credentials file")
 	c.str(&n.ca, "nats-ca", "", "CA file to verify NATS with TLS")
 	c.str(&n.cert, "nats-cert", "", "client certificate file for TLS to NATS")
 	c.str(&n.key, "nats-key", "", "client key file for TLS to NATS")
+}
+
+// registerEmbedded declares the credentials, and with port the port, of
+// the embedded NATS server (`run` and `nats`), which other tiers use to
+// authenticate.
+func (n *natsFlags) registerEmbedded(c *cli, port bool) {
+	if port {
+		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
+	}
+	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run and nats generate one when no credential is given, and other tiers on this host read it)")
+	c.str(&n.user, "nats-user", "", "user name to authenticate with")
+	c.str(&n.password, "nats-password", "", "password to authenticate with")
 }
 
 // noCredentials reports whether no NATS credential flag is set.

@@ -30,10 +30,14 @@ var apps = map[string]func() worker.Handlers{
 	"probe": probeHandlers,
 }
 
+// appNone runs `run` without a built-in worker, for your own workers to
+// take every event (a built-in one would share them).
+const appNone = "none"
+
 func appHandlers(name string) (worker.Handlers, error) {
 	h, ok := apps[name]
 	if !ok {
-		return worker.Handlers{}, fmt.Errorf("--app %q: want chat, bench or probe", name)
+		return worker.Handlers{}, fmt.Errorf("--app %q: want chat, bench or probe (run also takes none)", name)
 	}
 	return h(), nil
 }
@@ -46,7 +50,7 @@ type workerFlags struct {
 
 func (w *workerFlags) register(c *cli) {
 	c.group("Worker tier")
-	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol) or probe (fault tests: see probe.go)")
+	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol), probe (fault tests: see probe.go); run also takes none (no built-in worker: yours take every event)")
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
 }
@@ -168,7 +172,8 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			g.origins = pageOrigins(http)
 		}
 	}
-	if _, err := appHandlers(w.app); err != nil {
+	withWorker := w.app != appNone
+	if _, err := appHandlers(w.app); withWorker && err != nil {
 		return err
 	}
 
@@ -186,12 +191,6 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer gwBus.Close()
-	wkBus, err := connectBus(ctx, &n, embedded, bus.RoleWorker, log)
-	if err != nil {
-		return err
-	}
-	defer wkBus.Close()
-
 	g.applyGC()
 	gcfg, err := g.config(gwBus, n.prefix, log)
 	if err != nil {
@@ -201,18 +200,29 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	wcfg, err := w.config(wkBus, n.prefix, log)
-	if err != nil {
-		return err
-	}
 	m := newMetrics()
-	wcfg.ObserveHandler = m.observe
-	wk, err := worker.New(wcfg)
-	if err != nil {
-		return err
-	}
 	m.addGateway(gw)
-	m.addWorker(wk)
+	var wkBus *bus.Conn
+	// Without a built-in worker, workerRun stands for one that never stops
+	// by itself, so that shutdown and the select below stay one path.
+	workerRun := func(ctx context.Context) error { <-ctx.Done(); return nil }
+	if withWorker {
+		if wkBus, err = connectBus(ctx, &n, embedded, bus.RoleWorker, log); err != nil {
+			return err
+		}
+		defer wkBus.Close()
+		wcfg, err := w.config(wkBus, n.prefix, log)
+		if err != nil {
+			return err
+		}
+		wcfg.ObserveHandler = m.observe
+		wk, err := worker.New(wcfg)
+		if err != nil {
+			return err
+		}
+		m.addWorker(wk)
+		workerRun = wk.Run
+	}
 
 	// Workers stop after the gateway, so they handle the close events of the
 	// clients the gateway closes on its way out.
@@ -221,7 +231,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
 	workerErr := make(chan error, 1)
-	go func() { workerErr <- wk.Run(workerCtx) }()
+	go func() { workerErr <- workerRun(workerCtx) }()
 	gatewayErr := make(chan error, 1)
 	go func() { gatewayErr <- gw.Run(gwCtx) }()
 	// shutdown stops the gateway, then the worker, and waits for both.
