@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -17,16 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// buildExample builds a main package of this module into a temporary
-// directory and returns the binary's path.
-func buildExample(t *testing.T, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-	require.NoError(t, err, "go build %s:\n%s", pkg, out)
-	return bin
-}
-
 // tokenFileOf is the token file a banner names.
 func tokenFileOf(t *testing.T, banner string) string {
 	t.Helper()
@@ -35,33 +24,38 @@ func tokenFileOf(t *testing.T, banner string) string {
 	return m[1]
 }
 
-// TestLobbyBesideRunAppNone runs the README's worker (examples/lobby, as a
-// process) beside `run --app none`, the README's one-box set-up: it must
-// get every event of every client. Beside `run` with its chat worker, the
-// events were split between the two workers.
+// TestLobbyBesideRunAppNone runs the README's one-box commands verbatim:
+// `run --app none`, then the README's worker (examples/lobby) with `go run`
+// and the token file: the worker must get every event of every client.
+// Beside `run` with its chat worker, the events were split between the two.
 func TestLobbyBesideRunAppNone(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
-	lobby := buildExample(t, "../../examples/lobby")
-	banner, stop := startRun(t, "--app", "none")
-	ws := field(t, banner, "websocket")
-	token, err := os.ReadFile(tokenFileOf(t, banner))
-	require.NoError(t, err)
+	lines := readmeBlock(t, "lobby")
+	require.Len(t, lines, 2)
+	natsPort := freeAddr(t)[len("127.0.0.1:"):]
+	ws := freeAddr(t)
+	startReadmeCommand(t, parseReadmeCommand(t, lines[0]), map[string]string{
+		"GW_NATS_PORT": natsPort, "GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cmd := exec.CommandContext(ctx, lobby)
-	cmd.Env = append(os.Environ(), "NATS_URL="+field(t, banner, "nats"), "NATS_TOKEN="+strings.TrimSpace(string(token)))
+	cmd := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(lines[1], "4222", natsPort))
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+natsPort)
+	// Its own process group, like a terminal job, for Ctrl-C below.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var logs syncBuffer
 	cmd.Stderr = &logs
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	ws = "ws://" + ws + "/"
 
 	const n = 10
 	clients := make([]*websocket.Conn, n)
 	read := func(c *websocket.Conn) string {
 		t.Helper()
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second)) // the first waits for go run to build the worker
 		_, b, err := c.ReadMessage()
 		require.NoError(t, err, "lobby log:\n%s", logs.String())
 		return string(b)
@@ -82,15 +76,19 @@ func TestLobbyBesideRunAppNone(t *testing.T) {
 		}
 	}
 
-	// SIGTERM: the README's worker drains and exits 0.
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	// Ctrl-C (SIGINT to the process group, as a terminal sends it; go run
+	// leaves it to the worker): the README's worker drains and stops
+	// cleanly (log.Fatal would print its error). go run itself exits 1
+	// after an interrupt whatever the program did, so its status says nothing.
+	require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT))
 	select {
-	case err := <-exited:
-		require.NoError(t, err, "lobby log:\n%s", logs.String())
+	case <-exited:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the lobby worker did not stop")
 	}
-	require.NoError(t, stop())
+	lines = strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.Contains(t, lines[len(lines)-1], "worker stopped", "lobby log:\n%s", logs.String())
+	require.NotContains(t, logs.String(), "ERROR")
 }
 
 // TestNATSCommand: `nats` runs the embedded server alone with run's token
@@ -112,4 +110,36 @@ func TestNATSCommand(t *testing.T) {
 	require.NoError(t, stop())
 	_, err = os.Stat(file)
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestReadmeOneBox runs the README's one-box commands verbatim (nats,
+// gateway, worker as separate commands) and logs in to the chat.
+func TestReadmeOneBox(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	lines := readmeBlock(t, "one box")
+	require.Len(t, lines, 3)
+	natsPort := freeAddr(t)[len("127.0.0.1:"):]
+	ws := freeAddr(t)
+	harness := map[string]string{"GW_NATS_PORT": natsPort, "GW_NATS": "nats://127.0.0.1:" + natsPort,
+		"GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"}
+	for _, line := range lines {
+		startReadmeCommand(t, parseReadmeCommand(t, line), harness)
+	}
+	var c *websocket.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		c, _, err = websocket.DefaultDialer.Dial("ws://"+ws+"/", nil)
+		return err == nil
+	}, 15*time.Second, 20*time.Millisecond)
+	defer c.Close()
+	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var m map[string]any
+		require.NoError(t, c.ReadJSON(&m))
+		if m["type"] == "login" {
+			require.Equal(t, "Ann", m["client_name"])
+			return
+		}
+	}
 }
