@@ -34,7 +34,11 @@ func main() {
 	defer stop()
 	if err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "gatewayworker: %v\n", err)
+			if log := jsonLog.Load(); log != nil {
+				log.Error("gatewayworker stopped", "err", err)
+			} else {
+				fmt.Fprintf(os.Stderr, "gatewayworker: %v\n", err)
+			}
 			os.Exit(2)
 		}
 	}

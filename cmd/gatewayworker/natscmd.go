@@ -31,7 +31,8 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if tokenFile != "" {
 		kind = "token in " + tokenFile
 	}
-	fmt.Fprintf(stderr, "\ngatewayworker nats\n  nats        %s (%s)\nPress Ctrl-C to stop.\n\n", n.urls, kind)
+	l.announce(stderr, log, fmt.Sprintf("\ngatewayworker nats\n  nats        %s (%s)\nPress Ctrl-C to stop.\n\n", n.urls, kind),
+		"gatewayworker nats ready", "nats", n.urls, "nats_kind", kind)
 	<-ctx.Done()
 	return nil
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -192,11 +194,35 @@ func (l *logFlags) logger() (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
 	switch l.format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		log = slog.New(slog.NewTextHandler(os.Stderr, opts))
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+	// The default logger too: what libraries log there (nbio, through the
+	// gateway; the log package) follows --log-format and --log-level.
+	slog.SetDefault(log)
+	if l.format == "json" {
+		jsonLog.Store(log)
+	}
+	return log, nil
+}
+
+// jsonLog is the logger of a command that runs with --log-format json,
+// for main to log the error the command ended with as a record too.
+var jsonLog atomic.Pointer[slog.Logger]
+
+// announce tells where the process serves: with --log-format text the
+// human lines of human, with json one record msg with attrs, so a log
+// collector reads every line of the process.
+func (l *logFlags) announce(w io.Writer, log *slog.Logger, human, msg string, attrs ...any) {
+	if l.format == "json" {
+		log.Info(msg, attrs...)
+		return
+	}
+	fmt.Fprint(w, human)
 }

@@ -290,7 +290,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case embedded != nil:
 		natsKind = "embedded"
 	}
-	banner(stderr, n.urls, natsKind, gw, &g, page, w.app)
+	banner(stderr, &l, log, n.urls, natsKind, gw, page, w.app)
 
 	select {
 	case <-ctx.Done():
@@ -360,20 +360,26 @@ func (s *httpServer) stop() {
 	<-s.done
 }
 
-func banner(w io.Writer, natsURL, natsKind string, gw *gateway.Gateway, g *gatewayFlags, page *httpServer, app string) {
-	fmt.Fprintf(w, "\ngatewayworker run: app %q, gateway %s\n", app, gw.ID())
+// banner says where `run` serves (logFlags.announce).
+func banner(w io.Writer, l *logFlags, log *slog.Logger, natsURL, natsKind string, gw *gateway.Gateway, page *httpServer, app string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ngatewayworker run: app %q, gateway %s\n", app, gw.ID())
+	attrs := []any{"app", app, "gateway_id", gw.ID()}
 	if page != nil {
-		fmt.Fprintf(w, "  chat page   http://%s/\n", page.addr)
+		fmt.Fprintf(&b, "  chat page   http://%s/\n", page.addr)
+		attrs = append(attrs, "chat_page", "http://"+page.addr+"/")
 	}
 	for _, addr := range gw.Addrs() {
 		scheme, hostport, _ := strings.Cut(addr, "://")
 		switch scheme {
 		case "ws", "wss":
-			fmt.Fprintf(w, "  websocket   %s\n", addr)
+			fmt.Fprintf(&b, "  websocket   %s\n", addr)
 		default:
-			fmt.Fprintf(w, "  tcp %-7s %s\n", scheme, hostport)
+			fmt.Fprintf(&b, "  tcp %-7s %s\n", scheme, hostport)
 		}
 	}
-	fmt.Fprintf(w, "  nats        %s (%s)\n", natsURL, natsKind)
-	fmt.Fprintf(w, "Press Ctrl-C to stop.\n\n")
+	fmt.Fprintf(&b, "  nats        %s (%s)\n", natsURL, natsKind)
+	fmt.Fprintf(&b, "Press Ctrl-C to stop.\n\n")
+	attrs = append(attrs, "addrs", gw.Addrs(), "nats", natsURL, "nats_kind", natsKind)
+	l.announce(w, log, b.String(), "gatewayworker run ready", attrs...)
 }
