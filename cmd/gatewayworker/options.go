@@ -4,15 +4,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/pkg/clientid"
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
@@ -20,6 +23,7 @@ import (
 type natsFlags struct {
 	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
 	embeddedPort                                                    int
+	wait                                                            time.Duration
 }
 
 func (n *natsFlags) register(c *cli, embedded bool) {
@@ -29,6 +33,7 @@ func (n *natsFlags) register(c *cli, embedded bool) {
 	} else {
 		c.str(&n.urls, "nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated")
 	}
+	c.dur(&n.wait, "nats-wait", 30*time.Second, "how long to wait at start for a NATS server that is not reachable yet, retrying every second; then exit 69")
 	c.str(&n.prefix, "prefix", bus.DefaultPrefix, "subject prefix shared by gateways, workers and API clients")
 	n.registerEmbedded(c, embedded)
 	c.str(&n.nkey, "nats-nkey", "", "file holding an nkey seed")
@@ -123,6 +128,44 @@ func (g *gatewayFlags) applyGC() {
 	}
 }
 
+// check refuses values the gateway would refuse, naming the flags (the
+// gateway names its Config fields), before anything connects.
+func (g *gatewayFlags) check() error {
+	if _, err := g.config(nil, "", nil); err != nil {
+		return err
+	}
+	if g.id != "" {
+		if err := clientid.ValidateGatewayID(g.id); err != nil {
+			return usagef("--id: %v", err)
+		}
+	}
+	if g.ws == "" && len(splitList(g.tcp)) == 0 {
+		return usagef("no listener: set --ws or --tcp")
+	}
+	if g.wsPath == "" || g.wsPath[0] != '/' {
+		return usagef("--ws-path %q: must start with /", g.wsPath)
+	}
+	for _, f := range []struct {
+		name      string
+		v, lo, hi int
+	}{
+		{"rate-limit", g.rateLimit, 0, gateway.MaxMessagesPerSecondLimit},
+		{"max-message-size", g.maxMessage, 0, gateway.MaxBatchBytes},
+		{"max-header-bytes", g.maxHeader, 0, math.MaxInt},
+		{"send-queue-limit", g.sendQueue, 0, math.MaxInt},
+		{"max-conns", g.maxConns, 0, math.MaxInt},
+		{"ping-limit", g.pingLimit, 0, math.MaxInt},
+	} {
+		if f.v < f.lo || f.v > f.hi {
+			if f.hi == math.MaxInt {
+				return usagef("--%s %d: must not be negative", f.name, f.v)
+			}
+			return usagef("--%s %d: want %d to %d", f.name, f.v, f.lo, f.hi)
+		}
+	}
+	return nil
+}
+
 func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gateway.Config, error) {
 	cfg := gateway.Config{
 		Bus: b, ID: g.id, Prefix: prefix,
@@ -135,31 +178,33 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 	}
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
-			return cfg, fmt.Errorf("--ws-cert and --ws-key go together")
+			return cfg, usagef("--ws-cert and --ws-key go together")
 		}
 		cfg.WebSocketTLS = &gateway.TLSFiles{CertFile: g.wsCert, KeyFile: g.wsKey}
 	}
 	for _, p := range splitList(g.proxies) {
 		prefix, err := netip.ParsePrefix(p)
 		if err != nil {
-			return cfg, fmt.Errorf("--trusted-proxies %q: %v", p, err)
+			return cfg, usagef("--trusted-proxies %q: %v", p, err)
 		}
 		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
 	}
 	for _, l := range splitList(g.tcp) {
 		name, addr, ok := strings.Cut(l, "://")
+		blame := "--tcp " + strconv.Quote(l)
 		if !ok {
 			name, addr = g.tcpProtocol, l
+			blame = "--tcp-protocol " + strconv.Quote(g.tcpProtocol)
 		}
 		name, secure := strings.CutSuffix(name, "+tls")
 		codec, err := protocol.ByName(name)
 		if err != nil {
-			return cfg, fmt.Errorf("--tcp %q: %w", l, err)
+			return cfg, usagef("%s: %v", blame, err)
 		}
 		listener := gateway.TCPListener{Addr: addr, Codec: codec}
 		if secure {
 			if g.tcpCert == "" || g.tcpKey == "" {
-				return cfg, fmt.Errorf("--tcp %q needs --tcp-cert and --tcp-key", l)
+				return cfg, usagef("--tcp %q needs --tcp-cert and --tcp-key", l)
 			}
 			listener.TLS = &gateway.TLSFiles{CertFile: g.tcpCert, KeyFile: g.tcpKey}
 		}
@@ -191,7 +236,7 @@ func (l *logFlags) register(c *cli) {
 func (l *logFlags) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
+		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	var log *slog.Logger
@@ -201,7 +246,7 @@ func (l *logFlags) logger() (*slog.Logger, error) {
 	case "json":
 		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	default:
-		return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+		return nil, usagef("--log-format %q: want text or json", l.format)
 	}
 	// The default logger too: what libraries log there (nbio, through the
 	// gateway; the log package) follows --log-format and --log-level.

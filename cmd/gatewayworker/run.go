@@ -37,7 +37,7 @@ const appNone = "none"
 func appHandlers(name string) (worker.Handlers, error) {
 	h, ok := apps[name]
 	if !ok {
-		return worker.Handlers{}, fmt.Errorf("--app %q: want chat, bench or probe (run also takes none)", name)
+		return worker.Handlers{}, usagef("--app %q: want chat, bench or probe (run also takes none)", name)
 	}
 	return h(), nil
 }
@@ -88,30 +88,73 @@ func listenError(err error, flagName, addr string) error {
 
 // connectBus connects to --nats, or through memory to embedded when set,
 // with role's inbox prefix (bus.Subjects.Inbox). Without credentials, it
-// uses the token of a `run` on this host when --nats is that run's server.
+// uses the token of a `run` or `nats` on this host when --nats is that
+// one's server. A server that is not there yet (started at the same time,
+// or a moment later) is waited for up to --nats-wait, with a log line
+// saying what to start; then a *natsUnavailableError.
 func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, role bus.Role, log *slog.Logger) (*bus.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	subj, err := bus.NewSubjects(n.prefix)
 	if err != nil {
-		return nil, fmt.Errorf("--prefix: %w", err)
+		return nil, usagef("--prefix: %v", err)
 	}
 	cfg := n.config(string(role), log)
 	cfg.InboxPrefix = subj.Inbox(role)
 	if embedded != nil {
 		cfg.NATSOptions = append(cfg.NATSOptions, embedded.InProcess())
-	} else if n.noCredentials() {
-		token, path, err := readLocalToken(n.urls)
-		if err != nil {
-			return nil, err
-		}
-		if token != "" {
-			log.Info("nats: using the token of the local run", "file", path)
+	}
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		if embedded == nil && n.noCredentials() {
+			// Read at each attempt: the file appears when that server starts.
+			token, path, err := readLocalToken(n.urls)
+			if err != nil {
+				return nil, err
+			}
+			if token != "" && token != cfg.Token {
+				log.Info("nats: using the token of the local run or nats", "file", path)
+			}
 			cfg.Token = token
 		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err := bus.Connect(cctx, cfg)
+		cancel()
+		switch {
+		case err == nil:
+			if attempt > 0 {
+				log.Info("nats: connected", "nats", n.urls, "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return b, nil
+		case embedded != nil || ctx.Err() != nil:
+			return nil, err
+		case time.Since(start) >= n.wait:
+			return nil, &natsUnavailableError{err: err, urls: n.urls, waited: n.wait}
+		case attempt%10 == 0: // every ~10 s
+			log.Warn("nats: not reachable yet; retrying", "nats", n.urls, "until", n.wait, "err", err, "hint", natsHint)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	return bus.Connect(ctx, cfg)
 }
+
+// natsHint says what to start when NATS is not there.
+const natsHint = "start NATS first: `gatewayworker nats` (this host), `gatewayworker run`, or a nats-server; or point --nats at yours"
+
+// natsUnavailableError is NATS still unreachable after --nats-wait: exit
+// code 69 (EX_UNAVAILABLE), not a usage error.
+type natsUnavailableError struct {
+	err    error
+	urls   string
+	waited time.Duration
+}
+
+func (e *natsUnavailableError) Error() string {
+	return fmt.Sprintf("NATS at %s not reachable after --nats-wait %v (%v): %s", e.urls, e.waited, e.err, natsHint)
+}
+
+func (e *natsUnavailableError) Unwrap() error { return e.err }
 
 // startEmbedded starts run's NATS server. Without --nats-token or
 // --nats-user it requires a generated token, which the tiers in this
@@ -174,6 +217,9 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	withWorker := w.app != appNone
 	if _, err := appHandlers(w.app); withWorker && err != nil {
+		return err
+	}
+	if err := g.check(); err != nil {
 		return err
 	}
 

@@ -42,9 +42,10 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	log, b, err := s.start(ctx, "status", bus.RoleAPI, "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, func(c *cli) {
 		c.group("Output")
+		c.commandScoped()
 		c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
 		c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")
-	}, false)
+	}, false, nil)
 	if err != nil {
 		return err
 	}
