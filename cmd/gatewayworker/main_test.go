@@ -252,6 +252,8 @@ func TestStatusAndMetrics(t *testing.T) {
 	require.Contains(t, string(body), "gatewayworker_gateway_connections 2")
 	require.Contains(t, string(body), `gatewayworker_worker_handler_seconds_count{event="message"}`)
 	require.Contains(t, string(body), `gatewayworker_gateway_closed_total{reason="slow consumer"} 0`)
+	// Initialised for alert rules, before any handler failed.
+	require.Contains(t, string(body), `gatewayworker_worker_handler_errors_total{event="close"} 0`)
 }
 
 func TestHealth(t *testing.T) {

@@ -104,6 +104,9 @@ func TestNATSCommand(t *testing.T) {
 	var out syncBuffer
 	require.NoError(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL}, quietLogs...), &out, io.Discard))
 	require.Contains(t, out.String(), "GATEWAYS (0)")
+	var js syncBuffer
+	require.NoError(t, dispatch(context.Background(), append([]string{"status", "--json", "--nats", natsURL}, quietLogs...), &js, io.Discard))
+	require.JSONEq(t, `{"gateways": [], "workers": [], "missing": []}`, js.String(), "every list present, empty")
 
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir()) // no token file: refused
 	require.Error(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL}, quietLogs...), io.Discard, io.Discard))

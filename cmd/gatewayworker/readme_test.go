@@ -218,3 +218,25 @@ func sameLine(want, got string) error {
 	}
 	return nil
 }
+
+// TestReadmeListsEveryTask: the README's `go tool task --list` line names
+// every task of Taskfile.yml, in its order, and its Go version is go.mod's.
+func TestReadmeListsEveryTask(t *testing.T) {
+	taskfile, err := os.ReadFile("../../Taskfile.yml")
+	require.NoError(t, err)
+	var tasks []string
+	for _, m := range regexp.MustCompile(`(?m)^  ([a-z:]+):$`).FindAllStringSubmatch(string(taskfile), -1) {
+		tasks = append(tasks, m[1])
+	}
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`go tool task --list +# (.*)`).FindStringSubmatch(string(readme))
+	require.NotNil(t, m, "README has no task list")
+	require.Equal(t, strings.Join(tasks, ", "), m[1])
+
+	gomod, err := os.ReadFile("../../go.mod")
+	require.NoError(t, err)
+	goLine := regexp.MustCompile(`(?m)^go (\S+)$`).FindStringSubmatch(string(gomod))
+	require.NotNil(t, goLine)
+	require.Contains(t, string(readme), "Go "+goLine[1]+" or newer is needed")
+}
