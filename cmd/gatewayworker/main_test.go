@@ -72,6 +72,22 @@ func startCommand(t *testing.T, args ...string) (banner string, stop func() erro
 	return out.String(), stop
 }
 
+// chatLogin logs c in to the chat demo's room 1 as name and waits for the
+// chat's login answer.
+func chatLogin(t *testing.T, c *websocket.Conn, name string) {
+	t.Helper()
+	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": name, "room_id": 1}))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var m map[string]any
+		require.NoError(t, c.ReadJSON(&m))
+		if m["type"] == "login" {
+			require.Equal(t, name, m["client_name"])
+			return
+		}
+	}
+}
+
 func field(t *testing.T, banner, label string) string {
 	t.Helper()
 	m := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(label) + `\s+(\S+)`).FindStringSubmatch(banner)

@@ -29,13 +29,10 @@ func tokenFileOf(t *testing.T, banner string) string {
 // and the token file: the worker must get every event of every client.
 // Beside `run` with its chat worker, the events were split between the two.
 func TestLobbyBesideRunAppNone(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	lines := readmeBlock(t, "lobby")
 	require.Len(t, lines, 2)
-	natsPort := freeAddr(t)[len("127.0.0.1:"):]
-	ws := freeAddr(t)
-	startReadmeCommand(t, parseReadmeCommand(t, lines[0]), map[string]string{
-		"GW_NATS_PORT": natsPort, "GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"})
+	natsPort, ws, harness := readmeHarness(t)
+	startReadmeCommand(t, parseReadmeCommand(t, lines[0]), harness)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -118,13 +115,10 @@ func TestNATSCommand(t *testing.T) {
 // TestReadmeOneBox runs the README's one-box commands verbatim (nats,
 // gateway, worker as separate commands) and logs in to the chat.
 func TestReadmeOneBox(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	lines := readmeBlock(t, "one box")
 	require.Len(t, lines, 3)
-	natsPort := freeAddr(t)[len("127.0.0.1:"):]
-	ws := freeAddr(t)
-	harness := map[string]string{"GW_NATS_PORT": natsPort, "GW_NATS": "nats://127.0.0.1:" + natsPort,
-		"GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"}
+	_, ws, harness := readmeHarness(t)
+	harness["GW_NATS"] = "nats://127.0.0.1:" + harness["GW_NATS_PORT"]
 	for _, line := range lines {
 		startReadmeCommand(t, parseReadmeCommand(t, line), harness)
 	}
@@ -135,14 +129,5 @@ func TestReadmeOneBox(t *testing.T) {
 		return err == nil
 	}, 15*time.Second, 20*time.Millisecond)
 	defer c.Close()
-	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		var m map[string]any
-		require.NoError(t, c.ReadJSON(&m))
-		if m["type"] == "login" {
-			require.Equal(t, "Ann", m["client_name"])
-			return
-		}
-	}
+	chatLogin(t, c, "Ann")
 }

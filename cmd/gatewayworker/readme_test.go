@@ -101,6 +101,16 @@ func startReadmeCommand(t *testing.T, c readmeCommand, harness map[string]string
 	require.Contains(t, out.String(), ready, "%v stopped:\n%s", c.args, out.String())
 }
 
+// readmeHarness gives the README's commands a token directory of the
+// test's own and free ports in place of the fixed ones: the embedded NATS
+// port, the gateway's WebSocket address, and the environment for them.
+func readmeHarness(t *testing.T) (natsPort, ws string, env map[string]string) {
+	t.Helper()
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	natsPort, ws = freeAddr(t)[len("127.0.0.1:"):], freeAddr(t)
+	return natsPort, ws, map[string]string{"GW_NATS_PORT": natsPort, "GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"}
+}
+
 // TestReadmeHTTPAPISession starts what the README's HTTP API section
 // starts, connects two WebSocket clients, and runs the README's session
 // with bash and the real curl: each command's output and status must be
@@ -109,13 +119,11 @@ func TestReadmeHTTPAPISession(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
-	natsPort := freeAddr(t)[len("127.0.0.1:"):]
-	ws, api := freeAddr(t), freeAddr(t)
+	natsPort, ws, harness := readmeHarness(t)
+	api := freeAddr(t)
 	start := readmeBlock(t, "http-api start")
 	require.Len(t, start, 2)
-	startReadmeCommand(t, parseReadmeCommand(t, start[0]), map[string]string{
-		"GW_NATS_PORT": natsPort, "GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"})
+	startReadmeCommand(t, parseReadmeCommand(t, start[0]), harness)
 	startReadmeCommand(t, parseReadmeCommand(t, start[1]), map[string]string{
 		"GW_NATS": "nats://127.0.0.1:" + natsPort, "GW_LISTEN": api})
 
