@@ -67,6 +67,12 @@ func TestCompose(t *testing.T) {
 	if exec.Command("docker", "info").Run() != nil {
 		t.Skip("no working Docker engine")
 	}
+	// Not compose.yaml's defaults: a stack left up from the README's
+	// `docker-compose up -d` keeps its ports and network, and so does this one.
+	const gwNet = "172.28.6"
+	t.Setenv("GWSTACK_NET", gwNet)
+	t.Setenv("GWSTACK_GW1_PORT", "27272")
+	t.Setenv("GWSTACK_GW2_PORT", "27273")
 	sh(t, 5*time.Minute, "bash", "compose/build.sh")
 	_ = exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "down", "-v", "--remove-orphans").Run()
 	compose(t, "up", "-d")
@@ -80,7 +86,7 @@ func TestCompose(t *testing.T) {
 		}
 		_ = exec.Command("docker-compose", "-p", project, "-f", "../compose.yaml", "down", "-v", "--remove-orphans").Run()
 	})
-	gw1, gw2 := "ws://127.0.0.1:17272/", "ws://127.0.0.1:17273/"
+	gw1, gw2 := "ws://127.0.0.1:27272/", "ws://127.0.0.1:27273/"
 	waitEcho(t, gw1)
 	waitEcho(t, gw2)
 
@@ -97,7 +103,7 @@ func TestCompose(t *testing.T) {
 	// Well below the gateway's NATSLossTimeout (2.5 s): TCP needs a moment
 	// more to retransmit what the cut swallowed.
 	time.Sleep(500 * time.Millisecond)
-	sh(t, time.Minute, "docker", "network", "connect", "--ip", "172.28.5.11", project+"_nats", project+"_gw1_1")
+	sh(t, time.Minute, "docker", "network", "connect", "--ip", gwNet+".11", project+"_nats", project+"_gw1_1")
 	time.Sleep(5 * time.Second)
 
 	t.Log("rolling restart of the workers, one by one (SIGTERM drains)")

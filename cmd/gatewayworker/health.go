@@ -17,6 +17,7 @@ func runHealth(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	c := newCLI("health", "gatewayworker health: exit 0 when every address accepts a TCP connection (container healthchecks).")
 	c.group("Check")
+	c.commandScoped()
 	c.str(&addrs, "addr", "", "addresses to dial, comma-separated (required)")
 	c.dur(&timeout, "timeout", time.Second, "how long each dial may take")
 	if err := parseOrHelp(c, args, stdout); err != nil {
@@ -24,7 +25,7 @@ func runHealth(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	list := splitList(addrs)
 	if len(list) == 0 {
-		return fmt.Errorf("--addr is required")
+		return usagef("--addr is required")
 	}
 	for _, a := range list {
 		dctx, cancel := context.WithTimeout(ctx, timeout)

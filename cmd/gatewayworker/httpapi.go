@@ -92,8 +92,8 @@ func runAPI(ctx context.Context, args []string, stdout io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
-	fmt.Fprintf(stdout, "gatewayworker api: http://%s/v1/ (OpenAPI: http://%s%s)\n", addr, addr, httpapi.OpenAPIPath)
-	log.Info("http api listening", "addr", addr, "authenticated", len(keyList) > 0)
+	l.announce(stdout, log, fmt.Sprintf("gatewayworker api: http://%s/v1/ (OpenAPI: http://%s%s)\n", addr, addr, httpapi.OpenAPIPath),
+		"gatewayworker api ready", "url", "http://"+addr+"/v1/", "openapi", "http://"+addr+httpapi.OpenAPIPath, "authenticated", len(keyList) > 0)
 
 	select {
 	case <-ctx.Done():

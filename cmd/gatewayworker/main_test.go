@@ -41,12 +41,17 @@ var quietLogs = []string{"--log-level", "error"}
 
 func startRun(t *testing.T, args ...string) (banner string, stop func() error) {
 	t.Helper()
+	return startCommand(t, append(append([]string{"run", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, quietLogs...), args...)...)
+}
+
+// startCommand runs a command that prints a banner ending in "Press
+// Ctrl-C" (run, nats) until the test ends or stop is called.
+func startCommand(t *testing.T, args ...string) (banner string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() {
-		done <- dispatch(ctx, append(append([]string{"run", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, quietLogs...), args...), io.Discard, &out)
-	}()
+	go func() { done <- dispatch(ctx, args, io.Discard, &out) }()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, 15*time.Second, 10*time.Millisecond)
 	stopped := false
 	stop = func() error {
@@ -59,12 +64,28 @@ func startRun(t *testing.T, args ...string) (banner string, stop func() error) {
 		case err := <-done:
 			return err
 		case <-time.After(15 * time.Second):
-			t.Fatal("run did not stop")
+			t.Fatalf("%s did not stop", args[0])
 			return nil
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
 	return out.String(), stop
+}
+
+// chatLogin logs c in to the chat demo's room 1 as name and waits for the
+// chat's login answer.
+func chatLogin(t *testing.T, c *websocket.Conn, name string) {
+	t.Helper()
+	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": name, "room_id": 1}))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var m map[string]any
+		require.NoError(t, c.ReadJSON(&m))
+		if m["type"] == "login" {
+			require.Equal(t, name, m["client_name"])
+			return
+		}
+	}
 }
 
 func field(t *testing.T, banner, label string) string {
@@ -247,6 +268,8 @@ func TestStatusAndMetrics(t *testing.T) {
 	require.Contains(t, string(body), "gatewayworker_gateway_connections 2")
 	require.Contains(t, string(body), `gatewayworker_worker_handler_seconds_count{event="message"}`)
 	require.Contains(t, string(body), `gatewayworker_gateway_closed_total{reason="slow consumer"} 0`)
+	// Initialised for alert rules, before any handler failed.
+	require.Contains(t, string(body), `gatewayworker_worker_handler_errors_total{event="close"} 0`)
 }
 
 func TestHealth(t *testing.T) {

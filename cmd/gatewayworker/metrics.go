@@ -39,6 +39,11 @@ func newMetrics() *metrics {
 		}, []string{"event"}),
 	}
 	reg.MustRegister(m.handlers, m.failures)
+	// Series exist from the start, at 0: an alert on the rate of handler
+	// errors sees a series before the first error.
+	for k := bus.EventConnect; k <= bus.EventClose; k++ {
+		m.failures.WithLabelValues(k.String())
+	}
 	return m
 }
 

@@ -2,15 +2,20 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/pkg/clientid"
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
@@ -18,25 +23,36 @@ import (
 type natsFlags struct {
 	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
 	embeddedPort                                                    int
+	wait                                                            time.Duration
 }
 
 func (n *natsFlags) register(c *cli, embedded bool) {
 	c.group("NATS (every tier)")
 	if embedded {
 		c.str(&n.urls, "nats", "", "NATS URLs, comma-separated; empty starts an embedded server")
-		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
 	} else {
 		c.str(&n.urls, "nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated")
 	}
+	c.dur(&n.wait, "nats-wait", 30*time.Second, "how long to wait at start for a NATS server that is not reachable yet, retrying every second; then exit 69")
 	c.str(&n.prefix, "prefix", bus.DefaultPrefix, "subject prefix shared by gateways, workers and API clients")
-	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run generates one when no credential is given, and other tiers on this host read it)")
-	c.str(&n.user, "nats-user", "", "user name to authenticate with")
-	c.str(&n.password, "nats-password", "", "password to authenticate with")
+	n.registerEmbedded(c, embedded)
 	c.str(&n.nkey, "nats-nkey", "", "file holding an nkey seed")
 	c.str(&n.creds, "nats-creds", "", "JWT user credentials file")
 	c.str(&n.ca, "nats-ca", "", "CA file to verify NATS with TLS")
 	c.str(&n.cert, "nats-cert", "", "client certificate file for TLS to NATS")
 	c.str(&n.key, "nats-key", "", "client key file for TLS to NATS")
+}
+
+// registerEmbedded declares the credentials, and with port the port, of
+// the embedded NATS server (`run` and `nats`), which other tiers use to
+// authenticate.
+func (n *natsFlags) registerEmbedded(c *cli, port bool) {
+	if port {
+		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
+	}
+	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run and nats generate one when no credential is given, and other tiers on this host read it)")
+	c.str(&n.user, "nats-user", "", "user name to authenticate with")
+	c.str(&n.password, "nats-password", "", "password to authenticate with")
 }
 
 // noCredentials reports whether no NATS credential flag is set.
@@ -112,6 +128,44 @@ func (g *gatewayFlags) applyGC() {
 	}
 }
 
+// check refuses values the gateway would refuse, naming the flags (the
+// gateway names its Config fields), before anything connects.
+func (g *gatewayFlags) check() error {
+	if _, err := g.config(nil, "", nil); err != nil {
+		return err
+	}
+	if g.id != "" {
+		if err := clientid.ValidateGatewayID(g.id); err != nil {
+			return usagef("--id: %v", err)
+		}
+	}
+	if g.ws == "" && len(splitList(g.tcp)) == 0 {
+		return usagef("no listener: set --ws or --tcp")
+	}
+	if g.wsPath == "" || g.wsPath[0] != '/' {
+		return usagef("--ws-path %q: must start with /", g.wsPath)
+	}
+	for _, f := range []struct {
+		name      string
+		v, lo, hi int
+	}{
+		{"rate-limit", g.rateLimit, 0, gateway.MaxMessagesPerSecondLimit},
+		{"max-message-size", g.maxMessage, 0, gateway.MaxBatchBytes},
+		{"max-header-bytes", g.maxHeader, 0, math.MaxInt},
+		{"send-queue-limit", g.sendQueue, 0, math.MaxInt},
+		{"max-conns", g.maxConns, 0, math.MaxInt},
+		{"ping-limit", g.pingLimit, 0, math.MaxInt},
+	} {
+		if f.v < f.lo || f.v > f.hi {
+			if f.hi == math.MaxInt {
+				return usagef("--%s %d: must not be negative", f.name, f.v)
+			}
+			return usagef("--%s %d: want %d to %d", f.name, f.v, f.lo, f.hi)
+		}
+	}
+	return nil
+}
+
 func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gateway.Config, error) {
 	cfg := gateway.Config{
 		Bus: b, ID: g.id, Prefix: prefix,
@@ -124,31 +178,33 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 	}
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
-			return cfg, fmt.Errorf("--ws-cert and --ws-key go together")
+			return cfg, usagef("--ws-cert and --ws-key go together")
 		}
 		cfg.WebSocketTLS = &gateway.TLSFiles{CertFile: g.wsCert, KeyFile: g.wsKey}
 	}
 	for _, p := range splitList(g.proxies) {
 		prefix, err := netip.ParsePrefix(p)
 		if err != nil {
-			return cfg, fmt.Errorf("--trusted-proxies %q: %v", p, err)
+			return cfg, usagef("--trusted-proxies %q: %v", p, err)
 		}
 		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
 	}
 	for _, l := range splitList(g.tcp) {
 		name, addr, ok := strings.Cut(l, "://")
+		blame := "--tcp " + strconv.Quote(l)
 		if !ok {
 			name, addr = g.tcpProtocol, l
+			blame = "--tcp-protocol " + strconv.Quote(g.tcpProtocol)
 		}
 		name, secure := strings.CutSuffix(name, "+tls")
 		codec, err := protocol.ByName(name)
 		if err != nil {
-			return cfg, fmt.Errorf("--tcp %q: %w", l, err)
+			return cfg, usagef("%s: %v", blame, err)
 		}
 		listener := gateway.TCPListener{Addr: addr, Codec: codec}
 		if secure {
 			if g.tcpCert == "" || g.tcpKey == "" {
-				return cfg, fmt.Errorf("--tcp %q needs --tcp-cert and --tcp-key", l)
+				return cfg, usagef("--tcp %q needs --tcp-cert and --tcp-key", l)
 			}
 			listener.TLS = &gateway.TLSFiles{CertFile: g.tcpCert, KeyFile: g.tcpKey}
 		}
@@ -180,14 +236,38 @@ func (l *logFlags) register(c *cli) {
 func (l *logFlags) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
+		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
 	switch l.format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		log = slog.New(slog.NewTextHandler(os.Stderr, opts))
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	default:
+		return nil, usagef("--log-format %q: want text or json", l.format)
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+	// The default logger too: what libraries log there (nbio, through the
+	// gateway; the log package) follows --log-format and --log-level.
+	slog.SetDefault(log)
+	if l.format == "json" {
+		jsonLog.Store(log)
+	}
+	return log, nil
+}
+
+// jsonLog is the logger of a command that runs with --log-format json,
+// for main to log the error the command ended with as a record too.
+var jsonLog atomic.Pointer[slog.Logger]
+
+// announce tells where the process serves: with --log-format text the
+// human lines of human, with json one record msg with attrs, so a log
+// collector reads every line of the process.
+func (l *logFlags) announce(w io.Writer, log *slog.Logger, human, msg string, attrs ...any) {
+	if l.format == "json" {
+		log.Info(msg, attrs...)
+		return
+	}
+	fmt.Fprint(w, human)
 }

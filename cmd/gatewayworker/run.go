@@ -30,10 +30,14 @@ var apps = map[string]func() worker.Handlers{
 	"probe": probeHandlers,
 }
 
+// appNone runs `run` without a built-in worker, for your own workers to
+// take every event (a built-in one would share them).
+const appNone = "none"
+
 func appHandlers(name string) (worker.Handlers, error) {
 	h, ok := apps[name]
 	if !ok {
-		return worker.Handlers{}, fmt.Errorf("--app %q: want chat, bench or probe", name)
+		return worker.Handlers{}, usagef("--app %q: want chat, bench or probe (run also takes none)", name)
 	}
 	return h(), nil
 }
@@ -46,7 +50,7 @@ type workerFlags struct {
 
 func (w *workerFlags) register(c *cli) {
 	c.group("Worker tier")
-	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol) or probe (fault tests: see probe.go)")
+	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol), probe (fault tests: see probe.go); run also takes none (no built-in worker: yours take every event)")
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
 }
@@ -84,30 +88,73 @@ func listenError(err error, flagName, addr string) error {
 
 // connectBus connects to --nats, or through memory to embedded when set,
 // with role's inbox prefix (bus.Subjects.Inbox). Without credentials, it
-// uses the token of a `run` on this host when --nats is that run's server.
+// uses the token of a `run` or `nats` on this host when --nats is that
+// one's server. A server that is not there yet (started at the same time,
+// or a moment later) is waited for up to --nats-wait, with a log line
+// saying what to start; then a *natsUnavailableError.
 func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, role bus.Role, log *slog.Logger) (*bus.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	subj, err := bus.NewSubjects(n.prefix)
 	if err != nil {
-		return nil, fmt.Errorf("--prefix: %w", err)
+		return nil, usagef("--prefix: %v", err)
 	}
 	cfg := n.config(string(role), log)
 	cfg.InboxPrefix = subj.Inbox(role)
 	if embedded != nil {
 		cfg.NATSOptions = append(cfg.NATSOptions, embedded.InProcess())
-	} else if n.noCredentials() {
-		token, path, err := readLocalToken(n.urls)
-		if err != nil {
-			return nil, err
-		}
-		if token != "" {
-			log.Info("nats: using the token of the local run", "file", path)
+	}
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		if embedded == nil && n.noCredentials() {
+			// Read at each attempt: the file appears when that server starts.
+			token, path, err := readLocalToken(n.urls)
+			if err != nil {
+				return nil, err
+			}
+			if token != "" && token != cfg.Token {
+				log.Info("nats: using the token of the local run or nats", "file", path)
+			}
 			cfg.Token = token
 		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err := bus.Connect(cctx, cfg)
+		cancel()
+		switch {
+		case err == nil:
+			if attempt > 0 {
+				log.Info("nats: connected", "nats", n.urls, "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return b, nil
+		case embedded != nil || ctx.Err() != nil:
+			return nil, err
+		case time.Since(start) >= n.wait:
+			return nil, &natsUnavailableError{err: err, urls: n.urls, waited: n.wait}
+		case attempt%10 == 0: // every ~10 s
+			log.Warn("nats: not reachable yet; retrying", "nats", n.urls, "until", n.wait, "err", err, "hint", natsHint)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	return bus.Connect(ctx, cfg)
 }
+
+// natsHint says what to start when NATS is not there.
+const natsHint = "start NATS first: `gatewayworker nats` (this host), `gatewayworker run`, or a nats-server; or point --nats at yours"
+
+// natsUnavailableError is NATS still unreachable after --nats-wait: exit
+// code 69 (EX_UNAVAILABLE), not a usage error.
+type natsUnavailableError struct {
+	err    error
+	urls   string
+	waited time.Duration
+}
+
+func (e *natsUnavailableError) Error() string {
+	return fmt.Sprintf("NATS at %s not reachable after --nats-wait %v (%v): %s", e.urls, e.waited, e.err, natsHint)
+}
+
+func (e *natsUnavailableError) Unwrap() error { return e.err }
 
 // startEmbedded starts run's NATS server. Without --nats-token or
 // --nats-user it requires a generated token, which the tiers in this
@@ -168,7 +215,11 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			g.origins = pageOrigins(http)
 		}
 	}
-	if _, err := appHandlers(w.app); err != nil {
+	withWorker := w.app != appNone
+	if _, err := appHandlers(w.app); withWorker && err != nil {
+		return err
+	}
+	if err := g.check(); err != nil {
 		return err
 	}
 
@@ -186,12 +237,6 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer gwBus.Close()
-	wkBus, err := connectBus(ctx, &n, embedded, bus.RoleWorker, log)
-	if err != nil {
-		return err
-	}
-	defer wkBus.Close()
-
 	g.applyGC()
 	gcfg, err := g.config(gwBus, n.prefix, log)
 	if err != nil {
@@ -201,18 +246,29 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	wcfg, err := w.config(wkBus, n.prefix, log)
-	if err != nil {
-		return err
-	}
 	m := newMetrics()
-	wcfg.ObserveHandler = m.observe
-	wk, err := worker.New(wcfg)
-	if err != nil {
-		return err
-	}
 	m.addGateway(gw)
-	m.addWorker(wk)
+	var wkBus *bus.Conn
+	// Without a built-in worker, workerRun stands for one that never stops
+	// by itself, so that shutdown and the select below stay one path.
+	workerRun := func(ctx context.Context) error { <-ctx.Done(); return nil }
+	if withWorker {
+		if wkBus, err = connectBus(ctx, &n, embedded, bus.RoleWorker, log); err != nil {
+			return err
+		}
+		defer wkBus.Close()
+		wcfg, err := w.config(wkBus, n.prefix, log)
+		if err != nil {
+			return err
+		}
+		wcfg.ObserveHandler = m.observe
+		wk, err := worker.New(wcfg)
+		if err != nil {
+			return err
+		}
+		m.addWorker(wk)
+		workerRun = wk.Run
+	}
 
 	// Workers stop after the gateway, so they handle the close events of the
 	// clients the gateway closes on its way out.
@@ -221,7 +277,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
 	workerErr := make(chan error, 1)
-	go func() { workerErr <- wk.Run(workerCtx) }()
+	go func() { workerErr <- workerRun(workerCtx) }()
 	gatewayErr := make(chan error, 1)
 	go func() { gatewayErr <- gw.Run(gwCtx) }()
 	// shutdown stops the gateway, then the worker, and waits for both.
@@ -280,7 +336,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case embedded != nil:
 		natsKind = "embedded"
 	}
-	banner(stderr, n.urls, natsKind, gw, &g, page, w.app)
+	banner(stderr, &l, log, n.urls, natsKind, gw, page, w.app)
 
 	select {
 	case <-ctx.Done():
@@ -350,20 +406,26 @@ func (s *httpServer) stop() {
 	<-s.done
 }
 
-func banner(w io.Writer, natsURL, natsKind string, gw *gateway.Gateway, g *gatewayFlags, page *httpServer, app string) {
-	fmt.Fprintf(w, "\ngatewayworker run: app %q, gateway %s\n", app, gw.ID())
+// banner says where `run` serves (logFlags.announce).
+func banner(w io.Writer, l *logFlags, log *slog.Logger, natsURL, natsKind string, gw *gateway.Gateway, page *httpServer, app string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ngatewayworker run: app %q, gateway %s\n", app, gw.ID())
+	attrs := []any{"app", app, "gateway_id", gw.ID()}
 	if page != nil {
-		fmt.Fprintf(w, "  chat page   http://%s/\n", page.addr)
+		fmt.Fprintf(&b, "  chat page   http://%s/\n", page.addr)
+		attrs = append(attrs, "chat_page", "http://"+page.addr+"/")
 	}
 	for _, addr := range gw.Addrs() {
 		scheme, hostport, _ := strings.Cut(addr, "://")
 		switch scheme {
 		case "ws", "wss":
-			fmt.Fprintf(w, "  websocket   %s\n", addr)
+			fmt.Fprintf(&b, "  websocket   %s\n", addr)
 		default:
-			fmt.Fprintf(w, "  tcp %-7s %s\n", scheme, hostport)
+			fmt.Fprintf(&b, "  tcp %-7s %s\n", scheme, hostport)
 		}
 	}
-	fmt.Fprintf(w, "  nats        %s (%s)\n", natsURL, natsKind)
-	fmt.Fprintf(w, "Press Ctrl-C to stop.\n\n")
+	fmt.Fprintf(&b, "  nats        %s (%s)\n", natsURL, natsKind)
+	fmt.Fprintf(&b, "Press Ctrl-C to stop.\n\n")
+	attrs = append(attrs, "addrs", gw.Addrs(), "nats", natsURL, "nats_kind", natsKind)
+	l.announce(w, log, b.String(), "gatewayworker run ready", attrs...)
 }

@@ -61,15 +61,7 @@ func TestEmbeddedNATSRequiresTheLocalToken(t *testing.T) {
 	c, _, err := websocket.DefaultDialer.Dial(ws, http.Header{"Origin": {strings.TrimSuffix(page, "/")}})
 	require.NoError(t, err)
 	defer c.Close()
-	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		var m map[string]any
-		require.NoError(t, c.ReadJSON(&m))
-		if m["type"] == "login" {
-			break
-		}
-	}
+	chatLogin(t, c, "Ann")
 	stopWorker()
 	require.NoError(t, <-workerDone)
 	require.NoError(t, stop())
@@ -83,7 +75,7 @@ func TestAPIRefusesShortKeysBeyondLoopback(t *testing.T) {
 	api := func(listen, keys string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return dispatch(ctx, append([]string{"api", "--nats", "nats://127.0.0.1:1", "--listen", listen, "--keys", keys}, quietLogs...), io.Discard, io.Discard)
+		return dispatch(ctx, append([]string{"api", "--nats", "nats://127.0.0.1:1", "--nats-wait", "0s", "--listen", listen, "--keys", keys}, quietLogs...), io.Discard, io.Discard)
 	}
 	err := api("0.0.0.0:0", "0123456789abcdef,short")
 	require.ErrorContains(t, err, "key 2 is 5 bytes")

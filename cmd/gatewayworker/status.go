@@ -20,7 +20,8 @@ type statusReport struct {
 	Gateways []gatewayStatus `json:"gateways"`
 	Workers  []workerStatus  `json:"workers"`
 	// Missing lists gateways that are alive by their heartbeats but did not answer.
-	Missing []string `json:"missing,omitempty"`
+	// Every list is present, empty rather than null, as the README shows.
+	Missing []string `json:"missing"`
 }
 
 type gatewayStatus struct {
@@ -42,9 +43,10 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	log, b, err := s.start(ctx, "status", bus.RoleAPI, "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, func(c *cli) {
 		c.group("Output")
+		c.commandScoped()
 		c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")
 		c.dur(&timeout, "timeout", time.Second, "how long to wait for answers")
-	}, false)
+	}, false, nil)
 	if err != nil {
 		return err
 	}
@@ -55,7 +57,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer a.Close()
 
-	var report statusReport
+	report := statusReport{Gateways: []gatewayStatus{}, Workers: []workerStatus{}, Missing: []string{}}
 	now := time.Now()
 	infos, err := a.GetGatewayInfos(ctx)
 	var qe *api.QueryError

@@ -20,10 +20,11 @@ type singleTier struct {
 }
 
 // start registers the NATS flags, the command's own flags (own), --metrics
-// when withMetrics, and the logging flags; parses args; and connects to
-// NATS. The caller closes the connection.
+// when withMetrics, and the logging flags; parses args; runs check, if
+// any, so that bad values are refused before NATS is waited for; and
+// connects to NATS. The caller closes the connection.
 func (s *singleTier) start(ctx context.Context, name string, role bus.Role, title string, args []string, stdout io.Writer,
-	own func(*cli), withMetrics bool) (*slog.Logger, *bus.Conn, error) {
+	own func(*cli), withMetrics bool, check func() error) (*slog.Logger, *bus.Conn, error) {
 	c := newCLI(name, title)
 	s.nats.register(c, false)
 	own(c)
@@ -34,6 +35,11 @@ func (s *singleTier) start(ctx context.Context, name string, role bus.Role, titl
 	log, err := parseWithLogger(c, &s.logs, args, stdout)
 	if err != nil {
 		return nil, nil, err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, nil, err
+		}
 	}
 	b, err := connectBus(ctx, &s.nats, nil, role, log)
 	if err != nil {
@@ -49,7 +55,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		g gatewayFlags
 	)
 	log, b, err := s.start(ctx, "gateway", bus.RoleGateway, "gatewayworker gateway: a gateway against an external NATS.", args, stdout,
-		func(c *cli) { g.register(c, defaultGOGC) }, true)
+		func(c *cli) { g.register(c, defaultGOGC) }, true, g.check)
 	if err != nil {
 		return err
 	}
@@ -82,7 +88,8 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		s singleTier
 		w workerFlags
 	)
-	log, b, err := s.start(ctx, "worker", bus.RoleWorker, "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, w.register, true)
+	log, b, err := s.start(ctx, "worker", bus.RoleWorker, "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, w.register, true,
+		func() error { _, err := appHandlers(w.app); return err })
 	if err != nil {
 		return err
 	}
@@ -115,7 +122,7 @@ func runReaper(ctx context.Context, args []string, stdout io.Writer) error {
 	var s singleTier
 	log, b, err := s.start(ctx, "reaper", bus.RoleWorker,
 		"gatewayworker reaper: sends the close events of the clients of gateways that died, for workers that do not (the PHP BusinessWorker); run one or two beside them.",
-		args, stdout, func(*cli) {}, false)
+		args, stdout, func(*cli) {}, false, nil)
 	if err != nil {
 		return err
 	}

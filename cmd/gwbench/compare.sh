@@ -2,21 +2,26 @@
 # BENCHMARKS.md's comparison: the reference server and `run --app bench`,
 # each measured right after the other in one run, with every gwbench mode.
 # Usage: cmd/gwbench/compare.sh BINDIR   (BINDIR holds gatewayworker and gwbench)
+# REF_PORT (default 7300) and BENCH_PORT (default 7372, not the demo's 7272, so
+# that a running demo does not clash) choose the ports. Exits 1 when any
+# run printed "result: FAILED".
 set -euo pipefail
 bin=${1:?usage: cmd/gwbench/compare.sh BINDIR}
-"$bin/gwbench" refserver --addr 127.0.0.1:7300 > /dev/null 2>&1 &
+ref_port=${REF_PORT:-7300}
+gw_port=${BENCH_PORT:-7372}
+"$bin/gwbench" refserver --addr 127.0.0.1:$ref_port > /dev/null 2>&1 &
 ref=$!
-"$bin/gatewayworker" run --app bench --nats-port 0 --ws 127.0.0.1:7272 --tcp "" --http "" --log-level warn > /dev/null 2>&1 &
+"$bin/gatewayworker" run --app bench --nats-port 0 --ws 127.0.0.1:$gw_port --tcp "" --http "" --log-level warn > /dev/null 2>&1 &
 gw=$!
 trap 'kill $ref $gw 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 sleep 2
 if ! kill -0 "$ref" 2>/dev/null || ! kill -0 "$gw" 2>/dev/null; then
-  echo "a server did not start: is 127.0.0.1:7300 or :7272 taken?" >&2
+  echo "a server did not start: is 127.0.0.1:$ref_port or :$gw_port taken? (REF_PORT, BENCH_PORT)" >&2
   exit 1
 fi
 echo "## idle RSS: ref $(grep VmRSS /proc/$ref/status)  gatewayworker $(grep VmRSS /proc/$gw/status)"
 for mode in conns echo fanout ceiling group; do
-  for target in "7300 $ref reference" "7272 $gw gatewayworker"; do
+  for target in "$ref_port $ref reference" "$gw_port $gw gatewayworker"; do
     set -- $target
     case $mode in
       conns)  args="conns -n 5000 --hold 3s --server-pid $2";;
@@ -27,7 +32,12 @@ for mode in conns echo fanout ceiling group; do
       group)  args="group --groups 100 --members 10 --rate 2000 --duration 5s";;
     esac
     echo "## $mode, $3: gwbench $args --url ws://127.0.0.1:$1/"
-    "$bin/gwbench" $args --url "ws://127.0.0.1:$1/" 2>&1 |
-      grep -E "^(echo|deliveries|send->receive|round trip|loss|server RSS|sample echo|result)" || true
+    out=$("$bin/gwbench" $args --url "ws://127.0.0.1:$1/" 2>&1) || failed=1
+    grep -E "^(echo|deliveries|send->receive|round trip|loss|server RSS|sample echo|result)" <<<"$out" || true
+    if grep -q "^result: FAILED" <<<"$out"; then failed=1; fi
   done
 done
+if [ "${failed:-0}" = 1 ]; then
+  echo "compare.sh: a run FAILED (see its result line above)" >&2
+  exit 1
+fi

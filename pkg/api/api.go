@@ -26,6 +26,11 @@ var (
 	ErrLimit = errors.New("api: limit exceeded")
 	// ErrBadRequest means a gateway could not make sense of the call.
 	ErrBadRequest = errors.New("api: bad request")
+	// ErrNATSUnavailable means the NATS connection is down (reconnecting,
+	// or closed): nothing was sent. Without it, a push would wait in the
+	// reconnect buffer and a query would find no gateway, which a caller
+	// could not tell from nobody being online.
+	ErrNATSUnavailable = errors.New("api: NATS not connected")
 )
 
 // MaxNameLen is the longest group or uid name, in bytes.
@@ -103,9 +108,22 @@ func validName(name string) error {
 	return nil
 }
 
+// Available returns ErrNATSUnavailable while the NATS connection is down
+// (every call fails so then), and nil otherwise: for a caller that must
+// refuse several calls as a whole before making any.
+func (c *Client) Available() error {
+	if !c.bus.Connected() {
+		return ErrNATSUnavailable
+	}
+	return nil
+}
+
 // publish sends cmd without waiting for anyone.
 func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := c.Available(); err != nil {
 		return err
 	}
 	return c.bus.Publish(subject, bus.MarshalCommand(cmd))
@@ -117,6 +135,9 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 	if err != nil {
 		return bus.Reply{}, fmt.Errorf("%w: %q", ErrInvalidClientID, id)
 	}
+	if err := c.Available(); err != nil {
+		return bus.Reply{}, err
+	}
 	cmd.Clients = []string{id}
 	data := bus.MarshalCommand(cmd)
 	ctx, cancel := c.bounded(ctx, c.cfg.RequestTimeout)
@@ -127,6 +148,9 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 		return bus.Reply{}, fmt.Errorf("%w: %s (its gateway %s is not running)", ErrClientNotFound, id, gw)
 	}
 	if err != nil {
+		if cerr := c.Available(); cerr != nil { // lost while waiting
+			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, err)
+		}
 		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, err)
 	}
 	var rep bus.Reply

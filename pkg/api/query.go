@@ -140,6 +140,9 @@ const discoveryWindow = 150 * time.Millisecond
 // in full; otherwise, when ctx or QueryTimeout ends, a *QueryError naming
 // the gateways that did not, after each has seen what came.
 func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each func(bus.Reply)) error {
+	if err := c.Available(); err != nil {
+		return err
+	}
 	if err := c.gateways.start(); err != nil {
 		return err
 	}
@@ -181,6 +184,8 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each f
 	switch {
 	case fault != nil:
 		return fault
+	case err != nil && c.Available() != nil:
+		return fmt.Errorf("%w: %w", ErrNATSUnavailable, err) // lost while gathering
 	case errors.Is(err, bus.ErrNoResponders):
 		return nil // no gateway is running: nobody is online
 	case err != nil:
@@ -484,6 +489,9 @@ func (c *Client) GetGatewayInfos(ctx context.Context) ([]bus.GatewayInfo, error)
 // GetWorkerInfos asks every worker about itself and returns the answers that
 // came within wait (workers are not counted in advance: they may come and go).
 func (c *Client) GetWorkerInfos(ctx context.Context, wait time.Duration) ([]bus.WorkerInfo, error) {
+	if err := c.Available(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var infos []bus.WorkerInfo

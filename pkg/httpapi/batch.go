@@ -68,6 +68,12 @@ func (h *handler) serveBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		slots[i] = s
 	}
+	// Refused whole during a NATS outage, like a single call, rather than
+	// 200 with every call failed.
+	if err := h.api.Available(); err != nil {
+		writeError(w, classify(err))
+		return
+	}
 	out := batchBody{Results: make([]batchResult, len(slots))}
 	for i, s := range slots {
 		status, b := h.run(r.Context(), s.method, s.pattern, s.call)

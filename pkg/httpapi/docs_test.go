@@ -38,12 +38,8 @@ func TestDocsCurlSession(t *testing.T) {
 	require.Error(t, c2.Closed(wait))
 }
 
-// TestReadmeCurlSession runs the shorter session of the README the same way.
-func TestReadmeCurlSession(t *testing.T) {
-	c1, c2 := runCurlSession(t, "../../README.md", 5)
-	require.Equal(t, "hi room", c1.Read(wait))
-	c2.ExpectSilence(100 * time.Millisecond)
-}
+// The README's shorter session runs against the real binary:
+// cmd/gatewayworker's TestReadmeHTTPAPISession.
 
 // runCurlSession runs the first console block of a document, command by
 // command, with the real curl against a real stack holding two WebSocket

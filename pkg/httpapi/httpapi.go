@@ -218,6 +218,7 @@ const (
 	codeClientNotFound      = "client_not_found"
 	codeLimitExceeded       = "limit_exceeded"
 	codeGatewayUnavailable  = "gateway_unavailable"
+	codeNATSUnavailable     = "nats_unavailable"
 	codeInternal            = "internal"
 )
 
@@ -262,7 +263,11 @@ func classify(err error) *apiError {
 		return invalid("%v", err)
 	case errors.Is(err, api.ErrLimit):
 		return errorf(http.StatusConflict, codeLimitExceeded, "%v", err)
-	case errors.Is(err, api.ErrGatewayUnavailable), errors.Is(err, bus.ErrTimeout), errors.Is(err, bus.ErrClosed),
+	case errors.Is(err, api.ErrNATSUnavailable), errors.Is(err, bus.ErrClosed):
+		// Before the gateway's cases: a query during an outage must not
+		// look like an empty deployment, nor a push like a slow gateway.
+		return errorf(http.StatusServiceUnavailable, codeNATSUnavailable, "%v", err)
+	case errors.Is(err, api.ErrGatewayUnavailable), errors.Is(err, bus.ErrTimeout),
 		errors.Is(err, bus.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errorf(http.StatusServiceUnavailable, codeGatewayUnavailable, "%v", err)
 	}

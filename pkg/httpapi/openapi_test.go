@@ -65,10 +65,7 @@ type openAPISchema struct {
 // must be in the document.
 func TestOpenAPIDocumentIsTrue(t *testing.T) {
 	s := newStack(t, stackConfig{})
-	status, _, raw := s.raw("GET", httpapi.OpenAPIPath, nil, nil)
-	require.Equal(t, 200, status)
-	var doc openAPIDoc
-	require.NoError(t, json.Unmarshal(raw, &doc))
+	doc := readOpenAPI(t, s)
 	require.Equal(t, "3.1.0", doc.OpenAPI)
 
 	var documented []string
@@ -92,27 +89,7 @@ func TestOpenAPIDocumentIsTrue(t *testing.T) {
 			require.NoError(t, s.api.BindUID(t.Context(), id, docUID))
 			require.NoError(t, s.api.JoinGroup(t.Context(), id, docGroup))
 
-			target := path
-			var query []string
-			for _, p := range op.Parameters {
-				if p.Ref != "" {
-					p = doc.Components.Parameters[strings.TrimPrefix(p.Ref, "#/components/parameters/")]
-				}
-				switch {
-				case p.In == "path" && p.Name == "id":
-					require.Equal(t, docClientID, p.Example)
-					target = strings.ReplaceAll(target, "{id}", id)
-				case p.In == "path":
-					require.NotEmpty(t, p.Example, p.Name)
-					target = strings.ReplaceAll(target, "{"+p.Name+"}", p.Example)
-				case p.In == "query" && p.Example != "":
-					query = append(query, p.Name+"="+p.Example)
-				}
-			}
-			require.NotContains(t, target, "{", "a path parameter is not documented")
-			if len(query) > 0 {
-				target += "?" + strings.Join(query, "&")
-			}
+			target := docTarget(t, doc, path, op, id)
 
 			var success []string
 			for code, resp := range op.Responses {
@@ -131,13 +108,7 @@ func TestOpenAPIDocumentIsTrue(t *testing.T) {
 			}
 			require.Contains(t, op.Responses, "401")
 
-			var body any
-			if op.RequestBody != nil {
-				example := op.RequestBody.Content["application/json"].Example
-				require.NotEmpty(t, example, "a request body example")
-				body = strings.ReplaceAll(string(example), docClientID, id)
-			}
-			status, answer := s.call(method, target, body)
+			status, answer := s.call(method, target, docBody(t, op, id))
 			require.NotEqual(t, http.StatusNotFound, status, "%v", answer)
 			require.NotEqual(t, http.StatusMethodNotAllowed, status, "%v", answer)
 			require.Equal(t, success[0], strconv.Itoa(status), "%v", answer)
@@ -151,4 +122,53 @@ func TestOpenAPIDocumentIsTrue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readOpenAPI returns the document the handler serves.
+func readOpenAPI(t *testing.T, s *stack) openAPIDoc {
+	t.Helper()
+	status, _, raw := s.raw("GET", httpapi.OpenAPIPath, nil, nil)
+	require.Equal(t, 200, status)
+	var doc openAPIDoc
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	return doc
+}
+
+// docTarget is the URL path and query of a documented operation with its
+// examples, for client id.
+func docTarget(t *testing.T, doc openAPIDoc, path string, op openAPIOperation, id string) string {
+	t.Helper()
+	target := path
+	var query []string
+	for _, p := range op.Parameters {
+		if p.Ref != "" {
+			p = doc.Components.Parameters[strings.TrimPrefix(p.Ref, "#/components/parameters/")]
+		}
+		switch {
+		case p.In == "path" && p.Name == "id":
+			require.Equal(t, docClientID, p.Example)
+			target = strings.ReplaceAll(target, "{id}", id)
+		case p.In == "path":
+			require.NotEmpty(t, p.Example, p.Name)
+			target = strings.ReplaceAll(target, "{"+p.Name+"}", p.Example)
+		case p.In == "query" && p.Example != "":
+			query = append(query, p.Name+"="+p.Example)
+		}
+	}
+	require.NotContains(t, target, "{", "a path parameter is not documented")
+	if len(query) > 0 {
+		target += "?" + strings.Join(query, "&")
+	}
+	return target
+}
+
+// docBody is the documented request body example for client id, or nil.
+func docBody(t *testing.T, op openAPIOperation, id string) any {
+	t.Helper()
+	if op.RequestBody == nil {
+		return nil
+	}
+	example := op.RequestBody.Content["application/json"].Example
+	require.NotEmpty(t, example, "a request body example")
+	return strings.ReplaceAll(string(example), docClientID, id)
 }

@@ -49,7 +49,9 @@ type stack struct {
 	e   *bus.Embedded
 	gw  *gateway.Gateway
 	api *api.Client
-	srv *httptest.Server
+	// apiBus is the API client's NATS connection.
+	apiBus *bus.Conn
+	srv    *httptest.Server
 }
 
 func newStack(t testing.TB, cfg stackConfig) *stack {
@@ -74,7 +76,7 @@ func newStack(t testing.TB, cfg stackConfig) *stack {
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &stack{t: t, e: e, gw: gw, api: a, srv: srv}
+	return &stack{t: t, e: e, gw: gw, api: a, apiBus: cfg.api.Bus, srv: srv}
 }
 
 // dial connects a WebSocket client and returns it with its id. A push to
