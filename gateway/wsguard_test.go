@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -313,4 +314,35 @@ func TestUpgradeHeadIsBounded(t *testing.T) {
 		resp, _ := io.ReadAll(conn)
 		require.True(t, bytes.HasPrefix(resp, []byte("HTTP/1.1 431 ")), "%q (write: %v)", resp, err)
 	})
+}
+
+// TestWebSocketRSV1OnlyOnCompressedMessages: with permessage-deflate
+// negotiated, RSV1 marks a message's first frame, and only that one.
+func TestWebSocketRSV1OnlyOnCompressedMessages(t *testing.T) {
+	s := startEdge(t, gateway.Config{WebSocketCompression: true})
+	dial := func() *rawWS {
+		c, code := dialRaw(t, s.gw.WebSocketAddr(), upgradeRequest+"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+		require.Equal(t, 101, code)
+		op, _ := c.readFrame()
+		require.Equal(t, byte(1), op, "the greeting")
+		return c
+	}
+	var deflated bytes.Buffer
+	fw, err := flate.NewWriter(&deflated, flate.BestSpeed)
+	require.NoError(t, err)
+	_, _ = fw.Write([]byte("squeezed"))
+	require.NoError(t, fw.Flush())
+	body := bytes.TrimSuffix(deflated.Bytes(), []byte{0, 0, 0xff, 0xff})
+
+	c := dial()
+	_, err = c.conn.Write(frame(0xc1, body, true, 0))
+	require.NoError(t, err)
+	op, got := c.next()
+	require.Equal(t, byte(1), op)
+	require.Equal(t, "squeezed", got)
+
+	c = dial()
+	_, err = c.conn.Write(append(frame(0x41, body[:2], true, 0), frame(0xc0, body[2:], true, 0)...))
+	require.NoError(t, err)
+	require.Equal(t, 1002, c.closeCode(), "RSV1 on a continuation frame")
 }
