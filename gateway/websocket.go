@@ -170,7 +170,12 @@ func (g *Gateway) listenWebSocket() error {
 		}
 		hs.finished(nc)
 		t := &wsTransport{c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
-		// nbio reads the session for every read: from now on, it is t.
+		// nbio reads the session for every read: from now on, it is t. On
+		// a plain listener the upgrade runs on the poller, inside the read
+		// of the request, so t sees every frame. A TLS listener upgrades
+		// on nbio's pool, and frames that a client sends before the 101
+		// (RFC 6455 §4.1 says it must wait) can reach nbio's parser
+		// unchecked in the moment between its SetSession and this one.
 		nc.SetSession(t)
 		c := g.newClient(g.clientAddr(r), t)
 		if c == nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
 )
 
@@ -27,6 +28,7 @@ type rawWS struct {
 	t    *testing.T
 	conn net.Conn
 	r    *bufio.Reader
+	id   string // the client id, once upgraded
 }
 
 // dialRaw sends head (the request line and headers, without the blank
@@ -57,13 +59,14 @@ func dialRaw(t *testing.T, addr, head string) (*rawWS, int) {
 }
 
 // upgrade opens a WebSocket connection and reads the greeting the edge's
-// worker sends on connect.
+// worker sends on connect: the client's id.
 func upgrade(t *testing.T, addr string) *rawWS {
 	t.Helper()
 	c, code := dialRaw(t, addr, upgradeRequest)
 	require.Equal(t, 101, code)
-	op, _ := c.readFrame()
+	op, id := c.readFrame()
 	require.Equal(t, byte(1), op, "the greeting")
+	c.id = string(id)
 	return c
 }
 
@@ -185,6 +188,7 @@ func TestWebSocketFramesBreakingRFC6455GetCloseCode1002(t *testing.T) {
 				require.NoError(t, err)
 			}
 			require.Equal(t, 1002, c.closeCode())
+			require.Equal(t, bus.CloseProtocolError, s.closeReason(t, c.id))
 		})
 	}
 }
