@@ -178,6 +178,10 @@ func TestWebSocketFramesBreakingRFC6455GetCloseCode1002(t *testing.T) {
 		{"pong over 125 bytes", [][]byte{frame(0x8a, bytes.Repeat([]byte{'p'}, 126), true, 0)}},
 		{"close over 125 bytes", [][]byte{frame(0x88, append([]byte{3, 232}, bytes.Repeat([]byte{'c'}, 124)...), true, 0)}},
 		{"close with a 1-byte payload", [][]byte{masked(0x88, "x")}},
+		{"close code 999", [][]byte{masked(0x88, "\x03\xe7")}},
+		{"close code 1005 (reserved)", [][]byte{masked(0x88, "\x03\xed")}},
+		{"close reason not UTF-8", [][]byte{masked(0x88, "\x03\xe8\xff\xfe")}},
+		{"text not UTF-8", [][]byte{masked(0x81, "\xff\xfe")}},
 		{"header split across writes", [][]byte{{0x81}, {0xff}, {0x80, 0, 0, 0}, {0, 0, 0, 0}, {1, 2}, {3, 4}}},
 	}
 	for _, tc := range cases {
