@@ -204,7 +204,7 @@ func (g *Gateway) listenWebSocket() error {
 		Addrs:              addrs,
 		AddrsTLS:           tlsAddrs,
 		TLSConfig:          tlsConfig,
-		Handler:            mux,
+		Handler:            hs.closingAfterRead(mux, tlsConfig == nil),
 		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		// No read deadline from nbio: see handshakes.

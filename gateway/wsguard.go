@@ -205,6 +205,9 @@ type handshake struct {
 	timer *time.Timer
 	// bytes and lines count what came before the upgrade.
 	bytes, lines int
+	// refused is set when a response that ends the connection was
+	// written: guardedData closes it once nbio's parser has returned.
+	refused bool
 }
 
 // pollerConn is the nbio connection under c: what OnOpen and OnData see.
@@ -283,9 +286,15 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 // guardedData wraps the engine's data handler: before the upgrade it
 // bounds the request head, answering 431 (plain listeners) and closing
 // past MaxHeaderBytes, so that a client sending header lines without end
-// holds at most that much. After the upgrade it costs a type check.
+// holds at most that much, and it closes connections whose request was
+// refused (see closingAfterRead). After the upgrade it costs a type check.
 func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
-	if p, ok := c.Session().(*nbhttp.Parser); ok && !h.read(c, data) {
+	p, ok := c.Session().(*nbhttp.Parser)
+	if !ok {
+		c.DataHandler()(c, data)
+		return
+	}
+	if !h.read(c, data) {
 		if !h.tls {
 			_, _ = p.Conn.Write(response431)
 		}
@@ -293,6 +302,40 @@ func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 		return
 	}
 	c.DataHandler()(c, data)
+	h.mu.Lock()
+	hs := h.pending[c]
+	refused := hs != nil && hs.refused
+	h.mu.Unlock()
+	if refused {
+		_ = c.Close()
+	}
+}
+
+// closingAfterRead wraps the engine's HTTP handler. On a listener whose
+// handlers run inline on the poller (inline), nbio must not close the
+// connection after a response that ends it (HTTP/1.0, "Connection:
+// close"): it would do so inside its parser, which holds the parser's
+// lock, and the close job nbio then runs in the same loop takes that lock
+// again, freezing the poller and every connection on it. The connection
+// is closed by guardedData instead, once the parser has returned.
+func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handler {
+	if !inline {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		res, ok := w.(*nbhttp.Response)
+		if !r.Close || !ok || res.Parser == nil {
+			return
+		}
+		nc := pollerConn(res.Parser.Conn)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if hs := h.pending[nc]; hs != nil { // not upgraded
+			hs.refused, r.Close = true, false
+			w.Header().Set("Connection", "close")
+		}
+	})
 }
 
 // badHandshake says what makes r an invalid opening handshake that nbio's

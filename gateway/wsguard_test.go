@@ -354,3 +354,34 @@ func TestWebSocketRSV1OnlyOnCompressedMessages(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1002, c.closeCode(), "RSV1 on a continuation frame")
 }
+
+// TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning: nbio
+// closed such a connection inside its parser, and its close job then
+// waited for the parser's own lock: the poller froze with every
+// connection on it.
+func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) {
+	s := startEdge(t, gateway.Config{})
+	for i := range 40 {
+		head := "GET / HTTP/1.0\r\nHost: x\r\n"
+		switch i % 4 {
+		case 1:
+			head = "GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		case 2:
+			head = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		case 3:
+			head = strings.Replace(upgradeRequest, "HTTP/1.1", "HTTP/1.0", 1)
+		}
+		c, code := dialRaw(t, s.gw.WebSocketAddr(), head)
+		require.Contains(t, []int{400, 404}, code, "request %d", i)
+		_, err := io.ReadAll(c.r)
+		require.NoError(t, err, "request %d: the gateway ends the connection", i)
+	}
+	for range 8 { // whichever poller they land on
+		c := upgrade(t, s.gw.WebSocketAddr())
+		_, err := c.conn.Write(masked(0x81, "alive"))
+		require.NoError(t, err)
+		op, got := c.next()
+		require.Equal(t, byte(1), op)
+		require.Equal(t, "alive", got)
+	}
+}
