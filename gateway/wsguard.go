@@ -205,8 +205,8 @@ type handshake struct {
 	timer *time.Timer
 	// bytes and lines count what came before the upgrade.
 	bytes, lines int
-	// refused is set when a response that ends the connection was
-	// written: guardedData closes it once nbio's parser has returned.
+	// refused is set once a request was answered without an upgrade:
+	// guardedData closes the connection when nbio's parser has returned.
 	refused bool
 }
 
@@ -235,7 +235,14 @@ func (h *handshakes) opened(c *nbio.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	hs := &handshake{}
-	hs.timer = time.AfterFunc(h.timeout, func() {
+	var expire func()
+	expire = func() {
+		if c.ExecuteLen() > 0 {
+			// A handler runs inside nbio's parser: closing now would
+			// freeze the poller (see closingAfterRead). Come back.
+			time.AfterFunc(10*time.Millisecond, expire)
+			return
+		}
 		h.mu.Lock()
 		// nbio may reuse the connection for a later one.
 		mine := h.pending[c] == hs
@@ -246,7 +253,8 @@ func (h *handshakes) opened(c *nbio.Conn) {
 		if mine {
 			_ = c.Close()
 		}
-	})
+	}
+	hs.timer = time.AfterFunc(h.timeout, expire)
 	h.pending[c] = hs
 }
 
@@ -311,13 +319,18 @@ func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 	}
 }
 
-// closingAfterRead wraps the engine's HTTP handler. On a listener whose
-// handlers run inline on the poller (inline), nbio must not close the
-// connection after a response that ends it (HTTP/1.0, "Connection:
-// close"): it would do so inside its parser, which holds the parser's
-// lock, and the close job nbio then runs in the same loop takes that lock
-// again, freezing the poller and every connection on it. The connection
-// is closed by guardedData instead, once the parser has returned.
+// closingAfterRead wraps the engine's HTTP handler on a listener whose
+// handlers run on the poller, inside nbio's parser (inline), so that no
+// connection is closed there. nbio runs a handler as a job of the
+// connection's serial executor while its parser holds the parser's lock;
+// a close meanwhile queues the connection's cleanup behind that job, in
+// the same loop, and the cleanup takes the parser's lock again: the poller
+// froze, with every connection on it. nbio closes there after a response
+// that ends the connection (HTTP/1.0, "Connection: close"). A request that
+// did not upgrade is answered "Connection: close" instead, and guardedData
+// closes its connection once the parser has returned. (An upgraded
+// connection's cleanup takes the WebSocket connection's lock, not the
+// parser's.)
 func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handler {
 	if !inline {
 		return next
@@ -325,7 +338,7 @@ func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handl
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r)
 		res, ok := w.(*nbhttp.Response)
-		if !r.Close || !ok || res.Parser == nil {
+		if !ok || res.Parser == nil {
 			return
 		}
 		nc := pollerConn(res.Parser.Conn)

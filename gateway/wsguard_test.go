@@ -361,15 +361,17 @@ func TestWebSocketRSV1OnlyOnCompressedMessages(t *testing.T) {
 // connection on it.
 func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) {
 	s := startEdge(t, gateway.Config{})
-	for i := range 40 {
+	for i := range 50 {
 		head := "GET / HTTP/1.0\r\nHost: x\r\n"
-		switch i % 4 {
+		switch i % 5 {
 		case 1:
 			head = "GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
 		case 2:
 			head = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
 		case 3:
 			head = strings.Replace(upgradeRequest, "HTTP/1.1", "HTTP/1.0", 1)
+		case 4: // keep-alive, but refused: closed as well
+			head = strings.Replace(upgradeRequest, "dGhlIHNhbXBsZSBub25jZQ==", "short", 1)
 		}
 		c, code := dialRaw(t, s.gw.WebSocketAddr(), head)
 		require.Contains(t, []int{400, 404}, code, "request %d", i)
