@@ -244,12 +244,17 @@ func TestWebSocketValidFramesStillWork(t *testing.T) {
 	}
 }
 
+// exchange sends a masked frame and returns the next frame back.
+func (c *rawWS) exchange(b0 byte, payload string) (byte, string) {
+	c.t.Helper()
+	_, err := c.conn.Write(masked(b0, payload))
+	require.NoError(c.t, err)
+	return c.next()
+}
+
 func TestWebSocketPingGetsPong(t *testing.T) {
 	s := startEdge(t, gateway.Config{})
-	c := upgrade(t, s.gw.WebSocketAddr())
-	_, err := c.conn.Write(masked(0x89, "are you there"))
-	require.NoError(t, err)
-	op, p := c.next()
+	op, p := upgrade(t, s.gw.WebSocketAddr()).exchange(0x89, "are you there")
 	require.Equal(t, byte(10), op)
 	require.Equal(t, "are you there", p)
 }
@@ -379,10 +384,7 @@ func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) 
 		require.NoError(t, err, "request %d: the gateway ends the connection", i)
 	}
 	for range 8 { // whichever poller they land on
-		c := upgrade(t, s.gw.WebSocketAddr())
-		_, err := c.conn.Write(masked(0x81, "alive"))
-		require.NoError(t, err)
-		op, got := c.next()
+		op, got := upgrade(t, s.gw.WebSocketAddr()).exchange(0x81, "alive")
 		require.Equal(t, byte(1), op)
 		require.Equal(t, "alive", got)
 	}
