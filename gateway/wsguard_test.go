@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,9 +39,15 @@ func dialRaw(t *testing.T, addr, head string) (*rawWS, int) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
+	return handshake(t, conn, head)
+}
+
+// handshake is dialRaw on a connection of the caller's.
+func handshake(t *testing.T, conn net.Conn, head string) (*rawWS, int) {
+	t.Helper()
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(2 * wait))
-	_, err = conn.Write([]byte(head + "\r\n"))
+	_, err := conn.Write([]byte(head + "\r\n"))
 	require.NoError(t, err)
 	c := &rawWS{t: t, conn: conn, r: bufio.NewReader(conn)}
 	status, err := c.r.ReadString('\n')
@@ -388,4 +395,42 @@ func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) 
 		require.Equal(t, byte(1), op)
 		require.Equal(t, "alive", got)
 	}
+}
+
+// TestWSSInputIsGuardedToo: on a wss:// listener the guard sits on the
+// decrypted stream, the handshake clock stops at the upgrade, and the
+// request head is bounded (on the wire: the gateway closes without a 431).
+func TestWSSInputIsGuardedToo(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	s := startEdge(t, gateway.Config{
+		WebSocketTLS:     &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile},
+		HandshakeTimeout: 300 * time.Millisecond,
+	})
+	dial := func() net.Conn {
+		conn, err := tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
+		require.NoError(t, err)
+		return conn
+	}
+	c, code := handshake(t, dial(), upgradeRequest)
+	require.Equal(t, 101, code)
+	op, _ := c.readFrame()
+	require.Equal(t, byte(1), op, "the greeting")
+	time.Sleep(3 * 300 * time.Millisecond) // past HandshakeTimeout
+	op, got := c.exchange(0x81, "still here")
+	require.Equal(t, byte(1), op)
+	require.Equal(t, "still here", got)
+	_, err := c.conn.Write([]byte{0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4})
+	require.NoError(t, err)
+	require.Equal(t, 1002, c.closeCode())
+
+	conn := dial()
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * wait))
+	_, err = conn.Write([]byte(upgradeRequest + strings.Repeat("X-Pad: "+strings.Repeat("p", 1000)+"\r\n", 40)))
+	var ne net.Error
+	if errors.As(err, &ne) {
+		require.False(t, ne.Timeout())
+	}
+	_, err = io.ReadAll(conn)
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "closed by the gateway, not by the test's deadline")
 }
