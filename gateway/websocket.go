@@ -330,7 +330,7 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseSlowConsumer
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return bus.CloseMessageTooLarge
-	case errors.Is(err, ErrFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
+	case errors.Is(err, errFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
 		return bus.CloseProtocolError
 	}
 	return bus.CloseClientClosed

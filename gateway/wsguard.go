@@ -13,15 +13,15 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-// Sentinel errors of the WebSocket input checks. A connection closed with
-// one of them counts as bus.CloseProtocolError.
+// Errors of the WebSocket input checks, as nbio's close callbacks see
+// them; clients and workers see close codes and bus.CloseReason instead.
 var (
-	// ErrFrameProtocol means a client frame broke RFC 6455 §5: the gateway
-	// answered with close code 1002.
-	ErrFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
-	// ErrHeaderTooLarge means an upgrade request's head passed
+	// errFrameProtocol means a client frame broke RFC 6455 §5: the gateway
+	// answered with close code 1002; workers hear bus.CloseProtocolError.
+	errFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
+	// errHeaderTooLarge means an upgrade request's head passed
 	// MaxHeaderBytes or MaxHeaderCount: the gateway answered 431.
-	ErrHeaderTooLarge = errors.New("gateway: request header fields too large")
+	errHeaderTooLarge = errors.New("gateway: request header fields too large")
 )
 
 // frameError is one way a frame breaks RFC 6455; its text is the close
@@ -29,7 +29,7 @@ var (
 type frameError string
 
 func (e frameError) Error() string        { return string(e) }
-func (e frameError) Is(target error) bool { return target == ErrFrameProtocol }
+func (e frameError) Is(target error) bool { return target == errFrameProtocol }
 
 const (
 	errUnmasked          = frameError("client frame not masked")
@@ -306,7 +306,7 @@ func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 		if !h.tls {
 			_, _ = p.Conn.Write(response431)
 		}
-		_ = c.CloseWithError(ErrHeaderTooLarge)
+		_ = c.CloseWithError(errHeaderTooLarge)
 		return
 	}
 	c.DataHandler()(c, data)
