@@ -193,8 +193,7 @@ var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnec
 // (20 MiB of headers were accepted, then sent to workers).
 type handshakes struct {
 	timeout time.Duration
-	// maxBytes bounds the bytes read before the upgrade; lines, when
-	// counted, the request line, header lines and blank line.
+	// maxBytes bounds the bytes read before the upgrade (see read).
 	maxBytes int
 	tls      bool
 	mu       sync.Mutex
@@ -236,21 +235,28 @@ func (h *handshakes) opened(c *nbio.Conn) {
 	defer h.mu.Unlock()
 	hs := &handshake{}
 	var expire func()
+	// nbio may reuse the connection for a later one: hs must still be
+	// its entry.
+	mine := func(take bool) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		ok := h.pending[c] == hs
+		if ok && take {
+			delete(h.pending, c)
+		}
+		return ok
+	}
 	expire = func() {
+		if !mine(false) {
+			return
+		}
 		if c.ExecuteLen() > 0 {
 			// A handler runs inside nbio's parser: closing now would
 			// freeze the poller (see closingAfterRead). Come back.
 			time.AfterFunc(10*time.Millisecond, expire)
 			return
 		}
-		h.mu.Lock()
-		// nbio may reuse the connection for a later one.
-		mine := h.pending[c] == hs
-		if mine {
-			delete(h.pending, c)
-		}
-		h.mu.Unlock()
-		if mine {
+		if mine(true) {
 			_ = c.Close()
 		}
 	}
