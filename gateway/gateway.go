@@ -436,6 +436,7 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 			// not reach them, its close included.
 			c.announced, announce = false, false
 		}
+		c.finished = unsendable && c.ended
 	} else {
 		for _, ev := range evs {
 			c.queue = append(c.queue, owned(ev))
@@ -476,7 +477,11 @@ func owned(ev bus.Event) bus.Event {
 // c.mu must be held.
 func (g *Gateway) nextBatchLocked(c *client, now time.Time) (data []byte, dropped bool) {
 	for len(c.queue) > 0 {
-		budget := MaxBatchBytes - batchOverhead(g.cfg.ID, c, g.reg.uidOf(c))
+		budget := MaxBatchBytes
+		if limit := g.bus.MaxPayload(); limit > 0 && limit < MaxBatchBytes {
+			budget = int(limit) // events that fit alone then go alone
+		}
+		budget -= batchOverhead(g.cfg.ID, c, g.reg.uidOf(c))
 		n, size := 0, 0
 		for n < len(c.queue) && (n == 0 || size+eventSize(c.queue[n]) <= budget) {
 			size += eventSize(c.queue[n])

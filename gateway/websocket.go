@@ -170,7 +170,12 @@ func (g *Gateway) listenWebSocket() error {
 		}
 		hs.finished(nc)
 		t := &wsTransport{c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
-		// nbio reads the session for every read: from now on, it is t.
+		// nbio reads the session for every read: from now on, it is t. On
+		// a plain listener the upgrade runs on the poller, inside the read
+		// of the request, so t sees every frame. A TLS listener upgrades
+		// on nbio's pool, and frames that a client sends before the 101
+		// (RFC 6455 §4.1 says it must wait) can reach nbio's parser
+		// unchecked in the moment between its SetSession and this one.
 		nc.SetSession(t)
 		c := g.newClient(g.clientAddr(r), t)
 		if c == nil {
@@ -199,7 +204,7 @@ func (g *Gateway) listenWebSocket() error {
 		Addrs:              addrs,
 		AddrsTLS:           tlsAddrs,
 		TLSConfig:          tlsConfig,
-		Handler:            mux,
+		Handler:            hs.closingAfterRead(mux, tlsConfig == nil),
 		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		// No read deadline from nbio: see handshakes.
@@ -325,7 +330,7 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseSlowConsumer
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return bus.CloseMessageTooLarge
-	case errors.Is(err, ErrFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
+	case errors.Is(err, errFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
 		return bus.CloseProtocolError
 	}
 	return bus.CloseClientClosed

@@ -13,15 +13,15 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-// Sentinel errors of the WebSocket input checks. A connection closed with
-// one of them counts as bus.CloseProtocolError.
+// Errors of the WebSocket input checks, as nbio's close callbacks see
+// them; clients and workers see close codes and bus.CloseReason instead.
 var (
-	// ErrFrameProtocol means a client frame broke RFC 6455 §5: the gateway
-	// answered with close code 1002.
-	ErrFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
-	// ErrHeaderTooLarge means an upgrade request's head passed
+	// errFrameProtocol means a client frame broke RFC 6455 §5: the gateway
+	// answered with close code 1002; workers hear bus.CloseProtocolError.
+	errFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
+	// errHeaderTooLarge means an upgrade request's head passed
 	// MaxHeaderBytes or MaxHeaderCount: the gateway answered 431.
-	ErrHeaderTooLarge = errors.New("gateway: request header fields too large")
+	errHeaderTooLarge = errors.New("gateway: request header fields too large")
 )
 
 // frameError is one way a frame breaks RFC 6455; its text is the close
@@ -29,7 +29,7 @@ var (
 type frameError string
 
 func (e frameError) Error() string        { return string(e) }
-func (e frameError) Is(target error) bool { return target == ErrFrameProtocol }
+func (e frameError) Is(target error) bool { return target == errFrameProtocol }
 
 const (
 	errUnmasked          = frameError("client frame not masked")
@@ -193,8 +193,7 @@ var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnec
 // (20 MiB of headers were accepted, then sent to workers).
 type handshakes struct {
 	timeout time.Duration
-	// maxBytes bounds the bytes read before the upgrade; lines, when
-	// counted, the request line, header lines and blank line.
+	// maxBytes bounds the bytes read before the upgrade (see read).
 	maxBytes int
 	tls      bool
 	mu       sync.Mutex
@@ -205,6 +204,9 @@ type handshake struct {
 	timer *time.Timer
 	// bytes and lines count what came before the upgrade.
 	bytes, lines int
+	// refused is set once a request was answered without an upgrade:
+	// guardedData closes the connection when nbio's parser has returned.
+	refused bool
 }
 
 // pollerConn is the nbio connection under c: what OnOpen and OnData see.
@@ -232,18 +234,33 @@ func (h *handshakes) opened(c *nbio.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	hs := &handshake{}
-	hs.timer = time.AfterFunc(h.timeout, func() {
+	var expire func()
+	// nbio may reuse the connection for a later one: hs must still be
+	// its entry.
+	mine := func(take bool) bool {
 		h.mu.Lock()
-		// nbio may reuse the connection for a later one.
-		mine := h.pending[c] == hs
-		if mine {
+		defer h.mu.Unlock()
+		ok := h.pending[c] == hs
+		if ok && take {
 			delete(h.pending, c)
 		}
-		h.mu.Unlock()
-		if mine {
+		return ok
+	}
+	expire = func() {
+		if !mine(false) {
+			return
+		}
+		if c.ExecuteLen() > 0 {
+			// A handler runs inside nbio's parser: closing now would
+			// freeze the poller (see closingAfterRead). Come back.
+			time.AfterFunc(10*time.Millisecond, expire)
+			return
+		}
+		if mine(true) {
 			_ = c.Close()
 		}
-	})
+	}
+	hs.timer = time.AfterFunc(h.timeout, expire)
 	h.pending[c] = hs
 }
 
@@ -283,16 +300,61 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 // guardedData wraps the engine's data handler: before the upgrade it
 // bounds the request head, answering 431 (plain listeners) and closing
 // past MaxHeaderBytes, so that a client sending header lines without end
-// holds at most that much. After the upgrade it costs a type check.
+// holds at most that much, and it closes connections whose request was
+// refused (see closingAfterRead). After the upgrade it costs a type check.
 func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
-	if p, ok := c.Session().(*nbhttp.Parser); ok && !h.read(c, data) {
+	p, ok := c.Session().(*nbhttp.Parser)
+	if !ok {
+		c.DataHandler()(c, data)
+		return
+	}
+	if !h.read(c, data) {
 		if !h.tls {
 			_, _ = p.Conn.Write(response431)
 		}
-		_ = c.CloseWithError(ErrHeaderTooLarge)
+		_ = c.CloseWithError(errHeaderTooLarge)
 		return
 	}
 	c.DataHandler()(c, data)
+	h.mu.Lock()
+	hs := h.pending[c]
+	refused := hs != nil && hs.refused
+	h.mu.Unlock()
+	if refused {
+		_ = c.Close()
+	}
+}
+
+// closingAfterRead wraps the engine's HTTP handler on a listener whose
+// handlers run on the poller, inside nbio's parser (inline), so that no
+// connection is closed there. nbio runs a handler as a job of the
+// connection's serial executor while its parser holds the parser's lock;
+// a close meanwhile queues the connection's cleanup behind that job, in
+// the same loop, and the cleanup takes the parser's lock again: the poller
+// froze, with every connection on it. nbio closes there after a response
+// that ends the connection (HTTP/1.0, "Connection: close"). A request that
+// did not upgrade is answered "Connection: close" instead, and guardedData
+// closes its connection once the parser has returned. (An upgraded
+// connection's cleanup takes the WebSocket connection's lock, not the
+// parser's.)
+func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handler {
+	if !inline {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		res, ok := w.(*nbhttp.Response)
+		if !ok || res.Parser == nil {
+			return
+		}
+		nc := pollerConn(res.Parser.Conn)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if hs := h.pending[nc]; hs != nil { // not upgraded
+			hs.refused, r.Close = true, false
+			w.Header().Set("Connection", "close")
+		}
+	})
 }
 
 // badHandshake says what makes r an invalid opening handshake that nbio's
