@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
@@ -149,21 +148,22 @@ func (g *Gateway) listenWebSocket() error {
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,
 		}})
 	})
-	addrs, tlsAddrs := []string{g.cfg.WebSocketAddr}, []string(nil)
-	var tlsConfig *tls.Config
+	// wss:// connections are accepted by listenWSS, which serves them with
+	// crypto/tls on the engine's pollers (tlsSession).
+	var e *nbhttp.Engine
+	var listen func(network, addr string) (net.Listener, error)
 	if f := g.cfg.WebSocketTLS; f != nil {
-		var err error
-		if tlsConfig, err = loadTLS(f); err != nil {
+		tlsConfig, err := loadTLS(f, "http/1.1")
+		if err != nil {
 			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 		}
-		addrs, tlsAddrs = nil, addrs
+		listen = g.listenWSS(&e, tlsConfig)
 	}
-	e := nbhttp.NewEngine(nbhttp.Config{
+	e = nbhttp.NewEngine(nbhttp.Config{
 		Name:               "gateway-ws",
 		Network:            "tcp",
-		Addrs:              addrs,
-		AddrsTLS:           tlsAddrs,
-		TLSConfig:          tlsConfig,
+		Addrs:              []string{g.cfg.WebSocketAddr},
+		Listen:             listen,
 		Handler:            mux,
 		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
@@ -173,8 +173,13 @@ func (g *Gateway) listenWebSocket() error {
 		// Message buffers are recycled: a fresh one per message was a fifth
 		// of the gateway's allocations in the echo benchmark.
 		ReleaseWebsocketPayload: true,
-		ServerExecutor:          wsExecutor(tlsConfig),
+		ServerExecutor:          wsExecutor,
 	})
+	// wss:// connections are upgraded on their own goroutine, so nbio takes
+	// their engine from here; their writes go through crypto/tls to the
+	// poller, which queues them: no writer goroutine.
+	up.Engine = e
+	up.BlockingModAsyncWrite = false
 	opened := raceBridge(e)
 	e.OnOpen(func(c net.Conn) {
 		hs.opened(c)
@@ -184,11 +189,7 @@ func (g *Gateway) listenWebSocket() error {
 		return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 	}
 	g.ws = e
-	if g.cfg.WebSocketTLS != nil {
-		g.wsAddr = e.AddrsTLS[0]
-	} else {
-		g.wsAddr = e.Addrs[0]
-	}
+	g.wsAddr = e.Addrs[0]
 	return nil
 }
 
@@ -251,15 +252,9 @@ const noDeadline = 100 * 365 * 24 * time.Hour
 // while writing to the server, and a hand-off to nbio's goroutine pool cost
 // a tenth of the echo rate. (A NATS server that stops reading thus stops
 // the poller's reads too, which pushes back on clients through TCP; with the
-// pool their messages piled up in memory instead.) TLS
-// listeners keep the pool, so that one client's TLS handshake does not hold
-// up the other connections of its poller.
-func wsExecutor(tlsConfig *tls.Config) func(func()) {
-	if tlsConfig != nil {
-		return nil
-	}
-	return func(f func()) { f() }
-}
+// pool their messages piled up in memory instead.) wss:// connections run
+// theirs on their own goroutine (tlsSession).
+func wsExecutor(f func()) { f() }
 
 // handshakes closes connections whose WebSocket handshake has not finished
 // within HandshakeTimeout. nbio's own means, the engine's KeepaliveTime read
@@ -320,6 +315,8 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseClientClosed
 	case errors.Is(err, nbio.ErrOverflow):
 		return bus.CloseSlowConsumer
+	case errors.Is(err, errTLSBacklog):
+		return bus.CloseEventQueueFull
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return bus.CloseMessageTooLarge
 	case errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
