@@ -187,33 +187,44 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	}
 }
 
-// listenWSS is nbhttp's Listen for a wss:// listener: the engine's
-// pollers do its sockets' I/O, crypto/tls the rest (tlsSession).
-func (g *Gateway) listenWSS(e **nbhttp.Engine, cfg *tls.Config) func(network, addr string) (net.Listener, error) {
-	return func(network, addr string) (net.Listener, error) {
-		ln, err := net.Listen(network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return tlsListener{Listener: ln, serve: func(raw net.Conn) { g.acceptWSS(*e, cfg, raw) }}, nil
-	}
+// wssAcceptor serves a wss:// listener's connections: the engine's pollers
+// do their sockets' I/O, crypto/tls the rest (tlsSession).
+type wssAcceptor struct {
+	g   *Gateway
+	cfg *tls.Config
+	// e and opened (raceBridge's) are set once the engine exists, before
+	// it starts listening.
+	e      *nbhttp.Engine
+	opened func()
 }
 
-func (g *Gateway) acceptWSS(e *nbhttp.Engine, cfg *tls.Config, raw net.Conn) {
+// listen is the engine's Listen.
+func (a *wssAcceptor) listen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return tlsListener{Listener: ln, serve: a.accept}, nil
+}
+
+func (a *wssAcceptor) accept(raw net.Conn) {
 	nbc, err := nbio.NBConn(raw)
 	if err != nil {
 		_ = raw.Close()
 		return
 	}
-	s := newTLSSession(nbc, cfg, g.cfg.MaxPendingEventBytes)
+	s := newTLSSession(nbc, a.cfg, a.g.cfg.MaxPendingEventBytes)
 	nbc.SetSession(s)
-	nbc.OnData(e.DataHandler)
+	nbc.OnData(a.e.DataHandler)
+	// The engine may read the socket before OnOpen returns: the race
+	// detector's edge goes first.
+	a.opened()
 	// It runs OnOpen, which starts the handshake clock: HandshakeTimeout
 	// bounds the TLS and the WebSocket handshake together.
-	if e.AddTransferredConn(nbc) != nil {
+	if a.e.AddTransferredConn(nbc) != nil {
 		return // refused and closed (MaxLoad)
 	}
-	go g.serveWSS(s, e)
+	go a.g.serveWSS(s, a.e)
 }
 
 // serveWSS is a wss:// connection's goroutine: nbhttp's parser reads the

@@ -148,18 +148,17 @@ func (g *Gateway) listenWebSocket() error {
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,
 		}})
 	})
-	// wss:// connections are accepted by listenWSS, which serves them with
-	// crypto/tls on the engine's pollers (tlsSession).
-	var e *nbhttp.Engine
+	var wss *wssAcceptor
 	var listen func(network, addr string) (net.Listener, error)
 	if f := g.cfg.WebSocketTLS; f != nil {
 		tlsConfig, err := loadTLS(f, "http/1.1")
 		if err != nil {
 			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 		}
-		listen = g.listenWSS(&e, tlsConfig)
+		wss = &wssAcceptor{g: g, cfg: tlsConfig}
+		listen = wss.listen
 	}
-	e = nbhttp.NewEngine(nbhttp.Config{
+	e := nbhttp.NewEngine(nbhttp.Config{
 		Name:               "gateway-ws",
 		Network:            "tcp",
 		Addrs:              []string{g.cfg.WebSocketAddr},
@@ -181,6 +180,9 @@ func (g *Gateway) listenWebSocket() error {
 	up.Engine = e
 	up.BlockingModAsyncWrite = false
 	opened := raceBridge(e)
+	if wss != nil {
+		wss.e, wss.opened = e, opened
+	}
 	e.OnOpen(func(c net.Conn) {
 		hs.opened(c)
 		opened()
