@@ -34,6 +34,10 @@ func loadTLS(f *TLSFiles, nextProtos ...string) (*tls.Config, error) {
 // taken in several reads without a system call.
 const tlsReadSize = 4 << 10
 
+// tlsKeptInput is the largest input buffer a TLS connection keeps between
+// reads: enough for small messages, not for a handshake's.
+const tlsKeptInput = 1 << 10
+
 // tlsSession serves one TLS client with Go's crypto/tls on a poller's
 // socket (nbio's own TLS is a 2021 fork of crypto/tls). The poller reads
 // the socket and hands the ciphertext in (Parse); what crypto/tls writes
@@ -129,7 +133,7 @@ func (s *tlsSession) Read(b []byte) (int, error) {
 	s.off += n
 	if s.off == len(s.in) {
 		s.in, s.off = s.in[:0], 0
-		if cap(s.in) > tlsReadSize { // a burst grew it: do not keep it idle
+		if cap(s.in) > tlsKeptInput { // a handshake or a burst grew it: not kept idle
 			s.in = nil
 		}
 	}
@@ -146,6 +150,15 @@ func (s *tlsSession) RemoteAddr() net.Addr        { return s.nbc.RemoteAddr() }
 func (s *tlsSession) SetDeadline(time.Time) error      { return nil }
 func (s *tlsSession) SetReadDeadline(time.Time) error  { return nil }
 func (s *tlsSession) SetWriteDeadline(time.Time) error { return nil }
+
+// handshake runs the TLS handshake on a goroutine of its own, so that the
+// deep stack it grows (ML-KEM's arrays among others) goes away with it
+// rather than stay with the connection's goroutine while the client idles.
+func (s *tlsSession) handshake() error {
+	done := make(chan error, 1)
+	go func() { done <- s.tls.Handshake() }()
+	return <-done
+}
 
 // serve decrypts until the connection ends and hands the plaintext to
 // handle. It returns nbio's close error when the socket closed under it
@@ -231,6 +244,11 @@ func (a *wssAcceptor) accept(raw net.Conn) {
 // upgrade request from the plaintext, then the WebSocket conn it made.
 // Handlers run here, as a plain connection's run on its poller.
 func (g *Gateway) serveWSS(s *tlsSession, e *nbhttp.Engine) {
+	if err := s.handshake(); err != nil {
+		g.log.Debug("TLS handshake failed", "remote", s.nbc.RemoteAddr().String(), "err", err)
+		_ = s.nbc.Close()
+		return
+	}
 	conn := &nbhttp.Conn{Conn: s.tls}
 	parser := nbhttp.NewParser(conn, e, nbhttp.NewServerProcessor(), false, nbhttp.SyncExecutor)
 	conn.Parser = parser
@@ -290,7 +308,7 @@ func (g *Gateway) tlsTCPHandlers(e *nbio.Engine, cfg *tls.Config, codec protocol
 func (g *Gateway) serveTLSTCP(s *tlsSession, codec protocol.Codec) {
 	defer func() { _ = s.nbc.Close() }()
 	timer := time.AfterFunc(g.cfg.HandshakeTimeout, func() { _ = s.nbc.Close() })
-	err := s.tls.Handshake()
+	err := s.handshake()
 	if !timer.Stop() || err != nil {
 		g.log.Debug("TLS handshake failed", "remote", s.nbc.RemoteAddr().String(), "err", err)
 		return
