@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -179,4 +180,67 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	require.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines of unfinished handshakes remain")
+}
+
+// TestTLSSlowConsumerIsClosed: pushes to TLS clients that stop reading pile
+// up in the gateway's send queue, never in a blocked writer: the others
+// keep receiving, and the stuck ones are closed as slow consumers.
+func TestTLSSlowConsumerIsClosed(t *testing.T) {
+	s, addrs, pool := startTLSEdge(t, gateway.Config{SendQueueLimit: 256 << 10})
+	reader, _, err := (&websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}).Dial("wss://"+addrs["wss"]+"/", nil)
+	require.NoError(t, err)
+	defer reader.Close()
+	readMsg := func(c *websocket.Conn) string {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		_, msg, err := c.ReadMessage()
+		require.NoError(t, err)
+		return string(msg)
+	}
+	readMsg(reader) // its id
+
+	// Clients that never read, with a small socket buffer so the gateway's
+	// queue fills instead of the kernel's.
+	smallBuffer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		}
+		return c, err
+	}
+	stuckWS, _, err := (&websocket.Dialer{NetDialContext: smallBuffer, TLSClientConfig: &tls.Config{RootCAs: pool}}).Dial("wss://"+addrs["wss"]+"/", nil)
+	require.NoError(t, err)
+	defer stuckWS.Close()
+	raw, err := smallBuffer(context.Background(), "tcp", addrs["text+tls"])
+	require.NoError(t, err)
+	stuckTCP := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	defer stuckTCP.Close()
+	lines := &tlsLines{conn: stuckTCP, r: bufio.NewReader(stuckTCP)}
+	stuck := []string{readMsg(stuckWS), lines.read(t)}
+
+	payload := []byte(strings.Repeat("storm ", 2000)) // 12 KB
+	const rounds, perRound = 50, 20
+	for range rounds {
+		for range perRound {
+			require.NoError(t, s.api.SendToAll(context.Background(), payload))
+		}
+		for range perRound {
+			require.Equal(t, string(payload), readMsg(reader))
+		}
+	}
+	pending := map[string]bool{stuck[0]: true, stuck[1]: true}
+	deadline := time.After(2 * wait)
+	for len(pending) > 0 {
+		select {
+		case id := <-s.closed:
+			delete(pending, id)
+		case <-deadline:
+			t.Fatalf("no close event for %v", pending)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range stuck {
+		require.Equal(t, bus.CloseSlowConsumer, s.reasons[id], id)
+	}
 }
