@@ -17,7 +17,8 @@ type TCPListener struct {
 	Addr string
 	// Codec cuts the stream into messages. Nil means protocol.Text.
 	Codec protocol.Codec
-	// TLS, if set, makes clients speak TLS first.
+	// TLS, if set, makes clients speak TLS first (Go's crypto/tls, TLS 1.2
+	// and later).
 	TLS *TLSFiles
 }
 
