@@ -17,8 +17,20 @@ import (
 )
 
 // errTLSBacklog closes a TLS client whose ciphertext arrives faster than
-// its goroutine decrypts it, past MaxPendingEventBytes.
+// it is decrypted, past MaxPendingEventBytes.
 var errTLSBacklog = errors.New("gateway: TLS input waits past MaxPendingEventBytes")
+
+// errTLSProtocol wraps what crypto/tls refused in a client's input.
+var errTLSProtocol = errors.New("gateway: bad TLS input")
+
+// wouldBlock is what a live tlsSession gives crypto/tls when the rest of a
+// record has not arrived yet: for a temporary net.Error, crypto/tls keeps
+// the partial record and its state, and the next Read goes on from there.
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "gateway: TLS record incomplete" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
 
 // loadTLS reads a certificate for Go's crypto/tls.
 func loadTLS(f *TLSFiles, nextProtos ...string) (*tls.Config, error) {
@@ -29,10 +41,8 @@ func loadTLS(f *TLSFiles, nextProtos ...string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: nextProtos}, nil
 }
 
-// tlsReadSize is how much plaintext a TLS connection's goroutine takes at
-// a time. Small, because an idle connection holds it; a larger record is
-// taken in several reads without a system call.
-const tlsReadSize = 4 << 10
+// plaintextBuffers hold what crypto/tls decrypted while it is handled.
+var plaintextBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // tlsKeptInput is the largest input buffer a TLS connection keeps between
 // reads: enough for small messages, not for a handshake's.
@@ -42,26 +52,34 @@ const tlsKeptInput = 1 << 10
 // socket (nbio's own TLS is a 2021 fork of crypto/tls). The poller reads
 // the socket and hands the ciphertext in (Parse); what crypto/tls writes
 // goes to the nbio.Conn, which queues what the socket does not take, up to
-// SendQueueLimit, as for plain clients, so writers never block. A
-// goroutine per connection runs the handshake, decrypts, and feeds the
-// plaintext to the listener's usual code (serve). To nbhttp the session is
-// the connection's parser: its engine feeds it and tells it when the socket
-// closed (CloseAndClean).
+// SendQueueLimit, as for plain clients, so writers never block.
+//
+// crypto/tls's handshake only blocks, so it runs on a goroutine of its own,
+// which waits in Read for what the poller hands in. Once it is done the
+// session goes live: the poller decrypts what it read and feeds the
+// plaintext to the listener's usual code (handle), as for plain clients,
+// and Read says wouldBlock instead of waiting. No goroutine stays with an
+// idle client. To nbhttp the session is the connection's parser: its engine
+// feeds it and tells it when the socket closed (CloseAndClean).
 type tlsSession struct {
 	nbc   *nbio.Conn
 	tls   *tls.Conn
 	limit int
+	// handle takes plaintext, and end learns that the socket closed and
+	// why; both are set when the session goes live, and run one at a time.
+	handle func([]byte) error
+	end    func(error)
 
 	mu   sync.Mutex
-	wake sync.Cond // signalled when input arrives or the socket closes
+	wake sync.Cond // the handshake waits on it for input or the close
 	// in[off:] is ciphertext not yet taken by crypto/tls.
-	in     []byte
-	off    int
-	closed bool
+	in  []byte
+	off int
+	// live: the handshake is done. draining: a goroutine is decrypting and
+	// handling input; others only append to in. ended: end has run.
+	live, draining, closed, ended bool
 	// cause is what nbio reported when the socket closed (nil: orderly).
 	cause error
-	// client is a raw TCP listener's client, once the handshake is done.
-	client *client
 }
 
 func newTLSSession(c *nbio.Conn, cfg *tls.Config, limit int) *tlsSession {
@@ -71,61 +89,130 @@ func newTLSSession(c *nbio.Conn, cfg *tls.Config, limit int) *tlsSession {
 	return s
 }
 
-// Parse takes ciphertext the poller read; it copies it.
+// Parse takes ciphertext the poller read (it copies it) and, once the
+// session is live, decrypts and handles it unless another goroutine is at
+// it. An error means the socket must close.
 func (s *tlsSession) Parse(data []byte) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(s.in)-s.off+len(data) > s.limit {
+		s.mu.Unlock()
 		return errTLSBacklog
 	}
 	s.in = append(s.in, data...)
-	s.wake.Signal()
+	if !s.live {
+		s.wake.Signal()
+	}
+	if !s.live || s.draining {
+		s.mu.Unlock()
+		return nil
+	}
+	s.draining = true
+	s.mu.Unlock()
+	return s.drain()
+}
+
+// goLive ends the handshake's goroutine: from now on the poller drains. It
+// drains once itself, for input that came with the handshake's last flight.
+func (s *tlsSession) goLive(handle func([]byte) error, end func(error)) {
+	s.mu.Lock()
+	s.handle, s.end, s.live = handle, end, true
+	if s.closed {
+		s.ended = true
+		s.mu.Unlock()
+		end(s.cause)
+		return
+	}
+	s.draining = true
+	s.mu.Unlock()
+	if err := s.drain(); err != nil {
+		s.nbc.CloseWithError(err)
+	}
+}
+
+// drain decrypts and handles input until crypto/tls needs more. The caller
+// set draining; drain clears it, and runs end if the socket closed
+// meanwhile. It returns why the socket must close, if it must.
+func (s *tlsSession) drain() (err error) {
+	buf := plaintextBuffers.Get().(*[]byte)
+	defer plaintextBuffers.Put(buf)
+	for err == nil {
+		n, rerr := s.tls.Read(*buf)
+		if n > 0 {
+			// Input that came before the client closed is handled; once
+			// the gateway closed the socket (a bad message), no more is.
+			wasClosed, _ := s.nbc.IsClosed()
+			err = s.handle((*buf)[:n])
+			if closed, _ := s.nbc.IsClosed(); err == nil && closed && !wasClosed {
+				err = net.ErrClosed
+			}
+		}
+		switch {
+		case err != nil:
+		case errors.As(rerr, new(wouldBlock)):
+			s.mu.Lock()
+			if s.off < len(s.in) { // more came while we worked
+				s.mu.Unlock()
+				continue
+			}
+			return s.stopDraining() // with s.mu held
+		case errors.Is(rerr, io.EOF): // close_notify, or the socket closed
+			err = rerr
+		case rerr != nil:
+			err = fmt.Errorf("%w: %w", errTLSProtocol, rerr)
+		}
+	}
+	s.mu.Lock()
+	_ = s.stopDraining()
+	return err
+}
+
+// stopDraining clears draining and runs end if the socket closed; s.mu is
+// held on entry and released.
+func (s *tlsSession) stopDraining() error {
+	s.draining = false
+	run := s.closed && !s.ended
+	s.ended = s.ended || run
+	cause := s.cause
+	s.mu.Unlock()
+	if run {
+		s.end(cause)
+	}
 	return nil
 }
 
-// CloseAndClean is told that the socket closed, and why.
-func (s *tlsSession) CloseAndClean(err error) { s.socketClosed(err) }
-
-// socketClosed ends the input and returns the client, if one was attached.
-func (s *tlsSession) socketClosed(err error) *client {
+// CloseAndClean is told that the socket closed, and why. end runs now,
+// unless the handshake is not done or a drain is under way (they run it).
+func (s *tlsSession) CloseAndClean(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		s.closed, s.cause = true, err
-		s.wake.Signal()
-	}
-	return s.client
-}
-
-// attach records c as the session's client; false when the socket closed
-// already, and nobody else will close c.
-func (s *tlsSession) attach(c *client) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		s.mu.Unlock()
+		return
 	}
-	s.client = c
-	return true
-}
-
-// closedBy reports whether the socket closed, and what nbio said then.
-func (s *tlsSession) closedBy() (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed, s.cause
+	s.closed, s.cause = true, err
+	s.wake.Signal()
+	if !s.live || s.draining {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.mu.Unlock()
+	s.end(err)
 }
 
 // UnderlayerConn is the socket, for nbhttp.
 func (s *tlsSession) UnderlayerConn() net.Conn { return s.nbc }
 
-// Read gives crypto/tls the ciphertext the poller read, waiting for it.
+// Read gives crypto/tls the ciphertext the poller read. During the
+// handshake it waits for it; then it says wouldBlock.
 func (s *tlsSession) Read(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.off == len(s.in) {
-		if s.closed {
+		switch {
+		case s.closed:
 			return 0, io.EOF
+		case s.live:
+			return 0, wouldBlock{}
 		}
 		s.wake.Wait()
 	}
@@ -150,37 +237,6 @@ func (s *tlsSession) RemoteAddr() net.Addr        { return s.nbc.RemoteAddr() }
 func (s *tlsSession) SetDeadline(time.Time) error      { return nil }
 func (s *tlsSession) SetReadDeadline(time.Time) error  { return nil }
 func (s *tlsSession) SetWriteDeadline(time.Time) error { return nil }
-
-// handshake runs the TLS handshake on a goroutine of its own, so that the
-// deep stack it grows (ML-KEM's arrays among others) goes away with it
-// rather than stay with the connection's goroutine while the client idles.
-func (s *tlsSession) handshake() error {
-	done := make(chan error, 1)
-	go func() { done <- s.tls.Handshake() }()
-	return <-done
-}
-
-// serve decrypts until the connection ends and hands the plaintext to
-// handle. It returns nbio's close error when the socket closed under it
-// (nil for an orderly close), else the TLS or handle error that stopped it;
-// the caller closes the socket then.
-func (s *tlsSession) serve(handle func([]byte) error) error {
-	buf := make([]byte, tlsReadSize)
-	for {
-		n, err := s.tls.Read(buf)
-		if n > 0 {
-			if herr := handle(buf[:n]); herr != nil {
-				return herr
-			}
-		}
-		if err != nil {
-			if closed, cause := s.closedBy(); closed {
-				return cause
-			}
-			return err
-		}
-	}
-}
 
 // tlsListener hands the connections it accepts to serve instead of
 // returning them: nbhttp would serve them with its own TLS. nbhttp sees
@@ -240,11 +296,11 @@ func (a *wssAcceptor) accept(raw net.Conn) {
 	go a.g.serveWSS(s, a.e)
 }
 
-// serveWSS is a wss:// connection's goroutine: nbhttp's parser reads the
-// upgrade request from the plaintext, then the WebSocket conn it made.
-// Handlers run here, as a plain connection's run on its poller.
+// serveWSS is a wss:// connection's handshake goroutine. Once live, nbhttp's
+// parser reads the upgrade request from the plaintext, then the WebSocket
+// conn it made; handlers run on the poller, as for plain connections.
 func (g *Gateway) serveWSS(s *tlsSession, e *nbhttp.Engine) {
-	if err := s.handshake(); err != nil {
+	if err := s.tls.Handshake(); err != nil {
 		g.log.Debug("TLS handshake failed", "remote", s.nbc.RemoteAddr().String(), "err", err)
 		_ = s.nbc.Close()
 		return
@@ -253,7 +309,7 @@ func (g *Gateway) serveWSS(s *tlsSession, e *nbhttp.Engine) {
 	parser := nbhttp.NewParser(conn, e, nbhttp.NewServerProcessor(), false, nbhttp.SyncExecutor)
 	conn.Parser = parser
 	var pc nbhttp.ParserCloser = parser
-	err := s.serve(func(data []byte) error {
+	s.goLive(func(data []byte) error {
 		err := pc.Parse(data)
 		if parser != nil && parser.ParserCloser != nil { // upgraded
 			pc = parser.ParserCloser
@@ -261,12 +317,7 @@ func (g *Gateway) serveWSS(s *tlsSession, e *nbhttp.Engine) {
 			parser = nil
 		}
 		return err
-	})
-	if err != nil {
-		g.log.Debug("wss connection ended", "remote", s.nbc.RemoteAddr().String(), "err", err)
-	}
-	pc.CloseAndClean(err)
-	_ = s.nbc.Close()
+	}, func(err error) { pc.CloseAndClean(err) })
 }
 
 // tlsTCPHandlers serve a +tls raw TCP listener's clients through
@@ -286,48 +337,43 @@ func (g *Gateway) tlsTCPHandlers(e *nbio.Engine, cfg *tls.Config, codec protocol
 			return
 		}
 		if err := s.Parse(data); err != nil {
-			if c := s.socketClosed(err); c != nil {
-				c.setReason(bus.CloseEventQueueFull)
-			}
-			_ = conn.Close()
+			conn.CloseWithError(err)
 		}
 	})
 	e.OnClose(func(conn *nbio.Conn, err error) {
-		s, ok := conn.Session().(*tlsSession)
-		if !ok {
-			return
-		}
-		if c := s.socketClosed(err); c != nil {
-			g.closedTCP(c, err)
+		if s, ok := conn.Session().(*tlsSession); ok {
+			s.CloseAndClean(err)
 		}
 	})
 }
 
-// serveTLSTCP is a +tls TCP connection's goroutine. Its client exists from
-// the end of the handshake on: nothing can be sent to it before.
+// serveTLSTCP is a +tls TCP connection's handshake goroutine. Its client
+// exists from the end of the handshake on: nothing can be sent before.
 func (g *Gateway) serveTLSTCP(s *tlsSession, codec protocol.Codec) {
-	defer func() { _ = s.nbc.Close() }()
 	timer := time.AfterFunc(g.cfg.HandshakeTimeout, func() { _ = s.nbc.Close() })
-	err := s.handshake()
+	err := s.tls.Handshake()
 	if !timer.Stop() || err != nil {
 		g.log.Debug("TLS handshake failed", "remote", s.nbc.RemoteAddr().String(), "err", err)
+		_ = s.nbc.Close()
 		return
 	}
 	t := &tcpTransport{c: s.tls, codec: codec}
 	c := g.newClient(s.nbc.RemoteAddr().String(), t)
 	if c == nil {
-		return
-	}
-	if !s.attach(c) {
-		g.onSocketClosed(c) // closed during the handshake's last step
+		_ = s.nbc.Close()
 		return
 	}
 	g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
-	err = s.serve(func(data []byte) error {
+	s.goLive(func(data []byte) error {
 		g.onTCPData(s.nbc, c, t, data)
 		return nil
+	}, func(err error) {
+		switch {
+		case errors.Is(err, errTLSBacklog):
+			c.setReason(bus.CloseEventQueueFull)
+		case errors.Is(err, errTLSProtocol):
+			c.setReason(bus.CloseProtocolError)
+		}
+		g.closedTCP(c, err)
 	})
-	if closed, _ := s.closedBy(); !closed && err != nil && !errors.Is(err, io.EOF) {
-		c.setReason(bus.CloseProtocolError)
-	}
 }

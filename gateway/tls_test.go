@@ -244,3 +244,34 @@ func TestTLSSlowConsumerIsClosed(t *testing.T) {
 		require.Equal(t, bus.CloseSlowConsumer, s.reasons[id], id)
 	}
 }
+
+// trickle writes what it is given a few bytes at a time, so that the
+// gateway reads TLS records in pieces.
+type trickle struct{ net.Conn }
+
+func (c trickle) Write(b []byte) (int, error) {
+	for i := 0; i < len(b); i += 7 {
+		if _, err := c.Conn.Write(b[i:min(i+7, len(b))]); err != nil {
+			return i, err
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return len(b), nil
+}
+
+// TestTLSRecordsInPieces: TLS records (the handshake's and the data's)
+// that reach the gateway a few bytes at a time are put together.
+func TestTLSRecordsInPieces(t *testing.T) {
+	_, addrs, pool := startTLSEdge(t, gateway.Config{})
+	raw, err := net.Dial("tcp", addrs["text+tls"])
+	require.NoError(t, err)
+	conn := tls.Client(trickle{raw}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	defer conn.Close()
+	lines := &tlsLines{conn: conn, r: bufio.NewReader(conn)}
+	require.NotEmpty(t, lines.read(t))
+	for _, msg := range []string{"one", strings.Repeat("two ", 100)} {
+		_, err = conn.Write([]byte(msg + "\n"))
+		require.NoError(t, err)
+		require.Equal(t, msg, lines.read(t))
+	}
+}

@@ -319,6 +319,8 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseSlowConsumer
 	case errors.Is(err, errTLSBacklog):
 		return bus.CloseEventQueueFull
+	case errors.Is(err, errTLSProtocol):
+		return bus.CloseProtocolError
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return bus.CloseMessageTooLarge
 	case errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
