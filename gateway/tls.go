@@ -154,7 +154,8 @@ func (s *tlsSession) drain() (err error) {
 				s.mu.Unlock()
 				continue
 			}
-			return s.stopDraining() // with s.mu held
+			s.stopDraining()
+			return nil
 		case errors.Is(rerr, io.EOF): // close_notify, or the socket closed
 			err = rerr
 		case rerr != nil:
@@ -162,13 +163,13 @@ func (s *tlsSession) drain() (err error) {
 		}
 	}
 	s.mu.Lock()
-	_ = s.stopDraining()
+	s.stopDraining()
 	return err
 }
 
 // stopDraining clears draining and runs end if the socket closed; s.mu is
 // held on entry and released.
-func (s *tlsSession) stopDraining() error {
+func (s *tlsSession) stopDraining() {
 	s.draining = false
 	run := s.closed && !s.ended
 	s.ended = s.ended || run
@@ -177,7 +178,6 @@ func (s *tlsSession) stopDraining() error {
 	if run {
 		s.end(cause)
 	}
-	return nil
 }
 
 // CloseAndClean is told that the socket closed, and why. end runs now,
