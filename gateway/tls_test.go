@@ -275,3 +275,36 @@ func TestTLSRecordsInPieces(t *testing.T) {
 		require.Equal(t, msg, lines.read(t))
 	}
 }
+
+// TestTLSGarbageIsAProtocolError: bytes that are no TLS record, sent after
+// the handshake, close the client with the reason "protocol error".
+func TestTLSGarbageIsAProtocolError(t *testing.T) {
+	s, addrs, pool := startTLSEdge(t, gateway.Config{})
+	garbage := []byte{23, 3, 3, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8} // an application data record that fails to decrypt
+
+	var raw net.Conn
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		raw = c
+		return c, err
+	}}
+	ws, _, err := d.Dial("wss://"+addrs["wss"]+"/", nil)
+	require.NoError(t, err)
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(wait))
+	_, wsID, err := ws.ReadMessage()
+	require.NoError(t, err)
+	_, err = raw.Write(garbage)
+	require.NoError(t, err)
+	require.Equal(t, bus.CloseProtocolError, s.closeReason(t, string(wsID)), "wss://")
+
+	raw, err = net.Dial("tcp", addrs["text+tls"])
+	require.NoError(t, err)
+	defer raw.Close()
+	conn := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	lines := &tlsLines{conn: conn, r: bufio.NewReader(conn)}
+	tcpID := lines.read(t)
+	_, err = raw.Write(garbage)
+	require.NoError(t, err)
+	require.Equal(t, bus.CloseProtocolError, s.closeReason(t, tcpID), "text+tls://")
+}
