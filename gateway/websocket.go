@@ -174,9 +174,10 @@ func (g *Gateway) listenWebSocket() error {
 		ReleaseWebsocketPayload: true,
 		ServerExecutor:          wsExecutor,
 	})
-	// wss:// connections are upgraded on their own goroutine, so nbio takes
-	// their engine from here; their writes go through crypto/tls to the
-	// poller, which queues them: no writer goroutine.
+	// nbio serves a wss:// connection, which is a crypto/tls conn to it, in
+	// its blocking mode: it takes the engine from here, and writes are to go
+	// straight through crypto/tls to the poller's queue, not to a writer
+	// goroutine.
 	up.Engine = e
 	up.BlockingModAsyncWrite = false
 	opened := raceBridge(e)
@@ -254,8 +255,8 @@ const noDeadline = 100 * 365 * 24 * time.Hour
 // while writing to the server, and a hand-off to nbio's goroutine pool cost
 // a tenth of the echo rate. (A NATS server that stops reading thus stops
 // the poller's reads too, which pushes back on clients through TCP; with the
-// pool their messages piled up in memory instead.) wss:// connections run
-// theirs on their own goroutine (tlsSession).
+// pool their messages piled up in memory instead.) wss:// connections too,
+// once their TLS handshake is done (tlsSession).
 func wsExecutor(f func()) { f() }
 
 // handshakes closes connections whose WebSocket handshake has not finished
