@@ -66,9 +66,9 @@ type Config struct {
 	// from ("https://chat.example.com"); "*" allows any. Empty allows any,
 	// which suits non-browser clients; set it when browsers connect.
 	AllowedOrigins []string
-	// WebSocketTLS, if set, makes the WebSocket listener serve wss://.
-	// Nil means plain ws://, which suits a gateway behind a TLS-terminating
-	// proxy (see TrustedProxies).
+	// WebSocketTLS, if set, makes the WebSocket listener serve wss://, with
+	// Go's crypto/tls (TLS 1.2 and later). Nil means plain ws://, which
+	// suits a gateway behind a TLS-terminating proxy (see TrustedProxies).
 	WebSocketTLS *TLSFiles
 	// WebSocketCompression negotiates permessage-deflate with clients that
 	// ask for it. Off by default: it costs CPU and memory per connection.
@@ -115,15 +115,15 @@ type Config struct {
 	// MaxGroupsPerClient caps one client's groups. Zero means
 	// DefaultMaxGroupsPerClient (256).
 	MaxGroupsPerClient int
-	// HandshakeTimeout bounds a WebSocket handshake. Zero means
-	// DefaultHandshakeTimeout (10s).
+	// HandshakeTimeout bounds a WebSocket handshake and a TLS client's
+	// handshake (on wss://, the TLS and WebSocket handshakes together). Zero
+	// means DefaultHandshakeTimeout (10s).
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds what a WebSocket client sends before its
 	// upgrade: the request line and headers together; at most
 	// MaxHeaderCount header lines. Past it the gateway answers 431 and
-	// closes, even before the headers end. (A wss:// listener counts bytes
-	// on the wire, TLS handshake included, and allows 16 KiB more.) Zero
-	// means DefaultMaxHeaderBytes (16 KiB).
+	// closes, even before the headers end (on wss://, counted on the
+	// decrypted request). Zero means DefaultMaxHeaderBytes (16 KiB).
 	MaxHeaderBytes int
 
 	// AckTimeout is how long a batch may go without word from a worker

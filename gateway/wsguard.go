@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -172,11 +173,6 @@ func (f *frameGuard) check(h []byte) error {
 // MaxHeaderCount bounds the header lines of an upgrade request.
 const MaxHeaderCount = 100
 
-// tlsHeadSlack is what a TLS listener allows on top of MaxHeaderBytes
-// before the upgrade: it counts the bytes on the wire, which carry the TLS
-// handshake and record overhead too.
-const tlsHeadSlack = 16 << 10
-
 // response431 ends a request whose head is too large (RFC 6585 §5).
 var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
@@ -195,7 +191,6 @@ type handshakes struct {
 	timeout time.Duration
 	// maxBytes bounds the bytes read before the upgrade (see read).
 	maxBytes int
-	tls      bool
 	mu       sync.Mutex
 	pending  map[*nbio.Conn]*handshake
 }
@@ -217,10 +212,10 @@ func pollerConn(c net.Conn) *nbio.Conn {
 			return v
 		case *nbhttp.Conn:
 			c = v.Conn
-		case interface{ NetConn() net.Conn }:
+		case interface{ NetConn() net.Conn }: // crypto/tls's Conn
 			c = v.NetConn()
-		case interface{ Conn() net.Conn }: // lesismal/llib's tls.Conn
-			c = v.Conn()
+		case *tlsSession:
+			return v.nbc
 		default:
 			return nil
 		}
@@ -276,8 +271,9 @@ func (h *handshakes) finished(c *nbio.Conn) {
 }
 
 // read counts data, read by c before its upgrade, and reports whether the
-// request head is still within bounds. Only plain listeners see the text,
-// so only they count lines; a TLS listener counts the bytes on the wire.
+// request head is still within bounds. data is the request's text: on a
+// TLS listener, what crypto/tls decrypted (the TLS handshake is bounded by
+// crypto/tls and MaxPendingEventBytes).
 func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -286,9 +282,6 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 		return true // upgraded, or timed out and closing
 	}
 	hs.bytes += len(data)
-	if h.tls {
-		return hs.bytes <= h.maxBytes+tlsHeadSlack
-	}
 	for _, b := range data {
 		if b == '\n' {
 			hs.lines++
@@ -297,22 +290,31 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 	return hs.bytes <= h.maxBytes && hs.lines <= MaxHeaderCount+2
 }
 
+// bound counts data, read by c before its upgrade, and past the bounds
+// answers 431 on w and returns errHeaderTooLarge: c is to be closed.
+func (h *handshakes) bound(c *nbio.Conn, w io.Writer, data []byte) error {
+	if h.read(c, data) {
+		return nil
+	}
+	_, _ = w.Write(response431)
+	return errHeaderTooLarge
+}
+
 // guardedData wraps the engine's data handler: before the upgrade it
-// bounds the request head, answering 431 (plain listeners) and closing
-// past MaxHeaderBytes, so that a client sending header lines without end
-// holds at most that much, and it closes connections whose request was
-// refused (see closingAfterRead). After the upgrade it costs a type check.
+// bounds the request head, answering 431 and closing past MaxHeaderBytes,
+// so that a client sending header lines without end holds at most that
+// much, and it closes connections whose request was refused (see
+// closingAfterRead). After the upgrade it costs a type check. wss://
+// connections, whose session is a tlsSession, pass through: serveWSS
+// bounds their decrypted head.
 func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 	p, ok := c.Session().(*nbhttp.Parser)
 	if !ok {
 		c.DataHandler()(c, data)
 		return
 	}
-	if !h.read(c, data) {
-		if !h.tls {
-			_, _ = p.Conn.Write(response431)
-		}
-		_ = c.CloseWithError(errHeaderTooLarge)
+	if err := h.bound(c, p.Conn, data); err != nil {
+		_ = c.CloseWithError(err)
 		return
 	}
 	c.DataHandler()(c, data)
@@ -343,11 +345,11 @@ func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handl
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r)
-		res, ok := w.(*nbhttp.Response)
-		if !ok || res.Parser == nil {
+		p := parserOf(w)
+		if p == nil {
 			return
 		}
-		nc := pollerConn(res.Parser.Conn)
+		nc := pollerConn(p.Conn)
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if hs := h.pending[nc]; hs != nil { // not upgraded
@@ -355,6 +357,14 @@ func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handl
 			w.Header().Set("Connection", "close")
 		}
 	})
+}
+
+// parserOf is the parser that read the request w answers, or nil.
+func parserOf(w http.ResponseWriter) *nbhttp.Parser {
+	if res, ok := w.(*nbhttp.Response); ok {
+		return res.Parser
+	}
+	return nil
 }
 
 // badHandshake says what makes r an invalid opening handshake that nbio's

@@ -399,7 +399,7 @@ func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) 
 
 // TestWSSInputIsGuardedToo: on a wss:// listener the guard sits on the
 // decrypted stream, the handshake clock stops at the upgrade, and the
-// request head is bounded (on the wire: the gateway closes without a 431).
+// decrypted request head is bounded as on ws://, with a 431.
 func TestWSSInputIsGuardedToo(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	s := startEdge(t, gateway.Config{
@@ -431,6 +431,46 @@ func TestWSSInputIsGuardedToo(t *testing.T) {
 	if errors.As(err, &ne) {
 		require.False(t, ne.Timeout())
 	}
-	_, err = io.ReadAll(conn)
+	resp, err := io.ReadAll(conn)
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "closed by the gateway, not by the test's deadline")
+	require.True(t, bytes.HasPrefix(resp, []byte("HTTP/1.1 431 ")), "%q (read: %v)", resp, err)
+}
+
+// TestFramesBeforeThe101AreGuarded: frames that come with the upgrade
+// request, before the client could see the 101 (RFC 6455 §4.1 says it
+// must wait), are WebSocket input checked by the frame guard, on ws:// and
+// wss:// alike: a ping gets its pong, and an unmasked frame, which nbio
+// alone accepts, gets 1002.
+func TestFramesBeforeThe101AreGuarded(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	// A masked ping whose 2-byte payload is the CRLF handshake adds.
+	ping := string([]byte{0x89, 0x82, 0x12, 0x34, 0x56, 0x78})
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ws", true: "wss"}[secure], func(t *testing.T) {
+			cfg := gateway.Config{}
+			if secure {
+				cfg.WebSocketTLS = &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}
+			}
+			s := startEdge(t, cfg)
+			dial := func(early string) *rawWS {
+				var conn net.Conn
+				var err error
+				if secure {
+					conn, err = tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
+				} else {
+					conn, err = net.Dial("tcp", s.gw.WebSocketAddr())
+				}
+				require.NoError(t, err)
+				c, code := handshake(t, conn, upgradeRequest+"\r\n"+early)
+				require.Equal(t, 101, code)
+				return c
+			}
+			c := dial(ping)
+			for op, p := c.readFrame(); op != 0xa; op, p = c.readFrame() {
+				require.Equal(t, byte(1), op, "the greeting, then the pong: %s", p)
+			}
+			c = dial(string(frame(0x81, []byte("early"), false, 0)))
+			require.Equal(t, 1002, c.closeCode())
+		})
+	}
 }
