@@ -77,7 +77,10 @@ func startEdge(t testing.TB, cfg gateway.Config) *edge {
 			s.mu.Lock()
 			s.reasons[c.ID()] = e.Reason
 			s.mu.Unlock()
-			s.closed <- c.ID()
+			select {
+			case s.closed <- c.ID(): // for waitClose
+			default: // nobody waits: waitReasons reads reasons
+			}
 			return nil
 		},
 	}})

@@ -326,6 +326,7 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 
 // onSocketClosed ends c's memberships and queues its close event.
 func (g *Gateway) onSocketClosed(c *client) {
+	c.setReason(bus.CloseClientClosed) // unless a reason is recorded: closing() holds from here
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return

@@ -21,6 +21,7 @@ func (nopTransport) send([]byte, bool) error                          { return n
 func (nopTransport) appendFrame(dst, _ []byte, _ bool) ([]byte, bool) { return dst, true }
 func (nopTransport) writeFrames([]byte) error                         { return nil }
 func (nopTransport) ping()                                            {}
+func (nopTransport) queued() int                                      { return 0 }
 func (nopTransport) close([]byte)                                     {}
 
 // runWithClients runs a real gateway on e holding n registered clients

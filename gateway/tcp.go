@@ -24,6 +24,7 @@ type TCPListener struct {
 }
 
 type tcpTransport struct {
+	sendQueue
 	c     *nbio.Conn
 	codec protocol.Codec
 	// tls is the TLS layer on c, or nil for plain TCP.
@@ -44,6 +45,7 @@ func (t *tcpTransport) appendFrame(dst, data []byte, _ bool) ([]byte, bool) {
 }
 
 func (t *tcpTransport) writeFrames(frames []byte) error {
+	t.adding(len(frames))
 	var err error
 	if t.tls != nil {
 		_, err = t.tls.Write(frames)
@@ -100,6 +102,11 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		Addrs:              []string{l.Addr},
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		ReadBufferSize:     16 << 10,
+	})
+	e.OnWrittenSize(func(conn *nbio.Conn, _ []byte, n int) {
+		if c, ok := conn.Session().(*client); ok {
+			c.t.(*tcpTransport).written(n)
+		}
 	})
 	opened := raceBridgeTCP(e)
 	e.OnOpen(func(conn *nbio.Conn) {

@@ -35,7 +35,10 @@ func (e *ListenError) Error() string {
 
 func (e *ListenError) Unwrap() error { return e.Err }
 
-type wsTransport struct{ c *websocket.Conn }
+type wsTransport struct {
+	sendQueue
+	c *websocket.Conn
+}
 
 func (t *wsTransport) send(data []byte, text bool) error {
 	if ok, err := sendFramed(t, data, text); ok {
@@ -71,6 +74,7 @@ func (t *wsTransport) appendFrame(dst, data []byte, text bool) ([]byte, bool) {
 }
 
 func (t *wsTransport) writeFrames(frames []byte) error {
+	t.adding(len(frames))
 	_, err := t.c.Conn.Write(frames)
 	return err
 }
@@ -174,6 +178,14 @@ func (g *Gateway) listenWebSocket() error {
 		// of the gateway's allocations in the echo benchmark.
 		ReleaseWebsocketPayload: true,
 		ServerExecutor:          wsExecutor(tlsConfig),
+	})
+	e.OnWrittenSize(func(conn *nbio.Conn, _ []byte, n int) {
+		// Before the upgrade the session is nbhttp's parser.
+		if wsc, ok := conn.Session().(*websocket.Conn); ok {
+			if c, ok := wsc.Session().(*client); ok {
+				c.t.(*wsTransport).written(n)
+			}
+		}
 	})
 	opened := raceBridge(e)
 	e.OnOpen(func(c net.Conn) {
