@@ -46,10 +46,8 @@ type Gateway struct {
 	// life ends when Run has finished shutting down; flushes use it.
 	life context.Context
 
-	// subsMu guards subs: the group and uid subscriptions, one per name
-	// with a member here.
-	subsMu sync.Mutex
-	subs   map[string]*bus.Subscription
+	// subs are the group and uid subscriptions (see subs.go).
+	subs subscriptions
 
 	// waitMu guards waiting: clients with an unacknowledged batch.
 	// Lock order: client.mu, then waitMu.
@@ -80,6 +78,8 @@ type stats struct {
 	batchesSent  atomic.Uint64
 	batchResends atomic.Uint64
 	pushesOut    atomic.Uint64
+	// repliesDropped counts answers past maxWaitingReplies.
+	repliesDropped atomic.Uint64
 }
 
 // New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
@@ -103,7 +103,7 @@ func New(cfg Config) (*Gateway, error) {
 		inbox:         cfg.Bus.NewInbox() + ".",
 		eventsSubject: subj.Events(),
 		ready:         make(chan struct{}),
-		subs:          map[string]*bus.Subscription{},
+		subs:          newSubscriptions(),
 		waiting:       map[*client]struct{}{},
 	}, nil
 }
@@ -128,6 +128,10 @@ type Stats struct {
 	PendingAcks int
 	// NATSReconnects counts reconnections to NATS.
 	NATSReconnects uint64
+	// RepliesDropped counts JoinGroup and BindUID answers dropped because
+	// too many waited for NATS to confirm subscriptions (their callers
+	// time out).
+	RepliesDropped uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -147,6 +151,7 @@ func (g *Gateway) Stats() Stats {
 		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, NATSReconnects: g.bus.Reconnects(),
+		RepliesDropped: g.stats.repliesDropped.Load(),
 	}
 }
 
@@ -192,6 +197,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		unsubscribeAll(fixed)
 		return err
 	}
+	g.loops.Add(1)
+	go func() { defer g.loops.Done(); g.syncSubs(life) }()
 	g.startLoop(life, 100*time.Millisecond, g.sweep)
 	g.startLoop(life, g.cfg.BeatInterval, func(time.Time) { g.beat(false) })
 	if g.cfg.PingInterval > 0 {
@@ -208,12 +215,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.flushPresence()
 	g.beat(true)
 	unsubscribeAll(fixed)
-	g.subsMu.Lock()
-	for subject, s := range g.subs {
-		_ = s.Unsubscribe()
-		delete(g.subs, subject)
-	}
-	g.subsMu.Unlock()
+	g.unsubscribeMembers()
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	_ = g.bus.Flush(flushCtx)
