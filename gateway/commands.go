@@ -203,7 +203,7 @@ func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*c
 	}
 	switch cmd.Op {
 	case bus.OpSend:
-		g.fanOut(g.life, members(name, nil), cmd)
+		g.fanOut(members(name, nil), cmd)
 	case bus.OpUngroup:
 		if g.reg.ungroup(name) {
 			g.syncGroupSub(name)
@@ -220,7 +220,7 @@ func (g *Gateway) onBroadcast(m bus.Msg) {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}
-	g.fanOut(g.life, g.reg.liveClients(nil), cmd)
+	g.fanOut(g.reg.liveClients(nil), cmd)
 }
 
 // Query answers are cut into parts of at most queryPartItems ids or

@@ -1,9 +1,9 @@
 package gateway
 
 import (
-	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gatewayworker/gatewayworker/bus"
 )
@@ -16,9 +16,16 @@ import (
 // so pushes on one subject reach it in order.
 const fanoutShards = 8
 
-// fanoutQueue bounds the pushes waiting per shard; a full queue slows the
-// NATS callback down instead of growing memory.
-const fanoutQueue = 256
+// fanoutQueue and fanoutBytes bound the pushes waiting for the shards: at
+// most fanoutQueue per shard, and fanoutBytes of bodies in all (a body
+// counts once per shard it waits in). A push that finds no room is dropped
+// for that shard's clients and counted (Stats.PushesDropped): pushes are
+// at most once, and the NATS callback that queues them never waits, so
+// nothing piles up in nats.go behind it either.
+const (
+	fanoutQueue = 4096
+	fanoutBytes = 64 << 20
+)
 
 type fanoutJob struct {
 	targets []*client
@@ -29,6 +36,8 @@ type fanoutJob struct {
 // NATS callback may still be queueing when the gateway stops.
 type fanout struct {
 	shards [fanoutShards]chan fanoutJob
+	// queued is the body bytes of the jobs in shards.
+	queued atomic.Int64
 	quit   chan struct{}
 	wg     sync.WaitGroup
 }
@@ -64,6 +73,9 @@ func (f *fanout) start(g *Gateway) {
 				} else {
 					w.write(g)
 				}
+				for _, job := range w.jobs {
+					f.queued.Add(-int64(len(job.cmd.Body)))
+				}
 				clear(w.jobs)
 			}
 		}(f.shards[i])
@@ -77,8 +89,9 @@ func (f *fanout) stop() {
 	f.wg.Wait()
 }
 
-// fanOut queues cmd's body for targets, split by shard.
-func (g *Gateway) fanOut(ctx context.Context, targets []*client, cmd bus.Command) {
+// fanOut queues cmd's body for targets, split by shard, or drops it for
+// the shards that have no room. It never waits.
+func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 	if len(targets) == 0 {
 		return
 	}
@@ -91,13 +104,17 @@ func (g *Gateway) fanOut(ctx context.Context, targets []*client, cmd bus.Command
 		if len(part) == 0 {
 			continue
 		}
-		select {
-		case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd}:
-		case <-ctx.Done():
-			return
-		case <-g.fan.quit:
-			return
+		size := int64(len(cmd.Body))
+		if g.fan.queued.Add(size) <= fanoutBytes {
+			select {
+			case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd}:
+				continue
+			default:
+			}
 		}
+		g.fan.queued.Add(-size)
+		g.stats.pushesDropped.Add(uint64(len(part)))
+		g.warnRateLimited("pushes dropped: the gateway's writers fall behind", "clients", len(part))
 	}
 }
 

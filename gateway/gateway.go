@@ -80,6 +80,8 @@ type stats struct {
 	pushesOut    atomic.Uint64
 	// repliesDropped counts answers past maxWaitingReplies.
 	repliesDropped atomic.Uint64
+	// pushesDropped counts pushes (per client) the fanout had no room for.
+	pushesDropped atomic.Uint64
 }
 
 // New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
@@ -132,6 +134,9 @@ type Stats struct {
 	// too many waited for NATS to confirm subscriptions (their callers
 	// time out).
 	RepliesDropped uint64
+	// PushesDropped counts pushes, one per client, dropped because the
+	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
+	PushesDropped uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -151,7 +156,7 @@ func (g *Gateway) Stats() Stats {
 		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, NATSReconnects: g.bus.Reconnects(),
-		RepliesDropped: g.stats.repliesDropped.Load(),
+		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
 	}
 }
 

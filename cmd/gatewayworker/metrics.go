@@ -73,6 +73,8 @@ func (m *metrics) addGateway(g *gateway.Gateway) {
 	m.counter("gatewayworker_gateway_event_batches_total", "Event batches sent to workers.", stat(func(s gateway.Stats) float64 { return float64(s.Batches) }))
 	m.counter("gatewayworker_gateway_event_resends_total", "Event batches sent again (a worker died or none ran).", stat(func(s gateway.Stats) float64 { return float64(s.Resends) }))
 	m.counter("gatewayworker_gateway_nats_reconnects_total", "Reconnections to NATS.", stat(func(s gateway.Stats) float64 { return float64(s.NATSReconnects) }))
+	m.counter("gatewayworker_gateway_pushes_dropped_total", "Pushes (one per client) dropped because the gateway's writers fell 64 MiB or 4,096 pushes per shard behind.", stat(func(s gateway.Stats) float64 { return float64(s.PushesDropped) }))
+	m.counter("gatewayworker_gateway_replies_dropped_total", "JoinGroup and BindUID answers dropped because 65,536 waited for NATS to confirm subscriptions.", stat(func(s gateway.Stats) float64 { return float64(s.RepliesDropped) }))
 	closed := prometheus.NewDesc("gatewayworker_gateway_closed_total", "Closed connections by reason (slow consumer, heartbeat timeout, ...).", []string{"reason"}, nil)
 	m.reg.MustRegister(closedCollector{desc: closed, g: g})
 }
@@ -92,6 +94,17 @@ func (c closedCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), bus.CloseReason(reason).String())
 	}
+}
+
+// addBus exports the slow-consumer reports of one NATS connection (conn
+// says whose): a subscription fell bus.PendingMsgs or bus.PendingBytes
+// behind and nats.go dropped its messages. The series exists from the
+// start, at zero, so an alert on its increase sees the first one.
+func (m *metrics) addBus(conn string, b *bus.Conn) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "gatewayworker_nats_slow_consumers_total", Help: "Times a NATS subscription fell behind its pending limits and nats.go dropped messages, by connection.",
+		ConstLabels: prometheus.Labels{"conn": conn},
+	}, func() float64 { return float64(b.SlowConsumers()) }))
 }
 
 // addWorker exports a worker's counters.
