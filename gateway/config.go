@@ -95,9 +95,10 @@ type Config struct {
 	// Zero means DefaultMaxMessageSize (64 KiB). Larger messages close the
 	// client with bus.CloseMessageTooLarge.
 	MaxMessageSize int
-	// SendQueueLimit is how many bytes may wait unsent for one client before
-	// it is closed as a slow consumer (bus.CloseSlowConsumer). Zero means
-	// DefaultSendQueueLimit (1 MiB).
+	// SendQueueLimit is how many bytes may wait unsent for one client (in
+	// nbio, and in frames the fanout builds) before it is closed as a slow
+	// consumer (bus.CloseSlowConsumer): the gateway holds at most this plus
+	// one message per client. Zero means DefaultSendQueueLimit (1 MiB).
 	SendQueueLimit int
 	// MaxPendingEventBytes is how many bytes of one client's events may wait
 	// for workers before the client is closed with bus.CloseEventQueueFull.
