@@ -55,6 +55,7 @@ type Gateway struct {
 	waiting map[*client]struct{}
 
 	fan      fanout
+	win      window
 	presence presence
 	ws       *nbhttp.Engine
 	tcp      []*tcpServer
@@ -106,6 +107,7 @@ func New(cfg Config) (*Gateway, error) {
 		eventsSubject: subj.Events(),
 		ready:         make(chan struct{}),
 		subs:          newSubscriptions(),
+		win:           window{limit: cfg.MaxBatchesInFlight},
 		waiting:       map[*client]struct{}{},
 	}, nil
 }
@@ -128,6 +130,9 @@ type Stats struct {
 	Batches, Resends uint64
 	// PendingAcks is the number of clients whose batch waits for a worker.
 	PendingAcks int
+	// WaitingForWorkers is the number of clients whose events wait for a
+	// slot among MaxBatchesInFlight.
+	WaitingForWorkers int
 	// NATSReconnects counts reconnections to NATS.
 	NATSReconnects uint64
 	// RepliesDropped counts JoinGroup and BindUID answers dropped because
@@ -155,7 +160,7 @@ func (g *Gateway) Stats() Stats {
 		MessagesIn: g.stats.messagesIn.Load(), BytesIn: g.stats.bytesIn.Load(),
 		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
-		PendingAcks: pending, NATSReconnects: g.bus.Reconnects(),
+		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
 		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
 	}
 }
@@ -402,7 +407,7 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 		return
 	}
 	var batch []byte
-	if c.inflight == nil && len(c.queue) == 0 {
+	if c.inflight == nil && len(c.queue) == 0 && g.win.take(c) {
 		batch = g.startBatchLocked(c, evs, time.Now())
 	} else {
 		for _, ev := range evs {
@@ -515,18 +520,15 @@ func (g *Gateway) onAck(m bus.Msg) {
 		}
 	}
 	c.inflight = nil
-	next := g.nextBatchLocked(c, now)
-	finished := next == nil && c.ended
+	// The next batch waits in line with the other clients' (window.go).
+	g.win.release(c, len(c.queue) > 0)
+	finished := len(c.queue) == 0 && c.ended
 	c.finished = finished
-	if next == nil {
-		g.waitMu.Lock()
-		delete(g.waiting, c)
-		g.waitMu.Unlock()
-	}
+	g.waitMu.Lock()
+	delete(g.waiting, c)
+	g.waitMu.Unlock()
 	c.mu.Unlock()
-	if next != nil {
-		g.sendBatch(c, next)
-	}
+	g.grantSlots()
 	if finished {
 		g.reg.remove(c)
 		g.presence.remove(c.id)

@@ -65,6 +65,7 @@ func (m *metrics) addGateway(g *gateway.Gateway) {
 	m.gauge("gatewayworker_gateway_groups", "Groups with a member on this gateway.", stat(func(s gateway.Stats) float64 { return float64(s.Groups) }))
 	m.gauge("gatewayworker_gateway_uids", "Uids with a client on this gateway.", stat(func(s gateway.Stats) float64 { return float64(s.UIDs) }))
 	m.gauge("gatewayworker_gateway_pending_acks", "Clients whose event batch waits for a worker.", stat(func(s gateway.Stats) float64 { return float64(s.PendingAcks) }))
+	m.gauge("gatewayworker_gateway_waiting_for_workers", "Clients whose events wait because MaxBatchesInFlight batches wait for workers.", stat(func(s gateway.Stats) float64 { return float64(s.WaitingForWorkers) }))
 	m.counter("gatewayworker_gateway_connections_accepted_total", "Connections accepted.", stat(func(s gateway.Stats) float64 { return float64(s.Accepted) }))
 	m.counter("gatewayworker_gateway_messages_in_total", "Messages received from clients.", stat(func(s gateway.Stats) float64 { return float64(s.MessagesIn) }))
 	m.counter("gatewayworker_gateway_bytes_in_total", "Message bytes received from clients.", stat(func(s gateway.Stats) float64 { return float64(s.BytesIn) }))
