@@ -153,7 +153,7 @@ func TestSendQueueLimitHoldsForEveryClient(t *testing.T) {
 	const (
 		limit     = 256 << 10
 		readers   = 10
-		burst     = 32 // 1.9 MB: more than the limit, less than the readers' socket buffers
+		burst     = 16 // 960 KB: more than the limit, less than the readers' socket buffers
 		stuck     = 100
 		storm     = 200 // 12 MB: more than the socket buffers of a client that does not read
 		pushBytes = 60 << 10
@@ -216,7 +216,7 @@ func TestSendQueueLimitHoldsForEveryClient(t *testing.T) {
 	require.Equal(t, map[bus.CloseReason]int{bus.CloseSlowConsumer: stuck}, reasons, "every client that does not read is closed as a slow consumer")
 	// A client's frames live from its round's build to nbio's copy of
 	// what the socket did not take; with the collector's lag the heap may
-	// hold about three times what is live.
-	bound := uint64(3*stuck*(limit+pushBytes) + 32<<20)
+	// hold several times what is live (four, with a loaded machine's margin).
+	bound := uint64(4*stuck*(limit+pushBytes) + 32<<20)
 	require.Less(t, top-min(top, before), bound, "the heap grew past SendQueueLimit plus one message per client")
 }
