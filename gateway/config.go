@@ -21,6 +21,7 @@ const (
 	DefaultMaxMessageSize       = 64 << 10
 	DefaultSendQueueLimit       = 1 << 20
 	DefaultMaxPendingEventBytes = 1 << 20
+	DefaultMaxBatchesInFlight   = 4096
 	// MaxPendingEventBytesLimit and MaxMessagesPerSecondLimit are the
 	// highest values Config accepts.
 	MaxPendingEventBytesLimit = 1 << 30
@@ -96,15 +97,25 @@ type Config struct {
 	// Zero means DefaultMaxMessageSize (64 KiB). Larger messages close the
 	// client with bus.CloseMessageTooLarge.
 	MaxMessageSize int
-	// SendQueueLimit is how many bytes may wait unsent for one client before
-	// it is closed as a slow consumer (bus.CloseSlowConsumer). Zero means
-	// DefaultSendQueueLimit (1 MiB).
+	// SendQueueLimit is how many bytes may wait unsent for one client (in
+	// nbio, and in frames the fanout builds) before it is closed as a slow
+	// consumer (bus.CloseSlowConsumer): the gateway holds at most this plus
+	// one message per client. Zero means DefaultSendQueueLimit (1 MiB).
 	SendQueueLimit int
 	// MaxPendingEventBytes is how many bytes of one client's events may wait
 	// for workers before the client is closed with bus.CloseEventQueueFull.
 	// Zero means DefaultMaxPendingEventBytes (1 MiB); at most
 	// MaxPendingEventBytesLimit (1 GiB).
 	MaxPendingEventBytes int
+	// MaxBatchesInFlight bounds the event batches this gateway has sent and
+	// workers have not acknowledged yet (one per client at most). When
+	// workers fall behind, further batches wait in their clients' queues
+	// (bounded by MaxPendingEventBytes) and go out, first come first served,
+	// as acks come back: a connect storm is slowed down, not piled into the
+	// workers' buffers. Zero means DefaultMaxBatchesInFlight (4,096: six
+	// gateways stay under a worker's 65,536-batch buffer); negative means
+	// no limit.
+	MaxBatchesInFlight int
 	// MaxMessagesPerSecond closes a client that sends more messages than
 	// this within one second (bus.CloseRateLimited). Zero means no limit;
 	// at most MaxMessagesPerSecondLimit (65,534).
@@ -183,6 +194,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxBatchesInFlight == 0 {
+		c.MaxBatchesInFlight = DefaultMaxBatchesInFlight
 	}
 	if c.MaxGroupsPerClient == 0 {
 		c.MaxGroupsPerClient = DefaultMaxGroupsPerClient

@@ -23,6 +23,8 @@ type TCPListener struct {
 }
 
 type tcpTransport struct {
+	// sendQueue is the socket's: its own, or its tlsSession's.
+	*sendQueue
 	// c is the *nbio.Conn, or the *tls.Conn over it (see tlsSession).
 	c     net.Conn
 	codec protocol.Codec
@@ -41,6 +43,7 @@ func (t *tcpTransport) appendFrame(dst, data []byte, _ bool) ([]byte, bool) {
 }
 
 func (t *tcpTransport) writeFrames(frames []byte) error {
+	t.adding(len(frames))
 	_, err := t.c.Write(frames)
 	return err
 }
@@ -81,6 +84,7 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		ReadBufferSize:     16 << 10,
 	})
+	e.OnWrittenSize(countWritten)
 	if tlsConfig != nil {
 		g.tlsTCPHandlers(e, tlsConfig, codec)
 	} else {
@@ -96,7 +100,7 @@ func (g *Gateway) tcpHandlers(e *nbio.Engine, codec protocol.Codec) {
 	opened := raceBridgeTCP(e)
 	e.OnOpen(func(conn *nbio.Conn) {
 		defer opened()
-		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{c: conn, codec: codec})
+		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{sendQueue: new(sendQueue), c: conn, codec: codec})
 		if c == nil {
 			_ = conn.Close()
 			return

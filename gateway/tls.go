@@ -65,6 +65,10 @@ type tlsSession struct {
 	nbc   *nbio.Conn
 	tls   *tls.Conn
 	limit int
+	// sent counts what the client's transport wrote and the socket has
+	// not taken yet: crypto/tls adds its record overhead, which is only
+	// reported (see sendQueue).
+	sent sendQueue
 	// handle takes plaintext, and end learns that the socket closed and
 	// why; both are set when the session goes live, and run one at a time.
 	handle func([]byte) error
@@ -365,7 +369,7 @@ func (g *Gateway) serveTLSTCP(s *tlsSession, codec protocol.Codec) {
 		_ = s.nbc.Close()
 		return
 	}
-	t := &tcpTransport{c: s.tls, codec: codec}
+	t := &tcpTransport{sendQueue: &s.sent, c: s.tls, codec: codec}
 	c := g.newClient(s.nbc.RemoteAddr().String(), t)
 	if c == nil {
 		_ = s.nbc.Close()

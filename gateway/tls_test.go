@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
@@ -307,4 +308,67 @@ func TestTLSGarbageIsAProtocolError(t *testing.T) {
 	_, err = raw.Write(garbage)
 	require.NoError(t, err)
 	require.Equal(t, bus.CloseProtocolError, s.closeReason(t, tcpID), "text+tls://")
+}
+
+// TestReadersOfEveryKindKeepTheirSendQueue: what a client reads leaves its
+// send queue (the socket's written bytes are counted back) on ws://,
+// wss://, text:// and text+tls:// alike, so a client that keeps reading is
+// never closed as a slow consumer however much it gets in all: here eight
+// times SendQueueLimit, in rounds it reads.
+func TestReadersOfEveryKindKeepTheirSendQueue(t *testing.T) {
+	const limit = 64 << 10
+	payload := strings.Repeat("storm ", 2000) // 12 KB
+	plain := startEdge(t, gateway.Config{SendQueueLimit: limit, TCP: []gateway.TCPListener{{Addr: "127.0.0.1:0"}}})
+	secure, addrs, pool := startTLSEdge(t, gateway.Config{SendQueueLimit: limit})
+	dialWSS := func(t *testing.T) func() string {
+		ws, _, err := (&websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}).Dial("wss://"+addrs["wss"]+"/", nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ws.Close() })
+		return func() string {
+			_ = ws.SetReadDeadline(time.Now().Add(wait))
+			_, msg, err := ws.ReadMessage()
+			require.NoError(t, err)
+			return string(msg)
+		}
+	}
+	dialTextTLS := func(t *testing.T) func() string {
+		conn, err := tls.Dial("tcp", addrs["text+tls"], &tls.Config{RootCAs: pool})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		lines := &tlsLines{conn: conn, r: bufio.NewReader(conn)}
+		return func() string { return lines.read(t) }
+	}
+	for _, kind := range []struct {
+		name string
+		s    *edge
+		dial func(*testing.T) func() string
+	}{
+		{"ws", plain, func(t *testing.T) func() string {
+			c := gatewaytest.DialWS(t, plain.gw, "/", nil)
+			return func() string { return c.Read(wait) }
+		}},
+		{"text", plain, func(t *testing.T) func() string {
+			c := gatewaytest.DialTCP(t, plain.gw)
+			return func() string { return c.Read(wait) }
+		}},
+		{"wss", secure, dialWSS},
+		{"text+tls", secure, dialTextTLS},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			read := kind.dial(t)
+			id := read()
+			const rounds, perRound = 10, 4
+			for range rounds {
+				for range perRound {
+					require.NoError(t, kind.s.api.SendToAll(context.Background(), []byte(payload)))
+				}
+				for range perRound {
+					require.Equal(t, payload, read())
+				}
+			}
+			on, err := kind.s.api.IsOnline(context.Background(), id)
+			require.NoError(t, err)
+			require.True(t, on, "a client that reads everything stays connected")
+		})
+	}
 }

@@ -37,6 +37,8 @@ func (e *ListenError) Unwrap() error { return e.Err }
 // poller and the connection's parser (nbio calls Parse with what it read),
 // to check frame headers first: see frameGuard.
 type wsTransport struct {
+	// sendQueue is the socket's: its own, or its tlsSession's (wss://).
+	*sendQueue
 	c     *websocket.Conn
 	guard frameGuard
 }
@@ -90,6 +92,7 @@ func (t *wsTransport) appendFrame(dst, data []byte, text bool) ([]byte, bool) {
 }
 
 func (t *wsTransport) writeFrames(frames []byte) error {
+	t.adding(len(frames))
 	_, err := t.c.Conn.Write(frames)
 	return err
 }
@@ -168,7 +171,11 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		hs.finished(nc)
-		t := &wsTransport{c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
+		q := new(sendQueue)
+		if s, ok := nc.Session().(*tlsSession); ok {
+			q = &s.sent
+		}
+		t := &wsTransport{sendQueue: q, c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
 		// From now on t parses the client's input. The upgrade runs inside
 		// the parse of the request, on the goroutine that handles the
 		// connection's input one read at a time (a poller, or a wss://
@@ -236,6 +243,7 @@ func (g *Gateway) listenWebSocket() error {
 		ServerExecutor:          wsExecutor,
 	})
 	e.OnData(hs.guardedData)
+	e.OnWrittenSize(countWritten)
 	// nbio serves a wss:// connection, which is a crypto/tls conn to it, in
 	// its blocking mode: it takes the engine from here, and writes are to go
 	// straight through crypto/tls to the poller's queue, not to a writer

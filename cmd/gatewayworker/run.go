@@ -213,6 +213,8 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	m.addGateway(gw)
 	m.addWorker(wk)
+	m.addBus("gateway", gwBus)
+	m.addBus("worker", wkBus)
 
 	// Workers stop after the gateway, so they handle the close events of the
 	// clients the gateway closes on its way out.

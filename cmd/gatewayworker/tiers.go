@@ -68,6 +68,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	m := newMetrics()
 	m.addGateway(gw)
+	m.addBus("gateway", b)
 	stopMetrics, err := serveMetrics(s.metrics, m, log)
 	if err != nil {
 		return err
@@ -98,6 +99,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	m.addWorker(wk)
+	m.addBus("worker", b)
 	stopMetrics, err := serveMetrics(s.metrics, m, log)
 	if err != nil {
 		return err
