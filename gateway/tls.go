@@ -323,10 +323,14 @@ func (a *wssAcceptor) serveWSS(s *tlsSession) {
 			}
 		}
 		err := pc.Parse(data)
-		if parser != nil && parser.ParserCloser != nil { // upgraded
+		switch {
+		case parser == nil:
+		case parser.ParserCloser != nil: // upgraded
 			pc = parser.ParserCloser
 			parser.CloseAndClean(nil) // frees the HTTP parser's buffers only
 			parser = nil
+		case a.hs.refused(s.nbc): // answered without an upgrade
+			_ = s.tls.Close()
 		}
 		return err
 	}, func(err error) { pc.CloseAndClean(err) })

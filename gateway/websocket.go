@@ -225,13 +225,11 @@ func (g *Gateway) listenWebSocket() error {
 		listen = wss.listen
 	}
 	e := nbhttp.NewEngine(nbhttp.Config{
-		Name:    "gateway-ws",
-		Network: "tcp",
-		Addrs:   []string{g.cfg.WebSocketAddr},
-		Listen:  listen,
-		// On wss:// a close inside the parser waits for nothing: the
-		// tlsSession ends the parser once its drain has returned.
-		Handler:            hs.closingAfterRead(mux, wss == nil),
+		Name:               "gateway-ws",
+		Network:            "tcp",
+		Addrs:              []string{g.cfg.WebSocketAddr},
+		Listen:             listen,
+		Handler:            hs.closingAfterRead(mux),
 		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		// No read deadline from nbio: see handshakes.

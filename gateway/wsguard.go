@@ -200,7 +200,8 @@ type handshake struct {
 	// bytes and lines count what came before the upgrade.
 	bytes, lines int
 	// refused is set once a request was answered without an upgrade:
-	// guardedData closes the connection when nbio's parser has returned.
+	// guardedData (ws://) or serveWSS (wss://) closes the connection when
+	// nbio's parser has returned.
 	refused bool
 }
 
@@ -318,18 +319,23 @@ func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 		return
 	}
 	c.DataHandler()(c, data)
-	h.mu.Lock()
-	hs := h.pending[c]
-	refused := hs != nil && hs.refused
-	h.mu.Unlock()
-	if refused {
+	if h.refused(c) {
 		_ = c.Close()
 	}
 }
 
-// closingAfterRead wraps the engine's HTTP handler on a listener whose
-// handlers run on the poller, inside nbio's parser (inline), so that no
-// connection is closed there. nbio runs a handler as a job of the
+// refused reports whether c's request was answered without an upgrade
+// (see closingAfterRead).
+func (h *handshakes) refused(c *nbio.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs := h.pending[c]
+	return hs != nil && hs.refused
+}
+
+// closingAfterRead wraps the engine's HTTP handler, which runs inside
+// nbio's parser (on ws://, on the poller; on wss://, in serveWSS's), so that
+// no connection is closed there. On ws:// nbio runs a handler as a job of the
 // connection's serial executor while its parser holds the parser's lock;
 // a close meanwhile queues the connection's cleanup behind that job, in
 // the same loop, and the cleanup takes the parser's lock again: the poller
@@ -338,11 +344,10 @@ func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 // did not upgrade is answered "Connection: close" instead, and guardedData
 // closes its connection once the parser has returned. (An upgraded
 // connection's cleanup takes the WebSocket connection's lock, not the
-// parser's.)
-func (h *handshakes) closingAfterRead(next http.Handler, inline bool) http.Handler {
-	if !inline {
-		return next
-	}
+// parser's.) On wss:// such a close would not freeze anything (the
+// tlsSession ends the parser after its drain), but the connection is closed
+// the same way, so both listeners answer alike.
+func (h *handshakes) closingAfterRead(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r)
 		p := parserOf(w)

@@ -373,6 +373,35 @@ func TestWebSocketRSV1OnlyOnCompressedMessages(t *testing.T) {
 // connection on it.
 func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) {
 	s := startEdge(t, gateway.Config{})
+	refuse(t, func() net.Conn {
+		conn, err := net.Dial("tcp", s.gw.WebSocketAddr())
+		require.NoError(t, err)
+		return conn
+	})
+	for range 8 { // whichever poller they land on
+		op, got := upgrade(t, s.gw.WebSocketAddr()).exchange(0x81, "alive")
+		require.Equal(t, byte(1), op)
+		require.Equal(t, "alive", got)
+	}
+}
+
+// TestWSSRefusedRequestsCloseTheirConnection: wss:// answers requests that
+// do not upgrade as ws:// does, closing their connection (with a TLS
+// close_notify) instead of keeping it until HandshakeTimeout.
+func TestWSSRefusedRequestsCloseTheirConnection(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	s := startEdge(t, gateway.Config{WebSocketTLS: &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}, HandshakeTimeout: time.Minute})
+	refuse(t, func() net.Conn {
+		conn, err := tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
+		require.NoError(t, err)
+		return conn
+	})
+}
+
+// refuse sends requests that the gateway answers without an upgrade, each
+// on a connection of dial's, and checks that the gateway ends it.
+func refuse(t *testing.T, dial func() net.Conn) {
+	t.Helper()
 	for i := range 50 {
 		head := "GET / HTTP/1.0\r\nHost: x\r\n"
 		switch i % 5 {
@@ -385,15 +414,10 @@ func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) 
 		case 4: // keep-alive, but refused: closed as well
 			head = strings.Replace(upgradeRequest, "dGhlIHNhbXBsZSBub25jZQ==", "short", 1)
 		}
-		c, code := dialRaw(t, s.gw.WebSocketAddr(), head)
+		c, code := handshake(t, dial(), head)
 		require.Contains(t, []int{400, 404}, code, "request %d", i)
 		_, err := io.ReadAll(c.r)
 		require.NoError(t, err, "request %d: the gateway ends the connection", i)
-	}
-	for range 8 { // whichever poller they land on
-		op, got := upgrade(t, s.gw.WebSocketAddr()).exchange(0x81, "alive")
-		require.Equal(t, byte(1), op)
-		require.Equal(t, "alive", got)
 	}
 }
 
