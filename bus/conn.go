@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,15 @@ const (
 	DefaultMaxPingsOut      = 2
 	DefaultReconnectBufSize = 8 << 20
 	DefaultRequestTimeout   = 2 * time.Second
+	// PendingMsgs and PendingBytes bound what waits in nats.go for one
+	// subscription's handler (or, for Gather, for its reader). Past either,
+	// nats.go drops the subscription's new messages, reports a slow
+	// consumer once per episode, and [Conn.SlowConsumers] counts it. The
+	// handlers never wait on the network, so only a process short of CPU
+	// gets there; what a drop means depends on the subject (README,
+	// "Overload").
+	PendingMsgs  = 65_536
+	PendingBytes = 64 << 20
 )
 
 // Errors of this package, for errors.Is.
@@ -87,7 +97,7 @@ type TLSConfig struct {
 	Config *tls.Config
 }
 
-func (c Config) options() ([]nats.Option, error) {
+func (c Config) options(slow *atomic.Uint64) ([]nats.Option, error) {
 	if len(c.URLs) == 0 {
 		return nil, errors.New("bus: no NATS URL configured")
 	}
@@ -137,6 +147,9 @@ func (c Config) options() ([]nats.Option, error) {
 			if sub != nil {
 				subject = sub.Subject
 			}
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				slow.Add(1)
+			}
 			log.Error("nats async error", "subject", subject, "err", err)
 		}),
 	}
@@ -179,6 +192,8 @@ func (c Config) options() ([]nats.Option, error) {
 // It is safe for concurrent use.
 type Conn struct {
 	nc *nats.Conn
+	// slow counts slow-consumer reports (see PendingMsgs).
+	slow *atomic.Uint64
 }
 
 // Msg is a received message. Data belongs to the receiver.
@@ -194,7 +209,8 @@ type Msg struct {
 // Connect dials NATS. It gives up when ctx ends; once connected, the
 // connection reconnects by itself as Config says.
 func Connect(ctx context.Context, cfg Config) (*Conn, error) {
-	opts, err := cfg.options()
+	slow := new(atomic.Uint64)
+	opts, err := cfg.options(slow)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +229,7 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("bus: connect %s: %w", redact(url), r.err)
 		}
-		return &Conn{nc: r.nc}, nil
+		return &Conn{nc: r.nc, slow: slow}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.nc != nil {
@@ -283,9 +299,7 @@ func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
-	// Dropping a message here would lose an event or a push: let the client
-	// buffer instead, and count on the handlers being fast.
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
+	if err := sub.SetPendingLimits(PendingMsgs, PendingBytes); err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
 	return &Subscription{sub: sub}, nil
@@ -373,6 +387,11 @@ func (c *Conn) ForceReconnect() error { return wrap("reconnect", "", c.nc.ForceR
 // MaxPayload is the largest message the connected server accepts, in
 // bytes; a larger Publish fails with ErrMaxPayload.
 func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
+
+// SlowConsumers counts the times a subscription of this connection fell
+// PendingMsgs or PendingBytes behind and nats.go began to drop its
+// messages (once per episode, as nats.go reports them).
+func (c *Conn) SlowConsumers() uint64 { return c.slow.Load() }
 
 // Reconnects counts how often the connection came back after a loss.
 func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }

@@ -124,3 +124,54 @@ func TestMaxPayloadIsASentinel(t *testing.T) {
 	err := c.Publish("big", make([]byte, 2048))
 	require.ErrorIs(t, err, bus.ErrMaxPayload)
 }
+
+// TestFloodEndsInACountedDrop: a handler that stops keeping up (here it
+// blocks) lets at most PendingMsgs messages wait in nats.go; the rest of a
+// flood is dropped, and SlowConsumers counts it, instead of the queue
+// growing with the flood (it had no limit).
+func TestFloodEndsInACountedDrop(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	c := bustest.Connect(t, e, bus.Config{})
+	release := make(chan struct{})
+	var handled atomic.Int64
+	_, err := c.Subscribe("flood", func(bus.Msg) {
+		<-release
+		handled.Add(1)
+	})
+	require.NoError(t, err)
+	// The flood and then a marker come over one socket, in order: once the
+	// marker's handler ran, nats.go has queued or dropped the whole flood.
+	marked := make(chan struct{})
+	_, err = c.Subscribe("marker", func(bus.Msg) { close(marked) })
+	require.NoError(t, err)
+	require.NoError(t, c.Flush(t.Context()))
+	require.Zero(t, c.SlowConsumers(), "the counter exists before the first report")
+
+	const flood = bus.PendingMsgs + 20_000
+	pub := bustest.Connect(t, e, bus.Config{})
+	for range flood {
+		require.NoError(t, pub.Publish("flood", []byte("x")))
+	}
+	require.NoError(t, pub.Publish("marker", nil))
+	require.NoError(t, pub.Flush(t.Context()))
+	select {
+	case <-marked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the marker did not arrive")
+	}
+	require.Eventually(t, func() bool { return c.SlowConsumers() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"the flood is reported once as a slow consumer")
+	close(release)
+	// A message published after the handler catches up is the last one it sees.
+	require.NoError(t, pub.Publish("flood", []byte("end")))
+	require.NoError(t, pub.Flush(t.Context()))
+	var last int64
+	require.Eventually(t, func() bool {
+		n := handled.Load()
+		done := n == last && n > 0
+		last = n
+		return done
+	}, 10*time.Second, 100*time.Millisecond)
+	require.LessOrEqual(t, handled.Load(), int64(bus.PendingMsgs+2), "at most PendingMsgs waited (plus the one in the handler and the last)")
+	require.Less(t, handled.Load(), int64(flood), "the rest was dropped")
+}

@@ -20,7 +20,7 @@ func (c *Conn) Gather(ctx context.Context, subject string, data []byte, collect 
 		return wrap("gather", subject, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
+	if err := sub.SetPendingLimits(PendingMsgs, PendingBytes); err != nil {
 		return wrap("gather", subject, err)
 	}
 	if err := c.nc.PublishRequest(subject, inbox, data); err != nil {

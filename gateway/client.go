@@ -6,12 +6,17 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/lesismal/nbio"
+
 	"github.com/gatewayworker/gatewayworker/bus"
 )
 
 // transport writes to one client's socket. Implementations never block:
 // nbio queues what the socket cannot take, up to Config.SendQueueLimit.
 type transport interface {
+	// queued is how many bytes written through writeFrames still wait in
+	// nbio for the socket (see sendQueue).
+	queued() int
 	// send writes one message; text says it is valid UTF-8 (see isText).
 	send(data []byte, text bool) error
 	// appendFrame appends data's wire form to dst, for writeFrames; ok is
@@ -23,6 +28,52 @@ type transport interface {
 	ping()
 	// close closes the socket, after sending last if it is not empty.
 	close(last []byte)
+}
+
+// sendQueue counts the bytes that wait in nbio for one socket, so that the
+// fanout can check SendQueueLimit before it builds frames: nbio's own check
+// (MaxWriteBufferSize) compares the bytes it holds plus the whole of each
+// write with the limit, before the socket takes any of it, so one write
+// larger than the limit closes even a client that reads, and whatever the
+// gateway builds before writing is not counted at all. Bytes are added
+// before nbio.Conn.Write, and nbio reports each chunk the kernel took
+// (Engine.OnWrittenSize). nbio's own writes (pongs, close frames, TLS
+// record overhead, compressed messages) are only reported, never added, so
+// the count errs low and is kept at or above zero: nbio's check still
+// closes a client whose queue truly overflows.
+type sendQueue struct{ unsent atomic.Int64 }
+
+func (q *sendQueue) queued() int { return int(q.unsent.Load()) }
+
+// countWritten is the engines' OnWrittenSize: the socket took n bytes of
+// what waited for conn. The queue is the poller conn's session's: a raw TCP
+// client's, an upgraded ws:// client's transport, or a tlsSession, which
+// wss:// and +tls:// transports share (before its client exists or the
+// upgrade, it counts nothing and stays at zero).
+func countWritten(conn *nbio.Conn, _ []byte, n int) {
+	switch s := conn.Session().(type) {
+	case *client:
+		if t, ok := s.t.(*tcpTransport); ok {
+			t.written(n)
+		}
+	case *wsTransport:
+		s.written(n)
+	case *tlsSession:
+		s.sent.written(n)
+	}
+}
+
+// adding counts n bytes about to be written.
+func (q *sendQueue) adding(n int) { q.unsent.Add(int64(n)) }
+
+// written counts n bytes that the socket took.
+func (q *sendQueue) written(n int) {
+	for {
+		v := q.unsent.Load()
+		if q.unsent.CompareAndSwap(v, max(0, v-int64(n))) {
+			return
+		}
+	}
 }
 
 // frameBuffers hold one framed message while it is written: nbio copies
@@ -115,6 +166,10 @@ func (c *client) allowMessage(now int64, limit int) bool {
 func (c *client) setReason(r bus.CloseReason) {
 	c.reason.CompareAndSwap(0, uint32(r))
 }
+
+// closing reports whether c's socket is closed or being closed: every path
+// that closes it records a reason first (onSocketClosed at the latest).
+func (c *client) closing() bool { return c.reason.Load() != uint32(bus.CloseUnknown) }
 
 func (c *client) closeReason() bus.CloseReason {
 	if r := bus.CloseReason(c.reason.Load()); r != bus.CloseUnknown {

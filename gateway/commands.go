@@ -9,10 +9,12 @@ import (
 )
 
 // onCommand executes a command sent to this gateway's own subject and
-// answers it when it came as a request.
+// answers it when it came as a request. It never waits on the network: an
+// answer that must wait for a subscription is sent by the syncer.
 func (g *Gateway) onCommand(m bus.Msg) {
 	var cmd bus.Command
 	var rep bus.Reply
+	var subscribed string
 	switch err := bus.UnmarshalCommand(m.Data, &cmd); {
 	case err != nil:
 		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
@@ -22,9 +24,13 @@ func (g *Gateway) onCommand(m bus.Msg) {
 		}
 		return
 	default:
-		rep = g.execClientCommand(cmd)
+		rep, subscribed = g.execClientCommand(cmd)
 	}
-	if m.Reply != "" {
+	switch {
+	case m.Reply == "":
+	case subscribed != "" && rep.Code == bus.ReplyOK:
+		g.replyWhenSubscribed(subscribed, m.Reply, rep)
+	default:
 		g.reply(m.Reply, rep)
 	}
 }
@@ -52,9 +58,11 @@ func errReply(err error) bus.Reply {
 }
 
 // execClientCommand runs a command that names clients of this gateway.
-func (g *Gateway) execClientCommand(cmd bus.Command) bus.Reply {
+// subscribed is the subject a JoinGroup or BindUID added a member to: its
+// answer waits until the subject's subscription is confirmed.
+func (g *Gateway) execClientCommand(cmd bus.Command) (rep bus.Reply, subscribed string) {
 	if len(cmd.Clients) == 0 {
-		return bus.Reply{Code: bus.ReplyBadRequest, Message: "gateway: command names no client"}
+		return bus.Reply{Code: bus.ReplyBadRequest, Message: "gateway: command names no client"}, ""
 	}
 	var found int64
 	var last bus.Reply
@@ -65,17 +73,23 @@ func (g *Gateway) execClientCommand(cmd bus.Command) bus.Reply {
 		}
 		found++
 		if last = g.execOne(c, cmd); last.Code != bus.ReplyOK {
-			return last
+			return last, ""
 		}
 	}
 	if found == 0 {
 		if cmd.Op == bus.OpIsOnline {
-			return bus.Reply{}
+			return bus.Reply{}, ""
 		}
-		return bus.Reply{Code: bus.ReplyNotFound, Message: fmt.Sprintf("gateway: client %s not found", cmd.Clients[0])}
+		return bus.Reply{Code: bus.ReplyNotFound, Message: fmt.Sprintf("gateway: client %s not found", cmd.Clients[0])}, ""
 	}
 	last.Count = found
-	return last
+	switch cmd.Op {
+	case bus.OpJoinGroup:
+		subscribed = g.subj.Group(cmd.Name)
+	case bus.OpBindUID:
+		subscribed = g.subj.UID(cmd.Name)
+	}
+	return last, subscribed
 }
 
 func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
@@ -105,11 +119,11 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 			return errReply(err)
 		}
 		if first {
-			return g.syncGroupSub(cmd.Name)
+			g.syncGroupSub(cmd.Name)
 		}
 	case bus.OpLeaveGroup:
 		if g.reg.leave(c, cmd.Name) {
-			return g.syncGroupSub(cmd.Name)
+			g.syncGroupSub(cmd.Name)
 		}
 	case bus.OpBindUID:
 		first, lost, err := g.reg.bind(c, cmd.Name)
@@ -120,11 +134,11 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 			g.syncUIDSub(lost)
 		}
 		if first {
-			return g.syncUIDSub(cmd.Name)
+			g.syncUIDSub(cmd.Name)
 		}
 	case bus.OpUnbindUID:
 		if g.reg.unbind(c, cmd.Name) {
-			return g.syncUIDSub(cmd.Name)
+			g.syncUIDSub(cmd.Name)
 		}
 	case bus.OpGetSession:
 		c.mu.Lock()
@@ -180,51 +194,6 @@ func (g *Gateway) updateSession(c *client, upd []byte) bus.Reply {
 	return bus.Reply{}
 }
 
-// syncGroupSub makes the subscription to group's subject match whether the
-// group has a member here. A new subscription is flushed before the reply,
-// so a push made after JoinGroup returned reaches the new member.
-func (g *Gateway) syncGroupSub(group string) bus.Reply {
-	return g.syncSub(g.subj.Group(group), func() bool { return g.reg.hasGroup(group) },
-		func(m bus.Msg) { g.onMemberPush(m, group, g.reg.groupMembers) })
-}
-
-func (g *Gateway) syncUIDSub(uid string) bus.Reply {
-	return g.syncSub(g.subj.UID(uid), func() bool { return g.reg.hasUID(uid) },
-		func(m bus.Msg) { g.onMemberPush(m, uid, g.reg.uidMembers) })
-}
-
-func (g *Gateway) syncSub(subject string, want func() bool, h bus.Handler) bus.Reply {
-	created := false
-	var err error
-	// Subscribe and Unsubscribe only buffer a protocol line, so holding
-	// subsMu across them serialises changes per subject without waiting on
-	// the network; the Flush below is the round trip, outside the lock.
-	g.subsMu.Lock()
-	sub := g.subs[subject]
-	switch w := want(); {
-	case w && sub == nil:
-		sub, err = g.bus.Subscribe(subject, h)
-		if err == nil {
-			g.subs[subject] = sub
-			created = true
-		}
-	case !w && sub != nil:
-		delete(g.subs, subject)
-		err = sub.Unsubscribe()
-	}
-	g.subsMu.Unlock()
-	if err != nil {
-		g.log.Error("subscription change failed", "subject", subject, "err", err)
-		return bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
-	}
-	if created {
-		if err := g.bus.Flush(g.life); err != nil {
-			g.warnRateLimited("subscription not confirmed by NATS", "subject", subject, "err", err)
-		}
-	}
-	return bus.Reply{}
-}
-
 // onMemberPush handles a push to a group or uid subject.
 func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*client) []*client) {
 	var cmd bus.Command
@@ -234,7 +203,7 @@ func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*c
 	}
 	switch cmd.Op {
 	case bus.OpSend:
-		g.fanOut(g.life, members(name, nil), cmd)
+		g.fanOut(members(name, nil), cmd)
 	case bus.OpUngroup:
 		if g.reg.ungroup(name) {
 			g.syncGroupSub(name)
@@ -251,7 +220,7 @@ func (g *Gateway) onBroadcast(m bus.Msg) {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}
-	g.fanOut(g.life, g.reg.liveClients(nil), cmd)
+	g.fanOut(g.reg.liveClients(nil), cmd)
 }
 
 // Query answers are cut into parts of at most queryPartItems ids or

@@ -21,6 +21,7 @@ const (
 	DefaultMaxMessageSize       = 64 << 10
 	DefaultSendQueueLimit       = 1 << 20
 	DefaultMaxPendingEventBytes = 1 << 20
+	DefaultMaxBatchesInFlight   = 4096
 	// MaxPendingEventBytesLimit and MaxMessagesPerSecondLimit are the
 	// highest values Config accepts.
 	MaxPendingEventBytesLimit = 1 << 30
@@ -66,9 +67,9 @@ type Config struct {
 	// from ("https://chat.example.com"); "*" allows any. Empty allows any,
 	// which suits non-browser clients; set it when browsers connect.
 	AllowedOrigins []string
-	// WebSocketTLS, if set, makes the WebSocket listener serve wss://.
-	// Nil means plain ws://, which suits a gateway behind a TLS-terminating
-	// proxy (see TrustedProxies).
+	// WebSocketTLS, if set, makes the WebSocket listener serve wss://, with
+	// Go's crypto/tls (TLS 1.2 and later). Nil means plain ws://, which
+	// suits a gateway behind a TLS-terminating proxy (see TrustedProxies).
 	WebSocketTLS *TLSFiles
 	// WebSocketCompression negotiates permessage-deflate with clients that
 	// ask for it. Off by default: it costs CPU and memory per connection.
@@ -96,15 +97,25 @@ type Config struct {
 	// Zero means DefaultMaxMessageSize (64 KiB). Larger messages close the
 	// client with bus.CloseMessageTooLarge.
 	MaxMessageSize int
-	// SendQueueLimit is how many bytes may wait unsent for one client before
-	// it is closed as a slow consumer (bus.CloseSlowConsumer). Zero means
-	// DefaultSendQueueLimit (1 MiB).
+	// SendQueueLimit is how many bytes may wait unsent for one client (in
+	// nbio, and in frames the fanout builds) before it is closed as a slow
+	// consumer (bus.CloseSlowConsumer): the gateway holds at most this plus
+	// one message per client. Zero means DefaultSendQueueLimit (1 MiB).
 	SendQueueLimit int
 	// MaxPendingEventBytes is how many bytes of one client's events may wait
 	// for workers before the client is closed with bus.CloseEventQueueFull.
 	// Zero means DefaultMaxPendingEventBytes (1 MiB); at most
 	// MaxPendingEventBytesLimit (1 GiB).
 	MaxPendingEventBytes int
+	// MaxBatchesInFlight bounds the event batches this gateway has sent and
+	// workers have not acknowledged yet (one per client at most). When
+	// workers fall behind, further batches wait in their clients' queues
+	// (bounded by MaxPendingEventBytes) and go out, first come first served,
+	// as acks come back: a connect storm is slowed down, not piled into the
+	// workers' buffers. Zero means DefaultMaxBatchesInFlight (4,096: six
+	// gateways stay under a worker's 65,536-batch buffer); negative means
+	// no limit.
+	MaxBatchesInFlight int
 	// MaxMessagesPerSecond closes a client that sends more messages than
 	// this within one second (bus.CloseRateLimited). Zero means no limit;
 	// at most MaxMessagesPerSecondLimit (65,534).
@@ -115,15 +126,15 @@ type Config struct {
 	// MaxGroupsPerClient caps one client's groups. Zero means
 	// DefaultMaxGroupsPerClient (256).
 	MaxGroupsPerClient int
-	// HandshakeTimeout bounds a WebSocket handshake. Zero means
-	// DefaultHandshakeTimeout (10s).
+	// HandshakeTimeout bounds a WebSocket handshake and a TLS client's
+	// handshake (on wss://, the TLS and WebSocket handshakes together). Zero
+	// means DefaultHandshakeTimeout (10s).
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds what a WebSocket client sends before its
 	// upgrade: the request line and headers together; at most
 	// MaxHeaderCount header lines. Past it the gateway answers 431 and
-	// closes, even before the headers end. (A wss:// listener counts bytes
-	// on the wire, TLS handshake included, and allows 16 KiB more.) Zero
-	// means DefaultMaxHeaderBytes (16 KiB).
+	// closes, even before the headers end (on wss://, counted on the
+	// decrypted request). Zero means DefaultMaxHeaderBytes (16 KiB).
 	MaxHeaderBytes int
 
 	// AckTimeout is how long a batch may go without word from a worker
@@ -183,6 +194,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxBatchesInFlight == 0 {
+		c.MaxBatchesInFlight = DefaultMaxBatchesInFlight
 	}
 	if c.MaxGroupsPerClient == 0 {
 		c.MaxGroupsPerClient = DefaultMaxGroupsPerClient

@@ -47,7 +47,7 @@ type edge struct {
 	closed  chan string
 }
 
-func startEdge(t *testing.T, cfg gateway.Config) *edge {
+func startEdge(t testing.TB, cfg gateway.Config) *edge {
 	t.Helper()
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	s := &edge{reasons: map[string]bus.CloseReason{}, addrs: map[string]string{}, closed: make(chan string, 100)}
@@ -68,7 +68,10 @@ func startEdge(t *testing.T, cfg gateway.Config) *edge {
 			s.mu.Lock()
 			s.reasons[c.ID()] = e.Reason
 			s.mu.Unlock()
-			s.closed <- c.ID()
+			select {
+			case s.closed <- c.ID(): // for waitClose
+			default: // nobody waits: waitReasons reads reasons
+			}
 			return nil
 		},
 	}})

@@ -1,9 +1,9 @@
 package gateway
 
 import (
-	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gatewayworker/gatewayworker/bus"
 )
@@ -16,9 +16,16 @@ import (
 // so pushes on one subject reach it in order.
 const fanoutShards = 8
 
-// fanoutQueue bounds the pushes waiting per shard; a full queue slows the
-// NATS callback down instead of growing memory.
-const fanoutQueue = 256
+// fanoutQueue and fanoutBytes bound the pushes waiting for the shards: at
+// most fanoutQueue per shard, and fanoutBytes of bodies in all (a body
+// counts once per shard it waits in). A push that finds no room is dropped
+// for that shard's clients and counted (Stats.PushesDropped): pushes are
+// at most once, and the NATS callback that queues them never waits, so
+// nothing piles up in nats.go behind it either.
+const (
+	fanoutQueue = 4096
+	fanoutBytes = 64 << 20
+)
 
 type fanoutJob struct {
 	targets []*client
@@ -29,6 +36,8 @@ type fanoutJob struct {
 // NATS callback may still be queueing when the gateway stops.
 type fanout struct {
 	shards [fanoutShards]chan fanoutJob
+	// queued is the body bytes of the jobs in shards.
+	queued atomic.Int64
 	quit   chan struct{}
 	wg     sync.WaitGroup
 }
@@ -64,6 +73,9 @@ func (f *fanout) start(g *Gateway) {
 				} else {
 					w.write(g)
 				}
+				for _, job := range w.jobs {
+					f.queued.Add(-int64(len(job.cmd.Body)))
+				}
 				clear(w.jobs)
 			}
 		}(f.shards[i])
@@ -77,8 +89,9 @@ func (f *fanout) stop() {
 	f.wg.Wait()
 }
 
-// fanOut queues cmd's body for targets, split by shard.
-func (g *Gateway) fanOut(ctx context.Context, targets []*client, cmd bus.Command) {
+// fanOut queues cmd's body for targets, split by shard, or drops it for
+// the shards that have no room. It never waits.
+func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 	if len(targets) == 0 {
 		return
 	}
@@ -91,13 +104,17 @@ func (g *Gateway) fanOut(ctx context.Context, targets []*client, cmd bus.Command
 		if len(part) == 0 {
 			continue
 		}
-		select {
-		case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd}:
-		case <-ctx.Done():
-			return
-		case <-g.fan.quit:
-			return
+		size := int64(len(cmd.Body))
+		if g.fan.queued.Add(size) <= fanoutBytes {
+			select {
+			case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd}:
+				continue
+			default:
+			}
 		}
+		g.fan.queued.Add(-size)
+		g.stats.pushesDropped.Add(uint64(len(part)))
+		g.warnRateLimited("pushes dropped: the gateway's writers fall behind", "clients", len(part))
 	}
 }
 
@@ -107,6 +124,14 @@ const maxCoalesced = 64
 // coalescer writes several queued pushes with one write per client, in
 // the order they were queued. Its buffers are reused from one round to
 // the next; one that grew past maxKeptFrames is let go.
+//
+// What it builds for a client counts against SendQueueLimit together with
+// what waits in nbio for that client: a client whose queue is full gets no
+// more frames built, so the gateway holds at most SendQueueLimit plus one
+// message for any client at any moment. When the next frame would not fit,
+// what was built is written first (the socket often takes it at once, and
+// nbio then counts only the rest); a frame that still does not fit closes
+// the client as a slow consumer.
 type coalescer struct {
 	jobs    []fanoutJob
 	index   map[*client]int
@@ -116,15 +141,21 @@ type coalescer struct {
 
 const maxKeptFrames = 64 << 10
 
+// uncoalesced marks, in coalescer.index, a client whose transport cannot
+// coalesce (a compressed WebSocket): its pushes are sent one by one, and
+// nbio's own check bounds its queue.
+const uncoalesced = -1
+
 func (w *coalescer) write(g *Gateway) {
 	if w.index == nil {
 		w.index = map[*client]int{}
 	}
+	limit := g.cfg.SendQueueLimit
 	pushes, bytes := 0, 0
 	for _, job := range w.jobs {
 		text := isText(job.cmd.Body)
 		for _, c := range job.targets {
-			if len(job.cmd.Exclude) > 0 && slices.Contains(job.cmd.Exclude, c.id) {
+			if c.closing() || len(job.cmd.Exclude) > 0 && slices.Contains(job.cmd.Exclude, c.id) {
 				continue
 			}
 			i, seen := w.index[c]
@@ -137,20 +168,22 @@ func (w *coalescer) write(g *Gateway) {
 				}
 				w.frames[i] = w.frames[i][:0]
 			}
-			if i < 0 { // this client's transport cannot coalesce
+			if i == uncoalesced {
 				_ = c.t.send(job.cmd.Body, text)
-			} else if frames, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); ok {
-				w.frames[i] = frames
-			} else {
-				w.index[c] = -1
+			} else if built, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); !ok {
+				w.index[c] = uncoalesced
 				_ = c.t.send(job.cmd.Body, text)
+			} else if c.t.queued()+len(built) <= limit {
+				w.frames[i] = built
+			} else if w.frames[i] = flushRoom(g, c, built, len(w.frames[i]), limit); w.frames[i] == nil {
+				continue // closed: this push is not counted as sent
 			}
 			pushes++
 			bytes += len(job.cmd.Body)
 		}
 	}
 	for i, c := range w.clients {
-		if len(w.frames[i]) > 0 {
+		if len(w.frames[i]) > 0 && !c.closing() {
 			_ = c.t.writeFrames(w.frames[i])
 		}
 		if cap(w.frames[i]) > maxKeptFrames {
@@ -164,12 +197,31 @@ func (w *coalescer) write(g *Gateway) {
 	g.stats.bytesOut.Add(uint64(bytes))
 }
 
-// write sends cmd's body to targets, skipping the excluded ones.
+// flushRoom handles a frame that does not fit c's SendQueueLimit: built is
+// c's frames with the new one from offset last on. It writes the frames
+// before last, then keeps the new one if it fits what is left, and returns
+// c's frames; nil when it closed c as a slow consumer.
+func flushRoom(g *Gateway, c *client, built []byte, last, limit int) []byte {
+	if last > 0 {
+		_ = c.t.writeFrames(built[:last])
+		built = append(built[:0], built[last:]...)
+	}
+	if c.closing() || c.t.queued()+len(built) > limit {
+		c.setReason(bus.CloseSlowConsumer)
+		c.t.close(nil)
+		return nil
+	}
+	return built
+}
+
+// write sends cmd's body to targets, skipping the excluded ones and those
+// being closed. nbio refuses a message that would take a client's queue
+// past SendQueueLimit and closes that client.
 func (g *Gateway) write(targets []*client, cmd bus.Command) {
 	text := isText(cmd.Body)
 	sent := 0
 	for _, c := range targets {
-		if len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
+		if c.closing() || len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
 			continue
 		}
 		_ = c.t.send(cmd.Body, text)

@@ -49,10 +49,8 @@ type Gateway struct {
 	// life ends when Run has finished shutting down; flushes use it.
 	life context.Context
 
-	// subsMu guards subs: the group and uid subscriptions, one per name
-	// with a member here.
-	subsMu sync.Mutex
-	subs   map[string]*bus.Subscription
+	// subs are the group and uid subscriptions (see subs.go).
+	subs subscriptions
 
 	// waitMu guards waiting: clients with an unacknowledged batch.
 	// Lock order: client.mu, then waitMu.
@@ -60,6 +58,7 @@ type Gateway struct {
 	waiting map[*client]struct{}
 
 	fan      fanout
+	win      window
 	presence presence
 	ws       *nbhttp.Engine
 	tcp      []*tcpServer
@@ -83,6 +82,10 @@ type stats struct {
 	batchesSent  atomic.Uint64
 	batchResends atomic.Uint64
 	pushesOut    atomic.Uint64
+	// repliesDropped counts answers past maxWaitingReplies.
+	repliesDropped atomic.Uint64
+	// pushesDropped counts pushes (per client) the fanout had no room for.
+	pushesDropped atomic.Uint64
 }
 
 // New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
@@ -106,7 +109,8 @@ func New(cfg Config) (*Gateway, error) {
 		inbox:         cfg.Bus.NewInbox() + ".",
 		eventsSubject: subj.Events(),
 		ready:         make(chan struct{}),
-		subs:          map[string]*bus.Subscription{},
+		subs:          newSubscriptions(),
+		win:           window{limit: cfg.MaxBatchesInFlight},
 		waiting:       map[*client]struct{}{},
 	}, nil
 }
@@ -129,8 +133,18 @@ type Stats struct {
 	Batches, Resends uint64
 	// PendingAcks is the number of clients whose batch waits for a worker.
 	PendingAcks int
+	// WaitingForWorkers is the number of clients whose events wait for a
+	// slot among MaxBatchesInFlight.
+	WaitingForWorkers int
 	// NATSReconnects counts reconnections to NATS.
 	NATSReconnects uint64
+	// RepliesDropped counts JoinGroup and BindUID answers dropped because
+	// too many waited for NATS to confirm subscriptions (their callers
+	// time out).
+	RepliesDropped uint64
+	// PushesDropped counts pushes, one per client, dropped because the
+	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
+	PushesDropped uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -149,7 +163,8 @@ func (g *Gateway) Stats() Stats {
 		MessagesIn: g.stats.messagesIn.Load(), BytesIn: g.stats.bytesIn.Load(),
 		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
-		PendingAcks: pending, NATSReconnects: g.bus.Reconnects(),
+		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
+		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
 	}
 }
 
@@ -200,6 +215,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		unsubscribeAll(fixed)
 		return err
 	}
+	g.loops.Add(1)
+	go func() { defer g.loops.Done(); g.syncSubs(life) }()
 	g.startLoop(life, 100*time.Millisecond, g.sweep)
 	g.startLoop(life, g.cfg.BeatInterval, func(time.Time) { g.beat(false) })
 	if g.cfg.PingInterval > 0 {
@@ -216,12 +233,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.flushPresence()
 	g.beat(true)
 	unsubscribeAll(fixed)
-	g.subsMu.Lock()
-	for subject, s := range g.subs {
-		_ = s.Unsubscribe()
-		delete(g.subs, subject)
-	}
-	g.subsMu.Unlock()
+	g.unsubscribeMembers()
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	_ = g.bus.Flush(flushCtx)
@@ -359,6 +371,7 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 
 // onSocketClosed ends c's memberships and queues its close event.
 func (g *Gateway) onSocketClosed(c *client) {
+	c.setReason(bus.CloseClientClosed) // unless a reason is recorded: closing() holds from here
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return
@@ -428,14 +441,18 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 	}
 	var batch []byte
 	unsendable := false
-	if c.inflight == nil && len(c.queue) == 0 {
+	if c.inflight == nil && len(c.queue) == 0 && g.win.take(c) {
 		batch = g.startBatchLocked(c, evs, time.Now())
 		unsendable = batch == nil
+		if unsendable {
+			g.win.release(c, false) // no batch took the slot
+		}
 		if unsendable && announce {
 			// Workers hear nothing of a client whose connect event could
 			// not reach them, its close included.
 			c.announced, announce = false, false
 		}
+		c.finished = unsendable && c.ended
 	} else {
 		for _, ev := range evs {
 			c.queue = append(c.queue, owned(ev))
@@ -446,6 +463,9 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 	c.mu.Unlock()
 	if announce {
 		g.presence.add(c.id)
+	}
+	if unsendable {
+		g.grantSlots()
 	}
 	switch {
 	case batch != nil:
@@ -476,7 +496,11 @@ func owned(ev bus.Event) bus.Event {
 // c.mu must be held.
 func (g *Gateway) nextBatchLocked(c *client, now time.Time) (data []byte, dropped bool) {
 	for len(c.queue) > 0 {
-		budget := MaxBatchBytes - batchOverhead(g.cfg.ID, c, g.reg.uidOf(c))
+		budget := MaxBatchBytes
+		if limit := g.bus.MaxPayload(); limit > 0 && limit < MaxBatchBytes {
+			budget = int(limit) // events that fit alone then go alone
+		}
+		budget -= batchOverhead(g.cfg.ID, c, g.reg.uidOf(c))
 		n, size := 0, 0
 		for n < len(c.queue) && (n == 0 || size+eventSize(c.queue[n]) <= budget) {
 			size += eventSize(c.queue[n])
@@ -581,22 +605,15 @@ func (g *Gateway) onAck(m bus.Msg) {
 		}
 	}
 	c.inflight = nil
-	next, dropped := g.nextBatchLocked(c, now)
-	dropped = dropped && !c.ended
-	finished := next == nil && c.ended
+	// The next batch waits in line with the other clients' (window.go).
+	g.win.release(c, len(c.queue) > 0)
+	finished := len(c.queue) == 0 && c.ended
 	c.finished = finished
-	if next == nil {
-		g.waitMu.Lock()
-		delete(g.waiting, c)
-		g.waitMu.Unlock()
-	}
+	g.waitMu.Lock()
+	delete(g.waiting, c)
+	g.waitMu.Unlock()
 	c.mu.Unlock()
-	if next != nil {
-		g.sendBatch(c, next)
-	}
-	if dropped {
-		g.closeUnsendable(c)
-	}
+	g.grantSlots()
 	if finished {
 		g.reg.remove(c)
 		g.presence.remove(c.id)

@@ -21,22 +21,14 @@ func (nopTransport) send([]byte, bool) error                          { return n
 func (nopTransport) appendFrame(dst, _ []byte, _ bool) ([]byte, bool) { return dst, true }
 func (nopTransport) writeFrames([]byte) error                         { return nil }
 func (nopTransport) ping()                                            {}
+func (nopTransport) queued() int                                      { return 0 }
 func (nopTransport) close([]byte)                                     {}
 
 // runWithClients runs a real gateway on e holding n registered clients
 // (half of them in group "big", each bound to uid "u<i%100>").
 func runWithClients(tb testing.TB, e *bus.Embedded, id string, n int) *Gateway {
 	tb.Helper()
-	g, err := New(Config{
-		Bus: bustest.Connect(tb, e, bus.Config{}), ID: id, WebSocketAddr: "127.0.0.1:0",
-		MaxConnections: n + 1, Logger: bustest.Logger(tb),
-	})
-	require.NoError(tb, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	<-g.Ready()
+	g := runGateway(tb, e, Config{ID: id, MaxConnections: n + 1})
 	for i := range n {
 		c := g.newClient(fmt.Sprintf("127.0.0.1:%d", i), nopTransport{})
 		require.NotNil(tb, c)
@@ -48,6 +40,23 @@ func runWithClients(tb testing.TB, e *bus.Embedded, id string, n int) *Gateway {
 		_, _, err := g.reg.bind(c, fmt.Sprintf("u%d", i%100))
 		require.NoError(tb, err)
 	}
+	return g
+}
+
+// runGateway runs a real gateway on e with cfg, listening on a free
+// WebSocket port, until the test ends.
+func runGateway(tb testing.TB, e *bus.Embedded, cfg Config) *Gateway {
+	tb.Helper()
+	cfg.Bus = bustest.Connect(tb, e, bus.Config{})
+	cfg.WebSocketAddr = "127.0.0.1:0"
+	cfg.Logger = bustest.Logger(tb)
+	g, err := New(cfg)
+	require.NoError(tb, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	<-g.Ready()
 	return g
 }
 

@@ -15,7 +15,7 @@ var (
 
 // registry indexes this gateway's clients, groups and uids. It does no I/O
 // and calls nothing while holding its lock, so it is tested without sockets.
-// Lock order: Gateway.subsMu, then registry.mu.
+// Lock order: subscriptions.mu, then registry.mu.
 type registry struct {
 	mu      sync.RWMutex
 	clients map[string]*client

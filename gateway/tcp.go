@@ -1,11 +1,9 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
-	"fmt"
-	"sync"
-
-	"github.com/lesismal/llib/std/crypto/tls"
+	"net"
 
 	"github.com/lesismal/nbio"
 
@@ -19,19 +17,20 @@ type TCPListener struct {
 	Addr string
 	// Codec cuts the stream into messages. Nil means protocol.Text.
 	Codec protocol.Codec
-	// TLS, if set, makes clients speak TLS first.
+	// TLS, if set, makes clients speak TLS first (Go's crypto/tls, TLS 1.2
+	// and later).
 	TLS *TLSFiles
 }
 
 type tcpTransport struct {
-	c     *nbio.Conn
+	// sendQueue is the socket's: its own, or its tlsSession's.
+	*sendQueue
+	// c is the *nbio.Conn, or the *tls.Conn over it (see tlsSession).
+	c     net.Conn
 	codec protocol.Codec
-	// tls is the TLS layer on c, or nil for plain TCP.
-	tls *tls.Conn
-	// Only the connection's reader touches these: secured is set once the
-	// TLS handshake is done; carry is input not yet cut into messages.
-	secured bool
-	carry   []byte
+	// carry is input not yet cut into messages; only the connection's
+	// reader touches it.
+	carry []byte
 }
 
 func (t *tcpTransport) send(data []byte, text bool) error {
@@ -44,12 +43,8 @@ func (t *tcpTransport) appendFrame(dst, data []byte, _ bool) ([]byte, bool) {
 }
 
 func (t *tcpTransport) writeFrames(frames []byte) error {
-	var err error
-	if t.tls != nil {
-		_, err = t.tls.Write(frames)
-	} else {
-		_, err = t.c.Write(frames)
-	}
+	t.adding(len(frames))
+	_, err := t.c.Write(frames)
 	return err
 }
 
@@ -60,18 +55,6 @@ func (t *tcpTransport) close(last []byte) {
 		_ = t.send(last, false)
 	}
 	_ = t.c.Close()
-}
-
-// tlsReadBuffers hold decrypted input between a poller's read and the codec.
-var tlsReadBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
-
-// loadTLS reads a certificate for nbio's TLS (llib's fork of crypto/tls).
-func loadTLS(f *TLSFiles) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("TLS certificate: %w", err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // tcpServer is one running TCP listener.
@@ -101,22 +84,29 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		ReadBufferSize:     16 << 10,
 	})
+	e.OnWrittenSize(countWritten)
+	if tlsConfig != nil {
+		g.tlsTCPHandlers(e, tlsConfig, codec)
+	} else {
+		g.tcpHandlers(e, codec)
+	}
+	if err := e.Start(); err != nil {
+		return nil, &ListenError{Listener: codec.Name(), Addr: l.Addr, Err: err}
+	}
+	return &tcpServer{engine: e, codec: codec, addr: e.Addrs[0], tls: tlsConfig != nil}, nil
+}
+
+func (g *Gateway) tcpHandlers(e *nbio.Engine, codec protocol.Codec) {
 	opened := raceBridgeTCP(e)
 	e.OnOpen(func(conn *nbio.Conn) {
 		defer opened()
-		t := &tcpTransport{c: conn, codec: codec}
-		if tlsConfig != nil {
-			t.tls = tls.NewConn(conn, tlsConfig, false, true)
-		}
-		c := g.newClient(conn.RemoteAddr().String(), t)
+		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{sendQueue: new(sendQueue), c: conn, codec: codec})
 		if c == nil {
 			_ = conn.Close()
 			return
 		}
 		conn.SetSession(c)
-		if t.tls == nil {
-			g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
-		} // else at the end of the handshake: nothing can be sent before it
+		g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
 	})
 	// OnData runs on the poller goroutine, and data is the poller's buffer:
 	// everything kept is copied.
@@ -131,51 +121,21 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 			_ = conn.Close()
 			return
 		}
-		if t.tls != nil {
-			g.onTLSData(conn, c, t, data)
-			return
-		}
 		g.onTCPData(conn, c, t, data)
 	})
 	e.OnClose(func(conn *nbio.Conn, err error) {
-		c, ok := conn.Session().(*client)
-		if !ok {
-			return
+		if c, ok := conn.Session().(*client); ok {
+			g.closedTCP(c, err)
 		}
-		if errors.Is(err, nbio.ErrOverflow) {
-			c.setReason(bus.CloseSlowConsumer)
-		}
-		g.onSocketClosed(c)
 	})
-	if err := e.Start(); err != nil {
-		return nil, &ListenError{Listener: codec.Name(), Addr: l.Addr, Err: err}
-	}
-	return &tcpServer{engine: e, codec: codec, addr: e.Addrs[0], tls: tlsConfig != nil}, nil
 }
 
-// onTLSData decrypts what arrived and hands the plain bytes to onTCPData.
-func (g *Gateway) onTLSData(conn *nbio.Conn, c *client, t *tcpTransport, data []byte) {
-	buf := tlsReadBuffers.Get().(*[]byte)
-	defer tlsReadBuffers.Put(buf)
-	defer t.tls.ResetOrFreeBuffer()
-	in := data
-	for {
-		_, n, err := t.tls.AppendAndRead(in, *buf)
-		in = nil
-		if err != nil {
-			c.setReason(bus.CloseProtocolError)
-			_ = conn.Close()
-			return
-		}
-		if !t.secured && t.tls.ConnectionState().HandshakeComplete {
-			t.secured = true
-			g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
-		}
-		if n == 0 {
-			return
-		}
-		g.onTCPData(conn, c, t, (*buf)[:n])
+// closedTCP ends a TCP client whose socket closed with err.
+func (g *Gateway) closedTCP(c *client, err error) {
+	if errors.Is(err, nbio.ErrOverflow) {
+		c.setReason(bus.CloseSlowConsumer)
 	}
+	g.onSocketClosed(c)
 }
 
 func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, t *tcpTransport, data []byte) {

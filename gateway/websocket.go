@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
@@ -38,6 +37,8 @@ func (e *ListenError) Unwrap() error { return e.Err }
 // poller and the connection's parser (nbio calls Parse with what it read),
 // to check frame headers first: see frameGuard.
 type wsTransport struct {
+	// sendQueue is the socket's: its own, or its tlsSession's (wss://).
+	*sendQueue
 	c     *websocket.Conn
 	guard frameGuard
 }
@@ -91,6 +92,7 @@ func (t *wsTransport) appendFrame(dst, data []byte, text bool) ([]byte, bool) {
 }
 
 func (t *wsTransport) writeFrames(frames []byte) error {
+	t.adding(len(frames))
 	_, err := t.c.Conn.Write(frames)
 	return err
 }
@@ -108,7 +110,7 @@ func (t *wsTransport) close(last []byte) {
 func (g *Gateway) listenWebSocket() error {
 	hs := &handshakes{
 		timeout: g.cfg.HandshakeTimeout, maxBytes: g.cfg.MaxHeaderBytes,
-		tls: g.cfg.WebSocketTLS != nil, pending: map[*nbio.Conn]*handshake{},
+		pending: map[*nbio.Conn]*handshake{},
 	}
 	up := websocket.NewUpgrader()
 	up.KeepaliveTime = 0 // heartbeats are ours: one ticker for all clients
@@ -169,9 +171,37 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		hs.finished(nc)
-		t := &wsTransport{c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
-		// nbio reads the session for every read: from now on, it is t.
-		nc.SetSession(t)
+		q := new(sendQueue)
+		if s, ok := nc.Session().(*tlsSession); ok {
+			q = &s.sent
+		}
+		t := &wsTransport{sendQueue: q, c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
+		// From now on t parses the client's input. The upgrade runs inside
+		// the parse of the request, on the goroutine that handles the
+		// connection's input one read at a time (a poller, or a wss://
+		// connection's handshake goroutine), so t sees every byte after the
+		// request, frames sent before the 101 included. The request's
+		// parser hands what follows the request in the same read to its
+		// ParserCloser (nbio sets none on ws://: those bytes were parsed
+		// as HTTP). Later reads go, on ws://, to the poller conn's session;
+		// on wss:// that session decrypts and feeds the parser, which hands
+		// them to its ParserCloser (tlsSession, serveWSS).
+		p := parserOf(w)
+		switch {
+		case p == nil:
+		case nc.Session() == conn:
+			nc.SetSession(t)
+			p.ParserCloser = t
+		case p.ParserCloser == conn:
+			p.ParserCloser = t
+		default:
+			p = nil
+		}
+		if p == nil {
+			g.log.Error("websocket connection read by an unknown parser", "session", fmt.Sprintf("%T", nc.Session()))
+			_ = conn.Close()
+			return
+		}
 		c := g.newClient(g.clientAddr(r), t)
 		if c == nil {
 			_ = conn.WriteClose(1013, "try again later")
@@ -184,22 +214,22 @@ func (g *Gateway) listenWebSocket() error {
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,
 		}})
 	})
-	addrs, tlsAddrs := []string{g.cfg.WebSocketAddr}, []string(nil)
-	var tlsConfig *tls.Config
+	var wss *wssAcceptor
+	var listen func(network, addr string) (net.Listener, error)
 	if f := g.cfg.WebSocketTLS; f != nil {
-		var err error
-		if tlsConfig, err = loadTLS(f); err != nil {
+		tlsConfig, err := loadTLS(f, "http/1.1")
+		if err != nil {
 			return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 		}
-		addrs, tlsAddrs = nil, addrs
+		wss = &wssAcceptor{g: g, cfg: tlsConfig, hs: hs}
+		listen = wss.listen
 	}
 	e := nbhttp.NewEngine(nbhttp.Config{
 		Name:               "gateway-ws",
 		Network:            "tcp",
-		Addrs:              addrs,
-		AddrsTLS:           tlsAddrs,
-		TLSConfig:          tlsConfig,
-		Handler:            mux,
+		Addrs:              []string{g.cfg.WebSocketAddr},
+		Listen:             listen,
+		Handler:            hs.closingAfterRead(mux),
 		MaxLoad:            g.cfg.MaxConnections + 64, // the registry refuses first, with a close frame
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		// No read deadline from nbio: see handshakes.
@@ -208,10 +238,20 @@ func (g *Gateway) listenWebSocket() error {
 		// Message buffers are recycled: a fresh one per message was a fifth
 		// of the gateway's allocations in the echo benchmark.
 		ReleaseWebsocketPayload: true,
-		ServerExecutor:          wsExecutor(tlsConfig),
+		ServerExecutor:          wsExecutor,
 	})
 	e.OnData(hs.guardedData)
+	e.OnWrittenSize(countWritten)
+	// nbio serves a wss:// connection, which is a crypto/tls conn to it, in
+	// its blocking mode: it takes the engine from here, and writes are to go
+	// straight through crypto/tls to the poller's queue, not to a writer
+	// goroutine.
+	up.Engine = e
+	up.BlockingModAsyncWrite = false
 	opened := raceBridge(e)
+	if wss != nil {
+		wss.e, wss.opened = e, opened
+	}
 	e.OnOpen(func(c net.Conn) {
 		if nc := pollerConn(c); nc != nil {
 			hs.opened(nc)
@@ -222,11 +262,7 @@ func (g *Gateway) listenWebSocket() error {
 		return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 	}
 	g.ws = e
-	if g.cfg.WebSocketTLS != nil {
-		g.wsAddr = e.AddrsTLS[0]
-	} else {
-		g.wsAddr = e.Addrs[0]
-	}
+	g.wsAddr = e.Addrs[0]
 	return nil
 }
 
@@ -306,15 +342,9 @@ const noDeadline = 100 * 365 * 24 * time.Hour
 // while writing to the server, and a hand-off to nbio's goroutine pool cost
 // a tenth of the echo rate. (A NATS server that stops reading thus stops
 // the poller's reads too, which pushes back on clients through TCP; with the
-// pool their messages piled up in memory instead.) TLS
-// listeners keep the pool, so that one client's TLS handshake does not hold
-// up the other connections of its poller.
-func wsExecutor(tlsConfig *tls.Config) func(func()) {
-	if tlsConfig != nil {
-		return nil
-	}
-	return func(f func()) { f() }
-}
+// pool their messages piled up in memory instead.) wss:// connections too,
+// once their TLS handshake is done (tlsSession).
+func wsExecutor(f func()) { f() }
 
 // closeReasonOf maps what nbio reports on close to a CloseReason.
 func closeReasonOf(err error) bus.CloseReason {
@@ -323,9 +353,13 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseClientClosed
 	case errors.Is(err, nbio.ErrOverflow):
 		return bus.CloseSlowConsumer
+	case errors.Is(err, errTLSBacklog):
+		return bus.CloseEventQueueFull
+	case errors.Is(err, errTLSProtocol):
+		return bus.CloseProtocolError
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return bus.CloseMessageTooLarge
-	case errors.Is(err, ErrFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
+	case errors.Is(err, errFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
 		return bus.CloseProtocolError
 	}
 	return bus.CloseClientClosed

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -13,15 +14,15 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-// Sentinel errors of the WebSocket input checks. A connection closed with
-// one of them counts as bus.CloseProtocolError.
+// Errors of the WebSocket input checks, as nbio's close callbacks see
+// them; clients and workers see close codes and bus.CloseReason instead.
 var (
-	// ErrFrameProtocol means a client frame broke RFC 6455 §5: the gateway
-	// answered with close code 1002.
-	ErrFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
-	// ErrHeaderTooLarge means an upgrade request's head passed
+	// errFrameProtocol means a client frame broke RFC 6455 §5: the gateway
+	// answered with close code 1002; workers hear bus.CloseProtocolError.
+	errFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
+	// errHeaderTooLarge means an upgrade request's head passed
 	// MaxHeaderBytes or MaxHeaderCount: the gateway answered 431.
-	ErrHeaderTooLarge = errors.New("gateway: request header fields too large")
+	errHeaderTooLarge = errors.New("gateway: request header fields too large")
 )
 
 // frameError is one way a frame breaks RFC 6455; its text is the close
@@ -29,7 +30,7 @@ var (
 type frameError string
 
 func (e frameError) Error() string        { return string(e) }
-func (e frameError) Is(target error) bool { return target == ErrFrameProtocol }
+func (e frameError) Is(target error) bool { return target == errFrameProtocol }
 
 const (
 	errUnmasked          = frameError("client frame not masked")
@@ -172,11 +173,6 @@ func (f *frameGuard) check(h []byte) error {
 // MaxHeaderCount bounds the header lines of an upgrade request.
 const MaxHeaderCount = 100
 
-// tlsHeadSlack is what a TLS listener allows on top of MaxHeaderBytes
-// before the upgrade: it counts the bytes on the wire, which carry the TLS
-// handshake and record overhead too.
-const tlsHeadSlack = 16 << 10
-
 // response431 ends a request whose head is too large (RFC 6585 §5).
 var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
@@ -193,10 +189,8 @@ var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnec
 // (20 MiB of headers were accepted, then sent to workers).
 type handshakes struct {
 	timeout time.Duration
-	// maxBytes bounds the bytes read before the upgrade; lines, when
-	// counted, the request line, header lines and blank line.
+	// maxBytes bounds the bytes read before the upgrade (see read).
 	maxBytes int
-	tls      bool
 	mu       sync.Mutex
 	pending  map[*nbio.Conn]*handshake
 }
@@ -205,6 +199,10 @@ type handshake struct {
 	timer *time.Timer
 	// bytes and lines count what came before the upgrade.
 	bytes, lines int
+	// refused is set once a request was answered without an upgrade:
+	// guardedData (ws://) or serveWSS (wss://) closes the connection when
+	// nbio's parser has returned.
+	refused bool
 }
 
 // pollerConn is the nbio connection under c: what OnOpen and OnData see.
@@ -215,10 +213,10 @@ func pollerConn(c net.Conn) *nbio.Conn {
 			return v
 		case *nbhttp.Conn:
 			c = v.Conn
-		case interface{ NetConn() net.Conn }:
+		case interface{ NetConn() net.Conn }: // crypto/tls's Conn
 			c = v.NetConn()
-		case interface{ Conn() net.Conn }: // lesismal/llib's tls.Conn
-			c = v.Conn()
+		case *tlsSession:
+			return v.nbc
 		default:
 			return nil
 		}
@@ -232,18 +230,33 @@ func (h *handshakes) opened(c *nbio.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	hs := &handshake{}
-	hs.timer = time.AfterFunc(h.timeout, func() {
+	var expire func()
+	// nbio may reuse the connection for a later one: hs must still be
+	// its entry.
+	mine := func(take bool) bool {
 		h.mu.Lock()
-		// nbio may reuse the connection for a later one.
-		mine := h.pending[c] == hs
-		if mine {
+		defer h.mu.Unlock()
+		ok := h.pending[c] == hs
+		if ok && take {
 			delete(h.pending, c)
 		}
-		h.mu.Unlock()
-		if mine {
+		return ok
+	}
+	expire = func() {
+		if !mine(false) {
+			return
+		}
+		if c.ExecuteLen() > 0 {
+			// A handler runs inside nbio's parser: closing now would
+			// freeze the poller (see closingAfterRead). Come back.
+			time.AfterFunc(10*time.Millisecond, expire)
+			return
+		}
+		if mine(true) {
 			_ = c.Close()
 		}
-	})
+	}
+	hs.timer = time.AfterFunc(h.timeout, expire)
 	h.pending[c] = hs
 }
 
@@ -259,8 +272,9 @@ func (h *handshakes) finished(c *nbio.Conn) {
 }
 
 // read counts data, read by c before its upgrade, and reports whether the
-// request head is still within bounds. Only plain listeners see the text,
-// so only they count lines; a TLS listener counts the bytes on the wire.
+// request head is still within bounds. data is the request's text: on a
+// TLS listener, what crypto/tls decrypted (the TLS handshake is bounded by
+// crypto/tls and MaxPendingEventBytes).
 func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -269,9 +283,6 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 		return true // upgraded, or timed out and closing
 	}
 	hs.bytes += len(data)
-	if h.tls {
-		return hs.bytes <= h.maxBytes+tlsHeadSlack
-	}
 	for _, b := range data {
 		if b == '\n' {
 			hs.lines++
@@ -280,19 +291,85 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 	return hs.bytes <= h.maxBytes && hs.lines <= MaxHeaderCount+2
 }
 
+// bound counts data, read by c before its upgrade, and past the bounds
+// answers 431 on w and returns errHeaderTooLarge: c is to be closed.
+func (h *handshakes) bound(c *nbio.Conn, w io.Writer, data []byte) error {
+	if h.read(c, data) {
+		return nil
+	}
+	_, _ = w.Write(response431)
+	return errHeaderTooLarge
+}
+
 // guardedData wraps the engine's data handler: before the upgrade it
-// bounds the request head, answering 431 (plain listeners) and closing
-// past MaxHeaderBytes, so that a client sending header lines without end
-// holds at most that much. After the upgrade it costs a type check.
+// bounds the request head, answering 431 and closing past MaxHeaderBytes,
+// so that a client sending header lines without end holds at most that
+// much, and it closes connections whose request was refused (see
+// closingAfterRead). After the upgrade it costs a type check. wss://
+// connections, whose session is a tlsSession, pass through: serveWSS
+// bounds their decrypted head.
 func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
-	if p, ok := c.Session().(*nbhttp.Parser); ok && !h.read(c, data) {
-		if !h.tls {
-			_, _ = p.Conn.Write(response431)
-		}
-		_ = c.CloseWithError(ErrHeaderTooLarge)
+	p, ok := c.Session().(*nbhttp.Parser)
+	if !ok {
+		c.DataHandler()(c, data)
+		return
+	}
+	if err := h.bound(c, p.Conn, data); err != nil {
+		_ = c.CloseWithError(err)
 		return
 	}
 	c.DataHandler()(c, data)
+	if h.refused(c) {
+		_ = c.Close()
+	}
+}
+
+// refused reports whether c's request was answered without an upgrade
+// (see closingAfterRead).
+func (h *handshakes) refused(c *nbio.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs := h.pending[c]
+	return hs != nil && hs.refused
+}
+
+// closingAfterRead wraps the engine's HTTP handler, which runs inside
+// nbio's parser (on ws://, on the poller; on wss://, in serveWSS's), so that
+// no connection is closed there. On ws:// nbio runs a handler as a job of the
+// connection's serial executor while its parser holds the parser's lock;
+// a close meanwhile queues the connection's cleanup behind that job, in
+// the same loop, and the cleanup takes the parser's lock again: the poller
+// froze, with every connection on it. nbio closes there after a response
+// that ends the connection (HTTP/1.0, "Connection: close"). A request that
+// did not upgrade is answered "Connection: close" instead, and guardedData
+// closes its connection once the parser has returned. (An upgraded
+// connection's cleanup takes the WebSocket connection's lock, not the
+// parser's.) On wss:// such a close would not freeze anything (the
+// tlsSession ends the parser after its drain), but the connection is closed
+// the same way, so both listeners answer alike.
+func (h *handshakes) closingAfterRead(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		p := parserOf(w)
+		if p == nil {
+			return
+		}
+		nc := pollerConn(p.Conn)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if hs := h.pending[nc]; hs != nil { // not upgraded
+			hs.refused, r.Close = true, false
+			w.Header().Set("Connection", "close")
+		}
+	})
+}
+
+// parserOf is the parser that read the request w answers, or nil.
+func parserOf(w http.ResponseWriter) *nbhttp.Parser {
+	if res, ok := w.(*nbhttp.Response); ok {
+		return res.Parser
+	}
+	return nil
 }
 
 // badHandshake says what makes r an invalid opening handshake that nbio's

@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
 )
 
@@ -26,6 +29,7 @@ type rawWS struct {
 	t    *testing.T
 	conn net.Conn
 	r    *bufio.Reader
+	id   string // the client id, once upgraded
 }
 
 // dialRaw sends head (the request line and headers, without the blank
@@ -35,9 +39,15 @@ func dialRaw(t *testing.T, addr, head string) (*rawWS, int) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
+	return handshake(t, conn, head)
+}
+
+// handshake is dialRaw on a connection of the caller's.
+func handshake(t *testing.T, conn net.Conn, head string) (*rawWS, int) {
+	t.Helper()
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(2 * wait))
-	_, err = conn.Write([]byte(head + "\r\n"))
+	_, err := conn.Write([]byte(head + "\r\n"))
 	require.NoError(t, err)
 	c := &rawWS{t: t, conn: conn, r: bufio.NewReader(conn)}
 	status, err := c.r.ReadString('\n')
@@ -56,13 +66,14 @@ func dialRaw(t *testing.T, addr, head string) (*rawWS, int) {
 }
 
 // upgrade opens a WebSocket connection and reads the greeting the edge's
-// worker sends on connect.
+// worker sends on connect: the client's id.
 func upgrade(t *testing.T, addr string) *rawWS {
 	t.Helper()
 	c, code := dialRaw(t, addr, upgradeRequest)
 	require.Equal(t, 101, code)
-	op, _ := c.readFrame()
+	op, id := c.readFrame()
 	require.Equal(t, byte(1), op, "the greeting")
+	c.id = string(id)
 	return c
 }
 
@@ -174,6 +185,10 @@ func TestWebSocketFramesBreakingRFC6455GetCloseCode1002(t *testing.T) {
 		{"pong over 125 bytes", [][]byte{frame(0x8a, bytes.Repeat([]byte{'p'}, 126), true, 0)}},
 		{"close over 125 bytes", [][]byte{frame(0x88, append([]byte{3, 232}, bytes.Repeat([]byte{'c'}, 124)...), true, 0)}},
 		{"close with a 1-byte payload", [][]byte{masked(0x88, "x")}},
+		{"close code 999", [][]byte{masked(0x88, "\x03\xe7")}},
+		{"close code 1005 (reserved)", [][]byte{masked(0x88, "\x03\xed")}},
+		{"close reason not UTF-8", [][]byte{masked(0x88, "\x03\xe8\xff\xfe")}},
+		{"text not UTF-8", [][]byte{masked(0x81, "\xff\xfe")}},
 		{"header split across writes", [][]byte{{0x81}, {0xff}, {0x80, 0, 0, 0}, {0, 0, 0, 0}, {1, 2}, {3, 4}}},
 	}
 	for _, tc := range cases {
@@ -184,6 +199,7 @@ func TestWebSocketFramesBreakingRFC6455GetCloseCode1002(t *testing.T) {
 				require.NoError(t, err)
 			}
 			require.Equal(t, 1002, c.closeCode())
+			require.Equal(t, bus.CloseProtocolError, s.closeReason(t, c.id))
 		})
 	}
 }
@@ -235,12 +251,17 @@ func TestWebSocketValidFramesStillWork(t *testing.T) {
 	}
 }
 
+// exchange sends a masked frame and returns the next frame back.
+func (c *rawWS) exchange(b0 byte, payload string) (byte, string) {
+	c.t.Helper()
+	_, err := c.conn.Write(masked(b0, payload))
+	require.NoError(c.t, err)
+	return c.next()
+}
+
 func TestWebSocketPingGetsPong(t *testing.T) {
 	s := startEdge(t, gateway.Config{})
-	c := upgrade(t, s.gw.WebSocketAddr())
-	_, err := c.conn.Write(masked(0x89, "are you there"))
-	require.NoError(t, err)
-	op, p := c.next()
+	op, p := upgrade(t, s.gw.WebSocketAddr()).exchange(0x89, "are you there")
 	require.Equal(t, byte(10), op)
 	require.Equal(t, "are you there", p)
 }
@@ -313,4 +334,167 @@ func TestUpgradeHeadIsBounded(t *testing.T) {
 		resp, _ := io.ReadAll(conn)
 		require.True(t, bytes.HasPrefix(resp, []byte("HTTP/1.1 431 ")), "%q (write: %v)", resp, err)
 	})
+}
+
+// TestWebSocketRSV1OnlyOnCompressedMessages: with permessage-deflate
+// negotiated, RSV1 marks a message's first frame, and only that one.
+func TestWebSocketRSV1OnlyOnCompressedMessages(t *testing.T) {
+	s := startEdge(t, gateway.Config{WebSocketCompression: true})
+	dial := func() *rawWS {
+		c, code := dialRaw(t, s.gw.WebSocketAddr(), upgradeRequest+"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+		require.Equal(t, 101, code)
+		op, _ := c.readFrame()
+		require.Equal(t, byte(1), op, "the greeting")
+		return c
+	}
+	var deflated bytes.Buffer
+	fw, err := flate.NewWriter(&deflated, flate.BestSpeed)
+	require.NoError(t, err)
+	_, _ = fw.Write([]byte("squeezed"))
+	require.NoError(t, fw.Flush())
+	body := bytes.TrimSuffix(deflated.Bytes(), []byte{0, 0, 0xff, 0xff})
+
+	c := dial()
+	_, err = c.conn.Write(frame(0xc1, body, true, 0))
+	require.NoError(t, err)
+	op, got := c.next()
+	require.Equal(t, byte(1), op)
+	require.Equal(t, "squeezed", got)
+
+	c = dial()
+	_, err = c.conn.Write(append(frame(0x41, body[:2], true, 0), frame(0xc0, body[2:], true, 0)...))
+	require.NoError(t, err)
+	require.Equal(t, 1002, c.closeCode(), "RSV1 on a continuation frame")
+}
+
+// TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning: nbio
+// closed such a connection inside its parser, and its close job then
+// waited for the parser's own lock: the poller froze with every
+// connection on it.
+func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) {
+	s := startEdge(t, gateway.Config{})
+	refuse(t, func() net.Conn {
+		conn, err := net.Dial("tcp", s.gw.WebSocketAddr())
+		require.NoError(t, err)
+		return conn
+	})
+	for range 8 { // whichever poller they land on
+		op, got := upgrade(t, s.gw.WebSocketAddr()).exchange(0x81, "alive")
+		require.Equal(t, byte(1), op)
+		require.Equal(t, "alive", got)
+	}
+}
+
+// TestWSSRefusedRequestsCloseTheirConnection: wss:// answers requests that
+// do not upgrade as ws:// does, closing their connection (with a TLS
+// close_notify) instead of keeping it until HandshakeTimeout.
+func TestWSSRefusedRequestsCloseTheirConnection(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	s := startEdge(t, gateway.Config{WebSocketTLS: &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}, HandshakeTimeout: time.Minute})
+	refuse(t, func() net.Conn {
+		conn, err := tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
+		require.NoError(t, err)
+		return conn
+	})
+}
+
+// refuse sends requests that the gateway answers without an upgrade, each
+// on a connection of dial's, and checks that the gateway ends it.
+func refuse(t *testing.T, dial func() net.Conn) {
+	t.Helper()
+	for i := range 50 {
+		head := "GET / HTTP/1.0\r\nHost: x\r\n"
+		switch i % 5 {
+		case 1:
+			head = "GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		case 2:
+			head = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		case 3:
+			head = strings.Replace(upgradeRequest, "HTTP/1.1", "HTTP/1.0", 1)
+		case 4: // keep-alive, but refused: closed as well
+			head = strings.Replace(upgradeRequest, "dGhlIHNhbXBsZSBub25jZQ==", "short", 1)
+		}
+		c, code := handshake(t, dial(), head)
+		require.Contains(t, []int{400, 404}, code, "request %d", i)
+		_, err := io.ReadAll(c.r)
+		require.NoError(t, err, "request %d: the gateway ends the connection", i)
+	}
+}
+
+// TestWSSInputIsGuardedToo: on a wss:// listener the guard sits on the
+// decrypted stream, the handshake clock stops at the upgrade, and the
+// decrypted request head is bounded as on ws://, with a 431.
+func TestWSSInputIsGuardedToo(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	s := startEdge(t, gateway.Config{
+		WebSocketTLS:     &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile},
+		HandshakeTimeout: 300 * time.Millisecond,
+	})
+	dial := func() net.Conn {
+		conn, err := tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
+		require.NoError(t, err)
+		return conn
+	}
+	c, code := handshake(t, dial(), upgradeRequest)
+	require.Equal(t, 101, code)
+	op, _ := c.readFrame()
+	require.Equal(t, byte(1), op, "the greeting")
+	time.Sleep(3 * 300 * time.Millisecond) // past HandshakeTimeout
+	op, got := c.exchange(0x81, "still here")
+	require.Equal(t, byte(1), op)
+	require.Equal(t, "still here", got)
+	_, err := c.conn.Write([]byte{0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4})
+	require.NoError(t, err)
+	require.Equal(t, 1002, c.closeCode())
+
+	conn := dial()
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * wait))
+	_, err = conn.Write([]byte(upgradeRequest + strings.Repeat("X-Pad: "+strings.Repeat("p", 1000)+"\r\n", 40)))
+	var ne net.Error
+	if errors.As(err, &ne) {
+		require.False(t, ne.Timeout())
+	}
+	resp, err := io.ReadAll(conn)
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "closed by the gateway, not by the test's deadline")
+	require.True(t, bytes.HasPrefix(resp, []byte("HTTP/1.1 431 ")), "%q (read: %v)", resp, err)
+}
+
+// TestFramesBeforeThe101AreGuarded: frames that come with the upgrade
+// request, before the client could see the 101 (RFC 6455 §4.1 says it
+// must wait), are WebSocket input checked by the frame guard, on ws:// and
+// wss:// alike: a ping gets its pong, and an unmasked frame, which nbio
+// alone accepts, gets 1002.
+func TestFramesBeforeThe101AreGuarded(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	// A masked ping whose 2-byte payload is the CRLF handshake adds.
+	ping := string([]byte{0x89, 0x82, 0x12, 0x34, 0x56, 0x78})
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ws", true: "wss"}[secure], func(t *testing.T) {
+			cfg := gateway.Config{}
+			if secure {
+				cfg.WebSocketTLS = &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}
+			}
+			s := startEdge(t, cfg)
+			dial := func(early string) *rawWS {
+				var conn net.Conn
+				var err error
+				if secure {
+					conn, err = tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
+				} else {
+					conn, err = net.Dial("tcp", s.gw.WebSocketAddr())
+				}
+				require.NoError(t, err)
+				c, code := handshake(t, conn, upgradeRequest+"\r\n"+early)
+				require.Equal(t, 101, code)
+				return c
+			}
+			c := dial(ping)
+			for op, p := c.readFrame(); op != 0xa; op, p = c.readFrame() {
+				require.Equal(t, byte(1), op, "the greeting, then the pong: %s", p)
+			}
+			c = dial(string(frame(0x81, []byte("early"), false, 0)))
+			require.Equal(t, 1002, c.closeCode())
+		})
+	}
 }

@@ -270,6 +270,11 @@ func TestStatusAndMetrics(t *testing.T) {
 	require.Contains(t, string(body), `gatewayworker_gateway_closed_total{reason="slow consumer"} 0`)
 	// Initialised for alert rules, before any handler failed.
 	require.Contains(t, string(body), `gatewayworker_worker_handler_errors_total{event="close"} 0`)
+	// Overload counters exist at zero before the first event, for alerts.
+	require.Contains(t, string(body), `gatewayworker_nats_slow_consumers_total{conn="gateway"} 0`)
+	require.Contains(t, string(body), `gatewayworker_nats_slow_consumers_total{conn="worker"} 0`)
+	require.Contains(t, string(body), "gatewayworker_gateway_pushes_dropped_total 0")
+	require.Contains(t, string(body), "gatewayworker_gateway_replies_dropped_total 0")
 }
 
 func TestHealth(t *testing.T) {

@@ -70,6 +70,7 @@ func (m *metrics) addGateway(g *gateway.Gateway) {
 	m.gauge("gatewayworker_gateway_groups", "Groups with a member on this gateway.", stat(func(s gateway.Stats) float64 { return float64(s.Groups) }))
 	m.gauge("gatewayworker_gateway_uids", "Uids with a client on this gateway.", stat(func(s gateway.Stats) float64 { return float64(s.UIDs) }))
 	m.gauge("gatewayworker_gateway_pending_acks", "Clients whose event batch waits for a worker.", stat(func(s gateway.Stats) float64 { return float64(s.PendingAcks) }))
+	m.gauge("gatewayworker_gateway_waiting_for_workers", "Clients whose events wait because MaxBatchesInFlight batches wait for workers.", stat(func(s gateway.Stats) float64 { return float64(s.WaitingForWorkers) }))
 	m.counter("gatewayworker_gateway_connections_accepted_total", "Connections accepted.", stat(func(s gateway.Stats) float64 { return float64(s.Accepted) }))
 	m.counter("gatewayworker_gateway_messages_in_total", "Messages received from clients.", stat(func(s gateway.Stats) float64 { return float64(s.MessagesIn) }))
 	m.counter("gatewayworker_gateway_bytes_in_total", "Message bytes received from clients.", stat(func(s gateway.Stats) float64 { return float64(s.BytesIn) }))
@@ -78,6 +79,8 @@ func (m *metrics) addGateway(g *gateway.Gateway) {
 	m.counter("gatewayworker_gateway_event_batches_total", "Event batches sent to workers.", stat(func(s gateway.Stats) float64 { return float64(s.Batches) }))
 	m.counter("gatewayworker_gateway_event_resends_total", "Event batches sent again (a worker died or none ran).", stat(func(s gateway.Stats) float64 { return float64(s.Resends) }))
 	m.counter("gatewayworker_gateway_nats_reconnects_total", "Reconnections to NATS.", stat(func(s gateway.Stats) float64 { return float64(s.NATSReconnects) }))
+	m.counter("gatewayworker_gateway_pushes_dropped_total", "Pushes (one per client) dropped because the gateway's writers fell 64 MiB or 4,096 pushes per shard behind.", stat(func(s gateway.Stats) float64 { return float64(s.PushesDropped) }))
+	m.counter("gatewayworker_gateway_replies_dropped_total", "JoinGroup and BindUID answers dropped because 65,536 waited for NATS to confirm subscriptions.", stat(func(s gateway.Stats) float64 { return float64(s.RepliesDropped) }))
 	closed := prometheus.NewDesc("gatewayworker_gateway_closed_total", "Closed connections by reason (slow consumer, heartbeat timeout, ...).", []string{"reason"}, nil)
 	m.reg.MustRegister(closedCollector{desc: closed, g: g})
 }
@@ -97,6 +100,17 @@ func (c closedCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), bus.CloseReason(reason).String())
 	}
+}
+
+// addBus exports the slow-consumer reports of one NATS connection (conn
+// says whose): a subscription fell bus.PendingMsgs or bus.PendingBytes
+// behind and nats.go dropped its messages. The series exists from the
+// start, at zero, so an alert on its increase sees the first one.
+func (m *metrics) addBus(conn string, b *bus.Conn) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "gatewayworker_nats_slow_consumers_total", Help: "Times a NATS subscription fell behind its pending limits and nats.go dropped messages, by connection.",
+		ConstLabels: prometheus.Labels{"conn": conn},
+	}, func() float64 { return float64(b.SlowConsumers()) }))
 }
 
 // addWorker exports a worker's counters.

@@ -79,7 +79,7 @@ type gatewayFlags struct {
 	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
-	maxHeader                                           int
+	maxHeader, maxInFlight                              int
 	rateLimit, gogc                                     int
 }
 
@@ -107,6 +107,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.int(&g.maxHeader, "max-header-bytes", gateway.DefaultMaxHeaderBytes, "largest WebSocket upgrade request head (request line and headers) in bytes; larger ones get 431")
 	c.int(&g.sendQueue, "send-queue-limit", gateway.DefaultSendQueueLimit, "unsent bytes per client before it is closed as slow")
 	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
+	c.int(&g.maxInFlight, "max-batches-in-flight", gateway.DefaultMaxBatchesInFlight, "event batches sent and not yet acknowledged by workers; more wait in their clients' queues; negative no limit")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
 }
 
@@ -173,7 +174,7 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		AllowedOrigins: splitList(g.origins),
 		PingInterval:   g.pingInterval, PingNotResponseLimit: g.pingLimit, PingData: []byte(g.pingData),
 		MaxMessageSize: g.maxMessage, SendQueueLimit: g.sendQueue, MaxConnections: g.maxConns,
-		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader,
+		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader, MaxBatchesInFlight: g.maxInFlight,
 		Logger: log,
 	}
 	if g.wsCert != "" || g.wsKey != "" {

@@ -31,29 +31,27 @@ func TestGOGCFlagUnlessTheEnvironmentSetsIt(t *testing.T) {
 
 func TestGOGCDefaultsDifferBetweenGatewayAndRun(t *testing.T) {
 	for cmd, want := range map[string]string{"gateway": "(default 50;", "run": "(default 100;"} {
-		var out bytes.Buffer
-		require.ErrorIs(t, dispatch(context.Background(), []string{cmd, "--help"}, &out, io.Discard), flag.ErrHelp)
-		var line string
-		for l := range strings.Lines(out.String()) {
-			if strings.Contains(l, "--gogc") {
-				line = l
-			}
-		}
-		require.Contains(t, line, want, cmd)
+		require.Contains(t, helpLine(t, cmd, "--gogc"), want, cmd)
 	}
+}
+
+// helpLine is the line of cmd's --help that documents name.
+func helpLine(t *testing.T, cmd, name string) string {
+	t.Helper()
+	var out bytes.Buffer
+	require.ErrorIs(t, dispatch(context.Background(), []string{cmd, "--help"}, &out, io.Discard), flag.ErrHelp)
+	var line string
+	for l := range strings.Lines(out.String()) {
+		if strings.Contains(l, name) {
+			line = l
+		}
+	}
+	return line
 }
 
 func TestMaxHeaderBytesFlag(t *testing.T) {
 	for _, cmd := range []string{"gateway", "run"} {
-		var out bytes.Buffer
-		require.ErrorIs(t, dispatch(context.Background(), []string{cmd, "--help"}, &out, io.Discard), flag.ErrHelp)
-		var line string
-		for l := range strings.Lines(out.String()) {
-			if strings.Contains(l, "--max-header-bytes") {
-				line = l
-			}
-		}
-		require.Contains(t, line, "(default 16384", cmd)
+		require.Contains(t, helpLine(t, cmd, "--max-header-bytes"), "(default 16384", cmd)
 	}
 	cfg, err := (&gatewayFlags{maxHeader: 4096}).config(nil, "", nil)
 	require.NoError(t, err)

@@ -248,6 +248,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	m := newMetrics()
 	m.addGateway(gw)
+	m.addBus("gateway", gwBus)
 	var wkBus *bus.Conn
 	// Without a built-in worker, workerRun stands for one that never stops
 	// by itself, so that shutdown and the select below stay one path.
@@ -267,6 +268,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		m.addWorker(wk)
+		m.addBus("worker", wkBus)
 		workerRun = wk.Run
 	}
 

@@ -74,6 +74,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	m := newMetrics()
 	m.addGateway(gw)
+	m.addBus("gateway", b)
 	stopMetrics, err := serveMetrics(s.metrics, m, log)
 	if err != nil {
 		return err
@@ -105,6 +106,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	m.addWorker(wk)
+	m.addBus("worker", b)
 	stopMetrics, err := serveMetrics(s.metrics, m, log)
 	if err != nil {
 		return err
