@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
@@ -26,7 +27,7 @@ import (
 // text+tls:// and frame+tls://, and returns their addresses by scheme.
 func startTLSEdge(t *testing.T, cfg gateway.Config) (*edge, map[string]string, *x509.CertPool) {
 	t.Helper()
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := bustest.SelfSignedCert(t)
 	files := &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}
 	cfg.WebSocketAddr, cfg.WebSocketTLS = "127.0.0.1:0", files
 	cfg.TCP = []gateway.TCPListener{

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
 )
 
@@ -389,7 +390,7 @@ func TestRefusedRequestsThatEndTheConnectionLeaveThePollerRunning(t *testing.T) 
 // do not upgrade as ws:// does, closing their connection (with a TLS
 // close_notify) instead of keeping it until HandshakeTimeout.
 func TestWSSRefusedRequestsCloseTheirConnection(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := bustest.SelfSignedCert(t)
 	s := startEdge(t, gateway.Config{WebSocketTLS: &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile}, HandshakeTimeout: time.Minute})
 	refuse(t, func() net.Conn {
 		conn, err := tls.Dial("tcp", s.gw.WebSocketAddr(), &tls.Config{RootCAs: pool})
@@ -425,7 +426,7 @@ func refuse(t *testing.T, dial func() net.Conn) {
 // decrypted stream, the handshake clock stops at the upgrade, and the
 // decrypted request head is bounded as on ws://, with a 431.
 func TestWSSInputIsGuardedToo(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := bustest.SelfSignedCert(t)
 	s := startEdge(t, gateway.Config{
 		WebSocketTLS:     &gateway.TLSFiles{CertFile: certFile, KeyFile: keyFile},
 		HandshakeTimeout: 300 * time.Millisecond,
@@ -466,7 +467,7 @@ func TestWSSInputIsGuardedToo(t *testing.T) {
 // wss:// alike: a ping gets its pong, and an unmasked frame, which nbio
 // alone accepts, gets 1002.
 func TestFramesBeforeThe101AreGuarded(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := bustest.SelfSignedCert(t)
 	// A masked ping whose 2-byte payload is the CRLF handshake adds.
 	ping := string([]byte{0x89, 0x82, 0x12, 0x34, 0x56, 0x78})
 	for _, secure := range []bool{false, true} {
