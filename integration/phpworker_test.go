@@ -270,7 +270,7 @@ func TestPHPWorkerSIGTERMDrains(t *testing.T) {
 // gateway sends them again, and the other process claims them).
 func TestPHPWorkerBlockingHandler(t *testing.T) {
 	phpProgram(t) // before any process starts
-	t.Parallel() // mostly waiting: overlaps the other tests
+	t.Parallel()  // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	log := newProbeLog(t)
@@ -311,7 +311,7 @@ func TestPHPWorkerBlockingHandler(t *testing.T) {
 // client's onClose once.
 func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
 	phpProgram(t) // before any process starts
-	t.Parallel() // mostly waiting: overlaps the other tests
+	t.Parallel()  // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	reaper := start(t, "reaper", "reaper", "--nats", n.url())
 	reaper.waitLine(t, `(reaping only)`)
