@@ -318,7 +318,7 @@ func (g *Gateway) replySessions(subject string, cs []*client) {
 func (g *Gateway) replyInfo(subject string) {
 	live, _, groups, uids := g.reg.counts()
 	info := bus.GatewayInfo{
-		ID: g.cfg.ID, Boot: g.boot.UnixMilli(), Addrs: g.Addrs(),
+		ID: g.cfg.ID, Boot: g.boot.UnixMilli(), Addrs: g.AdvertisedAddrs(),
 		Connections: int64(live), Groups: int64(groups), UIDs: int64(uids),
 		MessagesIn: g.stats.messagesIn.Load(), BytesIn: g.stats.bytesIn.Load(),
 		PushesOut: g.stats.pushesOut.Load(), BytesOut: g.stats.bytesOut.Load(),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"slices"
 	"time"
 
@@ -80,6 +81,13 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// TCP lists raw TCP listeners, each with its protocol. Empty means none.
 	TCP []TCPListener
+	// AdvertiseAddrs are the URLs clients should connect to
+	// ("wss://chat.example.com/"), which heartbeats and info queries (and so
+	// `gatewayworker status` and /v1/gateways) carry instead of the bound
+	// addresses: set them behind a proxy, NAT or port mapping. Empty means
+	// the bound addresses, a wildcard one ("0.0.0.0", "[::]") replaced by
+	// the host's loopback and unicast addresses (see AdvertisedAddrs).
+	AdvertiseAddrs []string
 
 	// PingInterval is how often the heartbeat runs (GatewayWorker's
 	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
@@ -243,6 +251,11 @@ func (c Config) validate() error {
 			return fmt.Errorf("gateway: a %s TCP listener has no address", l.Codec.Name())
 		}
 	}
+	for _, a := range c.AdvertiseAddrs {
+		if err := CheckAdvertiseAddr(a); err != nil {
+			return fmt.Errorf("gateway: AdvertiseAddrs: %w", err)
+		}
+	}
 	if c.WebSocketPath[0] != '/' {
 		return fmt.Errorf("gateway: WebSocketPath %q must start with '/'", c.WebSocketPath)
 	}
@@ -301,4 +314,14 @@ func randomID() string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return string(b)
+}
+
+// CheckAdvertiseAddr refuses an AdvertiseAddrs entry that is not an absolute
+// URL with a host ("ws://host:port/path", "text://host:port").
+func CheckAdvertiseAddr(a string) error {
+	u, err := url.Parse(a)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("%q is not a URL such as ws://host:port/path", a)
+	}
+	return nil
 }

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,7 +226,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.startLoop(life, g.cfg.PingInterval, func(time.Time) { g.heartbeat() })
 	}
 	g.beat(false)
-	g.log.Info("gateway listening", "websocket", g.wsAddr, "ws_path", g.cfg.WebSocketPath, "addrs", g.Addrs())
+	g.log.Info("gateway listening", "websocket", g.wsAddr, "ws_path", g.cfg.WebSocketPath, "addrs", g.Addrs(), "advertised", g.AdvertisedAddrs())
 	close(g.ready)
 
 	<-ctx.Done()
@@ -750,31 +753,100 @@ func (g *Gateway) heartbeat() {
 	}
 }
 
-// Addrs lists the listeners as URLs, once Ready: "ws://host:port/path",
-// "wss://...", "text://host:port", "frame+tls://host:port".
+// Addrs lists the listeners' bound addresses as URLs, once Ready:
+// "ws://host:port/path", "wss://...", "text://host:port",
+// "frame+tls://host:port". A wildcard listener shows as bound
+// ("ws://[::]:7272/"); AdvertisedAddrs is where clients connect.
 func (g *Gateway) Addrs() []string {
 	var addrs []string
-	if g.wsAddr != "" {
-		scheme := "ws://"
-		if g.cfg.WebSocketTLS != nil {
-			scheme = "wss://"
+	for _, l := range g.listeners() {
+		addrs = append(addrs, l.url(l.hostport))
+	}
+	return addrs
+}
+
+// AdvertisedAddrs is what heartbeats and info queries carry, once Ready:
+// Config.AdvertiseAddrs if set, else Addrs with each wildcard listener
+// listed once per usable address of the host (loopback included), since a
+// client cannot connect to "0.0.0.0". Every wildcard stands for all of
+// them: Go listens on "0.0.0.0" with a dual-stack socket (bound as "[::]").
+func (g *Gateway) AdvertisedAddrs() []string {
+	if len(g.cfg.AdvertiseAddrs) > 0 {
+		return slices.Clone(g.cfg.AdvertiseAddrs)
+	}
+	var addrs []string
+	for _, l := range g.listeners() {
+		host, port, err := net.SplitHostPort(l.hostport)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || (host != "" && (perr != nil || !ip.IsUnspecified())) {
+			addrs = append(addrs, l.url(l.hostport))
+			continue
 		}
-		addrs = append(addrs, scheme+g.wsAddr+g.cfg.WebSocketPath)
+		hosts := hostAddrs()
+		if len(hosts) == 0 { // no interface up: the bound address says at least the port
+			addrs = append(addrs, l.url(l.hostport))
+		}
+		for _, h := range hosts {
+			addrs = append(addrs, l.url(net.JoinHostPort(h.String(), port)))
+		}
+	}
+	return addrs
+}
+
+// hostAddrs lists the host's loopback and unicast addresses; link-local
+// ones are left out: they need a zone to be dialled.
+func hostAddrs() []netip.Addr {
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range ifaddrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if !ip.IsLoopback() && !ip.IsGlobalUnicast() {
+			continue
+		}
+		out = append(out, ip)
+	}
+	return out
+}
+
+// listenerURL is one listener: url puts a host:port between its parts.
+type listenerURL struct{ scheme, hostport, path string }
+
+func (l listenerURL) url(hostport string) string { return l.scheme + "://" + hostport + l.path }
+
+func (g *Gateway) listeners() []listenerURL {
+	var ls []listenerURL
+	if g.wsAddr != "" {
+		scheme := "ws"
+		if g.cfg.WebSocketTLS != nil {
+			scheme = "wss"
+		}
+		ls = append(ls, listenerURL{scheme, g.wsAddr, g.cfg.WebSocketPath})
 	}
 	for _, t := range g.tcp {
 		scheme := t.codec.Name()
 		if t.tls {
 			scheme += "+tls"
 		}
-		addrs = append(addrs, scheme+"://"+t.addr)
+		ls = append(ls, listenerURL{scheme, t.addr, ""})
 	}
-	return addrs
+	return ls
 }
 
 // beat announces this gateway to API clients and workers.
 func (g *Gateway) beat(leaving bool) {
 	live, _, _, _ := g.reg.counts()
-	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.Addrs(), Conns: int64(live),
+	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.AdvertisedAddrs(), Conns: int64(live),
 		Interval: g.cfg.BeatInterval.Milliseconds()})
 	if err == nil {
 		_ = g.bus.Publish(g.subj.Heartbeat(), data)
