@@ -231,7 +231,8 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 // TestStatusAndMetrics: `status` and /metrics show a running `run` with the
 // right connection counts.
 func TestStatusAndMetrics(t *testing.T) {
-	banner, _ := startRun(t, "--http", freeAddr(t))
+	// The TCP listener on all addresses is listed as reachable ones.
+	banner, _ := startRun(t, "--http", freeAddr(t), "--tcp", "0.0.0.0:0")
 	page := field(t, banner, "chat page")
 	ws := field(t, banner, "websocket")
 	natsURL := field(t, banner, "nats")
@@ -260,6 +261,9 @@ func TestStatusAndMetrics(t *testing.T) {
 	require.NoError(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL}, quietLogs...), &text, io.Discard))
 	require.Contains(t, text.String(), "GATEWAYS (1)")
 	require.Contains(t, text.String(), "WORKERS (1)")
+	require.Contains(t, text.String(), " "+ws+" text://127.0.0.1:", "LISTENS")
+	require.NotContains(t, text.String(), "[::]")
+	require.NotContains(t, text.String(), "0.0.0.0")
 
 	resp, err := http.Get(page + "metrics")
 	require.NoError(t, err)

@@ -75,7 +75,7 @@ func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 // gatewayFlags configure the gateway tier.
 type gatewayFlags struct {
 	id, ws, wsPath, origins, tcp, tcpProtocol, pingData string
-	wsCert, wsKey, tcpCert, tcpKey, proxies             string
+	wsCert, wsKey, tcpCert, tcpKey, proxies, advertise  string
 	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
@@ -98,6 +98,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.str(&g.wsCert, "ws-cert", "", "PEM certificate file: serve wss:// (with --ws-key)")
 	c.str(&g.wsKey, "ws-key", "", "PEM private key file of --ws-cert")
 	c.boolean(&g.wsCompression, "ws-compression", false, "negotiate permessage-deflate with clients that ask")
+	c.str(&g.advertise, "advertise", "", "URLs clients connect to, comma-separated, shown by status instead of the listeners (ws://chat.example.com/); empty: the listeners, a wildcard one as the host's addresses")
 	c.str(&g.proxies, "trusted-proxies", "", "CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
 	c.int(&g.rateLimit, "rate-limit", 0, "close clients sending more messages per second than this; 0 no limit")
 	c.dur(&g.pingInterval, "ping-interval", gateway.DefaultPingInterval, "heartbeat interval; negative disables")
@@ -182,6 +183,12 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 			return cfg, usagef("--ws-cert and --ws-key go together")
 		}
 		cfg.WebSocketTLS = &gateway.TLSFiles{CertFile: g.wsCert, KeyFile: g.wsKey}
+	}
+	for _, a := range splitList(g.advertise) {
+		if err := gateway.CheckAdvertiseAddr(a); err != nil {
+			return cfg, usagef("--advertise: %v", err)
+		}
+		cfg.AdvertiseAddrs = append(cfg.AdvertiseAddrs, a)
 	}
 	for _, p := range splitList(g.proxies) {
 		prefix, err := netip.ParsePrefix(p)

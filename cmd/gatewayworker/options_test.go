@@ -57,3 +57,12 @@ func TestMaxHeaderBytesFlag(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 4096, cfg.MaxHeaderBytes)
 }
+
+func TestAdvertiseFlag(t *testing.T) {
+	g := gatewayFlags{ws: "0.0.0.0:7272", wsPath: "/", advertise: "wss://chat.example.com/, text://10.0.0.5:7273"}
+	cfg, err := g.config(nil, "", nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"wss://chat.example.com/", "text://10.0.0.5:7273"}, cfg.AdvertiseAddrs)
+	g.advertise = "chat.example.com:7272"
+	require.ErrorContains(t, g.check(), `--advertise: "chat.example.com:7272" is not a URL`)
+}
