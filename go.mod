@@ -1,6 +1,8 @@
 module github.com/gatewayworker/gatewayworker
 
-go 1.26.8
+go 1.26.4
+
+toolchain go1.26.8
 
 require (
 	github.com/chromedp/cdproto v0.159.0
