@@ -106,15 +106,16 @@ func TestRequestErrors(t *testing.T) {
 }
 
 func TestTLSToNATS(t *testing.T) {
-	certFile, keyFile, caFile := selfSignedFiles(t)
+	certFile, keyFile, _ := bustest.SelfSignedCert(t) // its own CA
 	e := bustest.RunServer(t, bus.EmbeddedConfig{CertFile: certFile, KeyFile: keyFile, Token: "t"})
-	c := bustest.Connect(t, e, bus.Config{Token: "t", TLS: &bus.TLSConfig{CAFile: caFile}})
+	c := bustest.Connect(t, e, bus.Config{Token: "t", TLS: &bus.TLSConfig{CAFile: certFile}})
 	require.True(t, c.Connected())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	otherCA, _, _ := bustest.SelfSignedCert(t)
 	_, err := bus.Connect(ctx, bus.Config{URLs: []string{e.URL()}, Token: "t", MaxReconnects: 1,
-		TLS: &bus.TLSConfig{CAFile: writeFile(t, "other-ca.pem", otherCA(t))}})
+		TLS: &bus.TLSConfig{CAFile: otherCA}})
 	require.Error(t, err, "a server whose certificate the CA did not sign is refused")
 }
 

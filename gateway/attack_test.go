@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,45 +91,20 @@ func TestEventsThatCannotFitNATSCloseTheClient(t *testing.T) {
 	}
 }
 
-// heapMB is the live heap after a collection, in MB.
-func heapMB() float64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return float64(m.HeapAlloc) / (1 << 20)
-}
-
 // measure runs attack and reports the gateway process's heap before, at
 // its peak during, and after it (the test runs the gateway in-process; the
 // attackers write from one reused buffer, so the heap is the gateway's).
 func measure(t *testing.T, name string, attack func()) {
 	t.Helper()
-	before := heapMB()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapAlloc > peak.Load() {
-				peak.Store(m.HeapAlloc)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
+	const mb = 1 << 20
+	before := heapNow()
+	stop := heapPeak()
 	attack()
-	close(stop)
-	<-sampled
-	after := heapMB()
+	peak := stop()
+	after := heapNow()
 	t.Logf("%s: gateway heap before %.1f MB, peak during %.1f MB, after %.1f MB",
-		name, before, float64(peak.Load())/(1<<20), after)
-	require.Less(t, after-before, 4.0, "%s: the heap returns to within a few MB", name)
+		name, float64(before)/mb, float64(peak)/mb, float64(after)/mb)
+	require.Less(t, float64(after)-float64(before), 4.0*mb, "%s: the heap returns to within a few MB", name)
 }
 
 // attackFor writes chunk to conn (after first) until the gateway closes

@@ -45,7 +45,9 @@ func natsCluster(t *testing.T, n int) (urls []string, procs []*exec.Cmd) {
 
 func waitPort(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// A gateway process waits for NATS and checks its id first; with the
+	// PHP and fault tests' processes sharing 2 cores, 10 s once was not enough.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := netDial(addr)
 		if err == nil {

@@ -7,8 +7,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,26 +19,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
-// phpProgram returns the php binary with ext-msgpack, or skips the test
-// (fails it under CI=true, where .ci/run installs them).
-func phpProgram(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("php")
-	if err == nil {
-		out, _ := exec.Command(bin, "-r", "echo extension_loaded('msgpack') && extension_loaded('pcntl') ? 'yes' : 'no';").Output()
-		if string(out) == "yes" {
-			return bin
-		}
-	}
-	msg := "the PHP BusinessWorker tests need php with ext-msgpack and ext-pcntl: apt-get install -y php-cli php-msgpack"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
+// phpProgram returns the php binary with ext-msgpack and ext-pcntl, or
+// skips the test (fails it under CI=true, where .ci/run installs them).
+func phpProgram(t *testing.T) string { return bustest.PHP(t, "msgpack", "pcntl") }
 
 // phpWorker starts php/tests/workers/start.php: a PHP BusinessWorker of
 // n processes running the Events class of events (a path under php/), and

@@ -13,6 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
 // The README marks the blocks a test runs with <!-- readme-test: NAME -->
@@ -116,9 +118,7 @@ func readmeHarness(t *testing.T) (natsPort, ws string, env map[string]string) {
 // with bash and the real curl: each command's output and status must be
 // the README's (client ids with the live boot; error bodies by code).
 func TestReadmeHTTPAPISession(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	bustest.Tool(t, "apt-get install -y curl", "curl")
 	natsPort, ws, harness := readmeHarness(t)
 	api := freeAddr(t)
 	start := readmeBlock(t, "http-api start")

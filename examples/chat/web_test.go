@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
 // TestPageConnectsOnlyToItsGateways: the page's CSP lets it connect only to
@@ -45,10 +47,7 @@ func TestPageConnectsOnlyToItsGateways(t *testing.T) {
 // TestPageIgnoresForeignWSParameter runs the page's own ?ws= check (its
 // allowedWs function, taken from index.html) in Node.
 func TestPageIgnoresForeignWSParameter(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not installed")
-	}
+	node := bustest.Tool(t, "apt-get install -y nodejs", "node")
 	page, err := webFiles.ReadFile("web/index.html")
 	require.NoError(t, err)
 	fn := regexp.MustCompile(`(?s)\n  function allowedWs\(.*?\n  }\n`).Find(page)

@@ -23,28 +23,9 @@ import (
 	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
-// phpBin returns the php binary with the msgpack extension, or skips.
-func phpBin(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("php")
-	if err == nil {
-		out, merr := exec.Command(bin, "-r", "echo extension_loaded('msgpack') ? 'yes' : 'no';").Output()
-		if merr == nil && string(out) == "yes" {
-			return bin
-		}
-		err = errSkip("php has no msgpack extension")
-	}
-	msg := "php with ext-msgpack is needed for the PHP package's tests: apt-get install -y php-cli php-msgpack (" + err.Error() + ")"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-type errSkip string
-
-func (e errSkip) Error() string { return string(e) }
+// phpBin returns the php binary with the msgpack extension, or skips
+// (fails under CI=true).
+func phpBin(t *testing.T) string { return bustest.PHP(t, "msgpack") }
 
 // script is a running PHP test script. It talks on stdout: "WAIT <tag>"
 // when it needs the test to act (answered by Go with a line on stdin),

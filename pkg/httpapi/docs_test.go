@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 )
@@ -46,10 +47,7 @@ func TestDocsCurlSession(t *testing.T) {
 // clients, and returns the clients.
 func runCurlSession(t *testing.T, doc string, minSteps int) (c1, c2 *gatewaytest.WS) {
 	t.Helper()
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed")
-	}
+	curl := bustest.Tool(t, "apt-get install -y curl", "curl")
 	steps, fn := readCurlSession(t, doc)
 	require.GreaterOrEqual(t, len(steps), minSteps)
 
