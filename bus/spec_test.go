@@ -63,7 +63,7 @@ var specEnums = map[string]map[string]string{
 		bus.OpUnbindUID, "OpUnbindUID", bus.OpJoinGroup, "OpJoinGroup", bus.OpLeaveGroup, "OpLeaveGroup",
 		bus.OpUngroup, "OpUngroup", bus.OpGetSession, "OpGetSession", bus.OpSetSession, "OpSetSession",
 		bus.OpUpdateSession, "OpUpdateSession", bus.OpIsOnline, "OpIsOnline", bus.OpGetUID, "OpGetUID",
-		bus.OpClientList, "OpClientList"),
+		bus.OpClientList, "OpClientList", bus.OpAccept, "OpAccept", bus.OpReject, "OpReject"),
 	"EventKind": named(bus.EventConnect, "EventConnect", bus.EventWebSocketConnect, "EventWebSocketConnect",
 		bus.EventMessage, "EventMessage", bus.EventClose, "EventClose"),
 	"CloseReason": named(bus.CloseUnknown, "CloseUnknown", bus.CloseClientClosed, "CloseClientClosed",

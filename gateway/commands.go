@@ -88,6 +88,10 @@ func (g *Gateway) execClientCommand(cmd bus.Command) (rep bus.Reply, subscribed 
 		subscribed = g.subj.Group(cmd.Name)
 	case bus.OpBindUID:
 		subscribed = g.subj.UID(cmd.Name)
+	case bus.OpAccept:
+		if cmd.Name != "" {
+			subscribed = g.subj.UID(cmd.Name)
+		}
 	}
 	return last, subscribed
 }
@@ -106,6 +110,18 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 		} else {
 			c.end(bus.ClosedByAPI, cmd.Body)
 		}
+	case bus.OpAccept:
+		if g.reg.accept(c) {
+			stopAuthTimer(c)
+		}
+		if cmd.Name != "" {
+			return g.execOne(c, bus.Command{Op: bus.OpBindUID, Name: cmd.Name})
+		}
+	case bus.OpReject:
+		if g.auth != nil {
+			g.auth.failures[causeRejected].Add(1)
+		}
+		c.end(bus.CloseUnauthorized, cmd.Body)
 	case bus.OpIsOnline:
 		return bus.Reply{OK: true}
 	case bus.OpGetUID:
@@ -219,7 +235,7 @@ func (g *Gateway) onBroadcast(m bus.Msg) {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}
-	g.fanOut(g.reg.liveClients(nil), cmd)
+	g.fanOut(g.reg.acceptedClients(nil), cmd)
 }
 
 // Query answers are cut into parts of at most queryPartItems ids or

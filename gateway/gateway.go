@@ -60,6 +60,8 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
+	// auth is nil when every connection is trusted at once (auth.go).
+	auth     *auth
 	fan      fanout
 	win      window
 	presence presence
@@ -101,8 +103,13 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	a, err := newAuth(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
 	return &Gateway{
 		cfg:           cfg,
+		auth:          a,
 		warns:         ratelog.Limiter{Burst: 10},
 		log:           cfg.Logger.With("gateway_id", cfg.ID),
 		bus:           cfg.Bus,
@@ -148,6 +155,11 @@ type Stats struct {
 	// PushesDropped counts pushes, one per client, dropped because the
 	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
 	PushesDropped uint64
+	// AuthFailures counts clients refused by Config.Auth, by cause:
+	// "missing", "malformed", "invalid" (signature, algorithm, key),
+	// "expired", "not_yet_valid", "claims", "rejected" (by a worker),
+	// "timeout". Nil without Config.Auth.
+	AuthFailures map[string]uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -168,6 +180,7 @@ func (g *Gateway) Stats() Stats {
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
 		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
+		AuthFailures: g.authFailures(),
 	}
 }
 
@@ -371,6 +384,8 @@ func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 		addr:  addr,
 		t:     t,
 		shard: uint8(seq % fanoutShards),
+		// Until its token came or a worker accepted it (auth.go).
+		unaccepted: g.auth != nil,
 	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
@@ -387,6 +402,9 @@ func (g *Gateway) onSocketClosed(c *client) {
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return
+	}
+	if g.auth != nil {
+		stopAuthTimer(c)
 	}
 	if r := c.closeReason(); int(r) < len(g.stats.closed) {
 		g.stats.closed[r].Add(1)
@@ -412,6 +430,9 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 	}
 	g.stats.messagesIn.Add(1)
 	g.stats.bytesIn.Add(uint64(len(msg)))
+	if g.auth != nil && g.auth.tokens != nil && (c.awaiting.Load() || isTokenMessage(msg)) {
+		return g.onTokenInput(c, msg) // never forwarded
+	}
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
 	return true
 }
