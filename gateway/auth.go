@@ -435,9 +435,11 @@ func (g *Gateway) refuse(c *client, cause authCause, r bus.CloseReason, err erro
 
 // startClient announces a new client to workers, or, when the gateway
 // requires authentication, does what comes first: verify the upgrade's
-// token, or wait for the first message to be one (holding evs until then),
-// or mark it pending. evs are its connect events; what they borrow is
-// copied if they have to wait.
+// token, or wait for the first message to be one, or mark it pending. evs
+// are its connect events; with tokens they are held (copied) until the
+// token came and NATS confirmed the subscriptions of its uid and groups,
+// so that workers hear of the client only then, and a push to its uid or
+// groups made by OnConnect reaches it.
 func (g *Gateway) startClient(c *client, token string, evs ...bus.Event) {
 	a := g.auth
 	switch {
@@ -448,21 +450,20 @@ func (g *Gateway) startClient(c *client, token string, evs ...bus.Event) {
 		g.armAuthTimer(c, a.timeout)
 		g.pushEvent(c, evs...)
 		return
-	case token != "":
-		if !g.authenticate(c, token) {
-			c.t.close(nil, c.closeReason())
-			return
-		}
-		g.pushEvent(c, evs...)
-		return
 	}
 	held := make([]bus.Event, len(evs))
 	for i, ev := range evs {
 		held[i] = owned(ev)
 	}
 	c.mu.Lock()
-	c.held = held
+	c.holding, c.held = true, held
 	c.mu.Unlock()
+	if token != "" {
+		if !g.authenticate(c, token) {
+			c.t.close(nil, c.closeReason())
+		}
+		return
+	}
 	c.awaiting.Store(true)
 	g.armAuthTimer(c, a.timeout)
 }
@@ -511,8 +512,9 @@ func (g *Gateway) onAuthTimer(c *client) {
 }
 
 // authenticate verifies c's first token and gives c what it says: its
-// uid, its groups, the end of its life. On failure it records why and
-// returns false: the caller closes c.
+// uid, its groups, the end of its life; then it releases c's held events
+// once the subscriptions of its uid and groups are confirmed. On failure
+// it records why and returns false: the caller closes c.
 func (g *Gateway) authenticate(c *client, token string) bool {
 	id, cause, err := g.auth.tokens.verify(token)
 	if err != nil {
@@ -540,6 +542,12 @@ func (g *Gateway) authenticate(c *client, token string) bool {
 		}
 	}
 	g.armAuthTimer(c, time.Until(id.expires))
+	release := func() { g.push(c, true, nil) }
+	if id.sub == "" && len(id.groups) == 0 {
+		release()
+	} else {
+		g.afterSubscribed(release)
+	}
 	return true
 }
 
@@ -559,12 +567,7 @@ func (g *Gateway) onTokenInput(c *client, msg []byte) bool {
 		if !g.authenticate(c, token) {
 			return false
 		}
-		c.awaiting.Store(false)
-		c.mu.Lock()
-		held := c.held
-		c.held = nil
-		c.mu.Unlock()
-		g.pushEvent(c, held...)
+		c.awaiting.Store(false) // later messages wait, if need be, in c.held
 		return true
 	}
 	return g.refresh(c, token)

@@ -115,7 +115,7 @@ func claimsFor(sub string, exp time.Time, groups ...string) jwt.MapClaims {
 }
 
 // authStack is a gateway with cfg.Auth and a worker that greets each
-// client with "<id> <uid>", accepts a pending client that says "let me
+// client with "<id> <uid>" (sent to its uid if it has one), accepts a pending client that says "let me
 // in" (binding uid "u-"+its id), rejects one that says "no", and echoes
 // the rest.
 type authStack struct {
@@ -134,7 +134,12 @@ func startAuthStack(t *testing.T, cfg gateway.Config) *authStack {
 			s.mu.Lock()
 			s.connects++
 			s.mu.Unlock()
-			return c.SendToCurrentClient(ctx, []byte(c.ID()+" "+c.UID()))
+			greeting := []byte(c.ID() + " " + c.UID())
+			if c.UID() != "" {
+				// By uid: the gateway's subscription is there before OnConnect.
+				return c.SendToUID(ctx, c.UID(), greeting)
+			}
+			return c.SendToCurrentClient(ctx, greeting)
 		},
 		OnMessage: func(ctx context.Context, c *worker.Client, m worker.MessageEvent) error {
 			switch string(m.Data) {
@@ -303,11 +308,8 @@ func TestTokenPlacesAndWhatTheyGive(t *testing.T) {
 			members, err := s.api.GetClientIDListByGroup(ctx, "room-"+sub)
 			require.NoError(t, err)
 			require.Equal(t, []string{id}, members, "the groups claim was joined")
-			// Pushes reach members once the gateway's subscriptions are
-			// confirmed, which the answers to a repeated bind and join
-			// wait for; they change nothing.
-			require.NoError(t, s.api.BindUID(ctx, id, sub))
-			require.NoError(t, s.api.JoinGroup(ctx, id, "room-"+sub))
+			// Workers heard of the client once its subscriptions were
+			// confirmed: the greeting came by uid, and a group push too.
 			require.NoError(t, s.api.SendToUID(ctx, sub, []byte("to uid")))
 			require.Equal(t, "to uid", readMsg(t, c))
 			require.NoError(t, s.api.SendToGroup(ctx, "room-"+sub, []byte("to group")))

@@ -133,12 +133,15 @@ type client struct {
 	// inflight was marked bus.EventBatch.Resent.
 	claimed, resent bool
 
-	// Authentication (auth.go), guarded by mu: held are the connect
-	// events, held until the first message brings the token; sub is the
-	// token's subject, which a fresh token must repeat; expires (Unix ns,
-	// exp plus the leeway) ends the client's life unless a fresh token
-	// comes; authTimer fires at the auth timeout, then at expires.
+	// Authentication (auth.go), guarded by mu: while holding, events are
+	// held (heldBytes of them), the connect events first, until the token
+	// came and NATS confirmed the subscriptions it gave (see push); sub
+	// is the token's subject, which a fresh token must repeat; expires
+	// (Unix ns, exp plus the leeway) ends the client's life unless a fresh
+	// token comes; authTimer fires at the auth timeout, then at expires.
+	holding   bool
 	held      []bus.Event
+	heldBytes int32
 	sub       string
 	expires   int64
 	authTimer *time.Timer

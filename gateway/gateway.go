@@ -441,11 +441,25 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 // flight, else queues them. What they point to is borrowed (nbio reuses
 // message buffers, and a handshake's headers go with its request): it is
 // copied only when the events have to wait.
-func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
+func (g *Gateway) pushEvent(c *client, evs ...bus.Event) { g.push(c, false, evs) }
+
+// push is pushEvent. While c is holding (auth.go: its connect events wait
+// for its token, then for the subscriptions the token gave it), events are
+// held in c.held, in order; release sends them, evs after them, and ends
+// the holding, under one lock so that nothing overtakes them.
+func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
 		return
+	}
+	if release {
+		if !c.holding {
+			c.mu.Unlock()
+			return
+		}
+		evs = append(c.held, evs...)
+		c.held, c.heldBytes, c.holding = nil, 0, false
 	}
 	announce := false
 	size := 0
@@ -464,6 +478,19 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 			c.ended = true
 		}
 		size += eventSize(ev)
+	}
+	if c.holding {
+		if int(c.heldBytes)+size > g.cfg.MaxPendingEventBytes {
+			c.mu.Unlock()
+			c.end(bus.CloseEventQueueFull, nil)
+			return
+		}
+		for _, ev := range evs {
+			c.held = append(c.held, owned(ev))
+		}
+		c.heldBytes += int32(size)
+		c.mu.Unlock()
+		return
 	}
 	if !c.ended && int(c.queued)+size > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()
