@@ -99,6 +99,11 @@ func (g *Gateway) execClientCommand(cmd bus.Command) (rep bus.Reply, subscribed 
 func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 	switch cmd.Op {
 	case bus.OpSend:
+		if c.t.queued()+len(cmd.Body)+maxFrameHeader > g.cfg.SendQueueLimit {
+			// nbio would refuse it too, but drop the socket without a word.
+			c.end(bus.CloseSlowConsumer, nil)
+			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client closed: the message does not fit its send queue (slow consumer)"}
+		}
 		g.stats.pushesOut.Add(1)
 		g.stats.bytesOut.Add(uint64(len(cmd.Body)))
 		if err := c.t.send(cmd.Body, isText(cmd.Body)); err != nil {
