@@ -141,6 +141,33 @@ func TestMarkdownLinksResolve(t *testing.T) {
 	require.Greater(t, checked, 20, "the link pattern found too few links")
 }
 
+// TestDocumentedCodeExists: every Go file or script that README.md,
+// BENCHMARKS.md or docs/*.md names in code spans (`gateway/window.go`),
+// from the repository's top, exists (names whose first directory is not
+// one of the repository's, such as modules, are not paths): the documents point readers at the
+// code that keeps each promise, and a moved file must move its mentions.
+func TestDocumentedCodeExists(t *testing.T) {
+	docs, err := filepath.Glob(filepath.Join(repoRoot, "docs", "*.md"))
+	require.NoError(t, err)
+	path := regexp.MustCompile("`((?:[a-z0-9_-]+/)+[a-z0-9_.-]+\\.(?:go|sh))`")
+	checked := 0
+	for _, file := range append([]string{filepath.Join(repoRoot, "README.md"), filepath.Join(repoRoot, "BENCHMARKS.md")}, docs...) {
+		text, err := os.ReadFile(file)
+		require.NoError(t, err)
+		for _, m := range path.FindAllStringSubmatch(string(text), -1) {
+			top, _, _ := strings.Cut(m[1], "/")
+			if st, err := os.Stat(filepath.Join(repoRoot, top)); err != nil || !st.IsDir() {
+				continue // not ours: a module such as `nats-io/nats.go`
+			}
+			checked++
+			if _, err := os.Stat(filepath.Join(repoRoot, m[1])); err != nil {
+				t.Errorf("%s names %s, which does not exist", file, m[1])
+			}
+		}
+	}
+	require.Greater(t, checked, 10, "the path pattern found too few paths")
+}
+
 // proseOf is a Markdown text without its fenced code blocks (a shell
 // comment in a block is not a heading) and, unless keepSpans, without its
 // inline code spans (a `[a](b)` in code is not a link; `status` in a
