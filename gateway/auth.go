@@ -380,14 +380,18 @@ func (v *verifier) verify(token string) (identity, authCause, error) {
 	switch g := claims[v.groupsClaim].(type) {
 	case nil:
 	case string:
-		id.groups = []string{g}
+		if g != "" {
+			id.groups = []string{g}
+		}
 	case []any:
 		for _, x := range g {
 			s, ok := x.(string)
 			if !ok {
 				return identity{}, causeClaims, fmt.Errorf("claim %q: not a list of strings", v.groupsClaim)
 			}
-			id.groups = append(id.groups, s)
+			if s != "" { // GatewayWorker ignores an empty group too
+				id.groups = append(id.groups, s)
+			}
 		}
 	default:
 		return identity{}, causeClaims, fmt.Errorf("claim %q: not a list of strings", v.groupsClaim)

@@ -431,3 +431,27 @@ func TestAuthConfigErrors(t *testing.T) {
 		require.ErrorContains(t, err, tc.want)
 	}
 }
+
+// TestNoTokenNoBroadcasts: a client that has not sent its token yet gets
+// no broadcast, and a worker or API cannot accept it in place of a token.
+func TestNoTokenNoBroadcasts(t *testing.T) {
+	k := testKeys(t)
+	s := startAuthStack(t, gateway.Config{Auth: k.authConfig()})
+	ctx := context.Background()
+	c := s.dial(t, "", nil)
+	var ids []string
+	require.Eventually(t, func() bool {
+		ids, _ = s.api.GetAllClientIDList(ctx)
+		return len(ids) == 1
+	}, wait, 10*time.Millisecond)
+	require.ErrorContains(t, s.api.AcceptClient(ctx, ids[0], ""), "has not sent its token")
+	require.NoError(t, s.api.SendToAll(ctx, []byte("broadcast")))
+	// A second client, with a token, proves the gateway handled the broadcast.
+	witness := s.dial(t, "?token="+sign(t, jwt.SigningMethodHS256, k.secret, "", claimsFor("wit", time.Now().Add(time.Hour))), nil)
+	readMsg(t, witness)
+	require.NoError(t, s.api.SendToAll(ctx, []byte("second")))
+	require.Equal(t, "second", readMsg(t, witness))
+
+	require.NoError(t, c.WriteMessage(websocket.TextMessage, tokenMessage(sign(t, jwt.SigningMethodHS256, k.secret, "", claimsFor("late", time.Now().Add(time.Hour))))))
+	require.Equal(t, ids[0]+" late", readMsg(t, c), "the greeting comes first: no broadcast before the token")
+}

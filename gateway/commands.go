@@ -116,6 +116,11 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 			c.end(bus.ClosedByAPI, cmd.Body)
 		}
 	case bus.OpAccept:
+		if c.awaiting.Load() {
+			// Its token decides: accepting it would let a client that
+			// never authenticated receive broadcasts.
+			return bus.Reply{Code: bus.ReplyBadRequest, Message: "gateway: client has not sent its token yet"}
+		}
 		if g.reg.accept(c) {
 			stopAuthTimer(c)
 		}
