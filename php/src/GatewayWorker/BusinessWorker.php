@@ -46,6 +46,14 @@ class BusinessWorker
     public bool|array $natsTls = false;
     /** The deployment's subject prefix (the gateways' --prefix). */
     public string $prefix = Api::DEFAULT_PREFIX;
+    /**
+     * Keep each client's events on the worker process that took its first
+     * ones, while that process lives, as GatewayWorker's routing did: for
+     * Events.php that keeps per-client or per-room state in static
+     * variables. When the process dies or stops, its clients move to
+     * another process (where that state is not). docs/protocol.md, "Sticky workers".
+     */
+    public bool $sticky = false;
     /** Seconds a stopping worker lets its handlers run before it exits anyway. */
     public float $drainTimeout = 30.0;
     /** Called in each worker process before it takes events, after Events::onWorkerStart. */
@@ -82,6 +90,8 @@ class BusinessWorker
     private array $recent = [];
     /** @var array<string, float> clients whose synthesized close ran here */
     private array $gone = [];
+    /** This process's id on <p>.ev.<id> when $sticky; '' when not, or once it drains. */
+    private string $stickyId = '';
     /** @var resource|null the pipe to the master */
     private $pipe = null;
     private int $errors = 0;
@@ -174,8 +184,12 @@ class BusinessWorker
             $this->nc->subscribe("$this->prefix.ev", $enqueue, 'workers'),
             $this->nc->subscribe("$this->prefix.evl", $enqueue, 'workers'),
         ];
+        if ($this->sticky) {
+            $this->stickyId = bin2hex(random_bytes(6));
+            $subs[] = $this->nc->subscribe("$this->prefix.ev.$this->stickyId", $enqueue);
+        }
         $this->nc->flush();
-        self::log("worker $id taking events on $this->prefix.ev");
+        self::log("worker $id taking events on $this->prefix.ev" . ($this->sticky ? " and $this->prefix.ev.$this->stickyId" : ''));
 
         $emptyAt = microtime(true);
         $forgetAt = $emptyAt + 10;
@@ -209,6 +223,7 @@ class BusinessWorker
         // Drain: no more batches come once the server has our UNSUBs; run those that did.
         self::log("worker $id draining");
         $deadline = microtime(true) + $this->drainTimeout;
+        $this->stickyId = ''; // its clients go back to the queue group
         foreach ($subs as $sid) {
             $this->nc->unsubscribe($sid);
         }
@@ -355,11 +370,12 @@ class BusinessWorker
             $session = (array)($_SESSION ?? []);
         }
         $setSession = $changed && !$closed;
+        $worker = $closed ? '' : $this->stickyId;
         try {
-            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE, $setSession, $setSession ? Envelope::encodeSession($session) : '');
+            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE, $setSession, $setSession ? Envelope::encodeSession($session) : '', $worker);
         } catch (NatsException $e) {
             $this->logError("session of $client not saved: " . $e->getMessage());
-            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE);
+            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE, false, '', $worker);
         }
         Context::clear();
         $_SESSION = null;

@@ -87,7 +87,7 @@ final class Envelope
      * 2^64-2). With $setSession, $session (encoded; "" clears) replaces the
      * gateway's copy.
      */
-    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = ''): string
+    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = '', string $worker = ''): string
     {
         $fields = [self::str('c') . self::str($client), self::str('q') . self::uint($seq), self::str('t') . self::int($status)];
         if ($setSession) {
@@ -95,6 +95,10 @@ final class Envelope
             if ($session !== '') {
                 $fields[] = self::str('s') . self::bin($session);
             }
+        }
+        if ($worker !== '') {
+            // A sticky worker's id: the gateway sends the client's next batches to <p>.ev.<worker>.
+            $fields[] = self::str('w') . self::str($worker);
         }
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
     }
