@@ -92,6 +92,13 @@ class BusinessWorker
     private array $gone = [];
     /** This process's id on <p>.ev.<id> when $sticky; '' when not, or once it drains. */
     private string $stickyId = '';
+    /** This process's id in `gatewayworker status` (and, when $sticky, in its subject), its start (Unix ms), its events handled. */
+    private string $workerId = '';
+    private int $boot = 0;
+    private int $handled = 0;
+    private int $inFlight = 0;
+    /** @var list<string> reply subjects of <p>.wk.info requests, answered between batches */
+    private array $infoRequests = [];
     /** @var resource|null the pipe to the master */
     private $pipe = null;
     private int $errors = 0;
@@ -184,10 +191,19 @@ class BusinessWorker
             $this->nc->subscribe("$this->prefix.ev", $enqueue, 'workers'),
             $this->nc->subscribe("$this->prefix.evl", $enqueue, 'workers'),
         ];
+        $this->workerId = bin2hex(random_bytes(6));
+        $this->boot = (int)(microtime(true) * 1000);
         if ($this->sticky) {
-            $this->stickyId = bin2hex(random_bytes(6));
+            $this->stickyId = $this->workerId;
             $subs[] = $this->nc->subscribe("$this->prefix.ev.$this->stickyId", $enqueue);
         }
+        // `gatewayworker status` lists each process. The answer waits for
+        // the loop: a callback must not write while a handler's call reads.
+        $subs[] = $this->nc->subscribe("$this->prefix.wk.info", function (Message $m): void {
+            if ($m->reply !== null && count($this->infoRequests) < 100) {
+                $this->infoRequests[] = $m->reply;
+            }
+        });
         $this->nc->flush();
         self::log("worker $id taking events on $this->prefix.ev" . ($this->sticky ? " and $this->prefix.ev.$this->stickyId" : ''));
 
@@ -213,7 +229,9 @@ class BusinessWorker
                 $m = array_shift($this->queue);
                 $now = microtime(true);
                 $this->onBatch($m, $now, $now - $emptyAt > self::CLAIM_AFTER);
+                $this->answerInfo();
             }
+            $this->answerInfo();
             if (microtime(true) > $forgetAt) {
                 $this->forgetOld(microtime(true));
                 $forgetAt = microtime(true) + 10;
@@ -243,6 +261,19 @@ class BusinessWorker
         $this->nc->close();
         self::log("worker $id stopped");
         return 0;
+    }
+
+    /** Answers the <p>.wk.info requests that came. */
+    private function answerInfo(): void
+    {
+        foreach ($this->infoRequests as $reply) {
+            try {
+                $this->nc->publish($reply, Envelope::workerInfoReply($this->workerId, $this->boot, $this->handled, $this->inFlight));
+            } catch (NatsException $e) {
+                $this->logError('status request not answered: ' . $e->getMessage());
+            }
+        }
+        $this->infoRequests = [];
     }
 
     /** Runs one batch, or answers it without running it (docs/protocol.md, "Workers in another language"). */
@@ -328,6 +359,7 @@ class BusinessWorker
     private function process(array $b, string $client, int|string $seq, string $reply): void
     {
         $this->tellMaster("R $client $seq $reply");
+        $this->inFlight++;
         $gateway = (string)($b['g'] ?? '');
         $addr = (string)($b['a'] ?? '');
         $sep = strrpos($addr, ':');
@@ -359,6 +391,7 @@ class BusinessWorker
                 4 => $this->call('onClose', [$client]),
                 default => null, // a kind newer than this worker: acknowledged, not run
             };
+            $this->handled++;
             if ($_SESSION !== null && !is_array($_SESSION)) {
                 $this->logError("\$_SESSION of $client must be an array or null, not " . get_debug_type($_SESSION) . ': not saved');
                 $_SESSION = Context::$old_session;
@@ -385,6 +418,7 @@ class BusinessWorker
         if ($closed) {
             unset($this->recent[$client]);
         }
+        $this->inFlight--;
         $this->tellMaster("D $client $seq");
         try {
             $this->nc->publish($reply, $ack);

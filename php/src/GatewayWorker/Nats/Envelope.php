@@ -103,6 +103,17 @@ final class Envelope
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
     }
 
+    /**
+     * A worker's answer to <p>.wk.info: a Reply whose b is the WorkerInfo
+     * envelope (id, boot in Unix ms, events handled, batches in flight).
+     */
+    public static function workerInfoReply(string $id, int $boot, int $handled, int $inFlight): string
+    {
+        $info = self::VERSION . self::mapHeader(4) . self::str('id') . self::str($id) . self::str('boot') . self::int($boot)
+            . self::str('handled') . self::uint($handled) . self::str('in_flight') . self::int($inFlight);
+        return self::VERSION . self::mapHeader(1) . self::str('b') . self::bin($info);
+    }
+
     /** Decodes any envelope into PHP values. */
     public static function decode(string $data): array
     {
