@@ -325,6 +325,18 @@ func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buf
 	return &Buffered{Subscription: &Subscription{sub: sub}, ch: ch}, nil
 }
 
+// SubscribeInto subscribes b's buffer to subject as well, outside any
+// queue group: its messages wait in the same buffer, in arrival order with
+// b's own, and b's Next and TryNext take them. Unsubscribe or drain the
+// returned subscription on its own.
+func (c *Conn) SubscribeInto(b *Buffered, subject string) (*Subscription, error) {
+	sub, err := c.nc.ChanSubscribe(subject, b.ch)
+	if err != nil {
+		return nil, wrap("subscribe", subject, err)
+	}
+	return &Subscription{sub: sub}, nil
+}
+
 // Next takes the next message, waiting for one until stop is closed; ok is
 // false then.
 func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {

@@ -105,6 +105,10 @@ type Ack struct {
 	// replaces the gateway's copy (empty means cleared).
 	SetSession bool   `msgpack:"x,omitempty"`
 	Session    []byte `msgpack:"s,omitempty"`
+	// Worker is the id of a sticky worker process, on AckDone: the gateway
+	// sends the client's next batches to [Subjects.WorkerEvents] of that
+	// id instead of the queue group, while the worker answers there.
+	Worker string `msgpack:"w,omitempty"`
 }
 
 // Op is the operation of a [Command].

@@ -123,7 +123,7 @@ func (e *EventBatch) sizeHint() int {
 	return n
 }
 
-func (a *Ack) sizeHint() int { return 6*perField + len(a.Client) + len(a.Session) }
+func (a *Ack) sizeHint() int { return 6*perField + len(a.Client) + len(a.Session) + len(a.Worker) }
 
 func (c *Command) sizeHint() int {
 	n := 6*perField + len(c.Name) + len(c.Body)
@@ -207,7 +207,7 @@ func (w *WebSocketInfo) sizeHint() int {
 }
 
 func (a *Ack) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 3+count(a.SetSession, len(a.Session) > 0))
+	b = appendMapLen(b, 3+count(a.SetSession, len(a.Session) > 0, a.Worker != ""))
 	b = appendStr(appendStr(b, "c"), a.Client)
 	b = appendUint(appendStr(b, "q"), a.Seq)
 	b = appendUint(appendStr(b, "t"), uint64(a.Status))
@@ -216,6 +216,9 @@ func (a *Ack) appendMsgpack(b []byte) []byte {
 	}
 	if len(a.Session) > 0 {
 		b = appendBin(appendStr(b, "s"), a.Session)
+	}
+	if a.Worker != "" {
+		b = appendStr(appendStr(b, "w"), a.Worker)
 	}
 	return b
 }
@@ -536,6 +539,8 @@ func (a *Ack) decode(r *reader) {
 			a.SetSession = r.bool()
 		case 's':
 			a.Session = r.bin()
+		case 'w':
+			a.Worker = r.str()
 		default:
 			r.fail()
 		}

@@ -54,6 +54,7 @@ func specExamples() map[string]any {
 		}},
 		"ack-working":      &bus.Ack{Client: id, Seq: 2, Status: bus.AckWorking},
 		"ack-done-session": &bus.Ack{Client: id, Seq: 2, Status: bus.AckDone, SetSession: true, Session: specSession()},
+		"ack-done-sticky":  &bus.Ack{Client: id, Seq: 3, Status: bus.AckDone, Worker: "0a1b2c3d4e5f"},
 	}
 }
 

@@ -132,6 +132,10 @@ type client struct {
 	// stale copy elsewhere must not run (see answerClaimLocked); resent:
 	// inflight was marked bus.EventBatch.Resent.
 	claimed, resent bool
+	// direct is where c's batches go: "" for the queue group, else the
+	// subject of the sticky worker that acknowledged c's last batch
+	// (bus.Ack.Worker); cleared when that worker does not answer.
+	direct string
 
 	// Authentication (auth.go), guarded by mu: while holding, events are
 	// held (heldBytes of them), the connect events first, until the token

@@ -41,8 +41,11 @@ type Gateway struct {
 	// inbox is the prefix of the reply subjects of event batches; the client
 	// id follows it, so even a no-responders status names its client.
 	inbox string
-	// eventsSubject is where event batches go (g.subj.Events()).
+	// eventsSubject is where event batches go (g.subj.Events()), unless
+	// their client sticks to a worker (client.direct).
 	eventsSubject string
+	// directPrefix is g.subj.WorkerEvents("").
+	directPrefix string
 
 	nextSeq atomic.Uint64
 	running atomic.Bool
@@ -118,6 +121,7 @@ func New(cfg Config) (*Gateway, error) {
 		reg:           newRegistry(),
 		inbox:         cfg.Bus.NewInbox() + ".",
 		eventsSubject: subj.Events(),
+		directPrefix:  subj.WorkerEvents(""),
 		ready:         make(chan struct{}),
 		subs:          newSubscriptions(),
 		win:           window{limit: cfg.MaxBatchesInFlight},
@@ -500,6 +504,7 @@ func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	}
 	var batch []byte
 	unsendable := false
+	subject := g.batchSubjectLocked(c)
 	if c.inflight == nil && len(c.queue) == 0 && g.win.take(c) {
 		batch = g.startBatchLocked(c, evs, time.Now())
 		unsendable = batch == nil
@@ -528,7 +533,7 @@ func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	}
 	switch {
 	case batch != nil:
-		g.sendBatch(c, batch)
+		g.sendBatch(c, subject, batch)
 	case unsendable && ended: // its close event: nothing more can go
 		g.log.Error("close event dropped: larger than NATS's max payload", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
 		g.reg.remove(c)
@@ -610,9 +615,30 @@ func (g *Gateway) closeUnsendable(c *client) {
 	c.end(bus.CloseMessageTooLarge, nil)
 }
 
-func (g *Gateway) sendBatch(c *client, data []byte) {
+// batchSubjectLocked is where c's next batch goes: its sticky worker's
+// subject, or the queue group's. c.mu must be held.
+func (g *Gateway) batchSubjectLocked(c *client) string {
+	if c.direct != "" {
+		return c.direct
+	}
+	return g.eventsSubject
+}
+
+// stickLocked records the worker that acknowledged c's batch: a sticky
+// worker's id sends c's next batches to that worker alone, none (or one
+// that is not a plain subject token) to the queue group. c.mu must be held.
+func (g *Gateway) stickLocked(c *client, worker string) {
+	switch {
+	case worker == "" || !bus.ValidWorkerID(worker):
+		c.direct = ""
+	case len(c.direct) != len(g.directPrefix)+len(worker) || c.direct[len(g.directPrefix):] != worker:
+		c.direct = g.directPrefix + worker
+	}
+}
+
+func (g *Gateway) sendBatch(c *client, subject string, data []byte) {
 	g.stats.batchesSent.Add(1)
-	if err := g.bus.PublishRequest(g.eventsSubject, c.reply, data); err != nil {
+	if err := g.bus.PublishRequest(subject, c.reply, data); err != nil {
 		// The sweeper sends it again when the ack does not come.
 		g.warnRateLimited("event batch not published", "client_id", c.id, "err", err)
 	}
@@ -627,6 +653,17 @@ func (g *Gateway) onAck(m bus.Msg) {
 	now := time.Now()
 	if m.NoResponders {
 		c.mu.Lock()
+		if c.direct != "" {
+			// Its sticky worker stopped or died: the batch goes to the queue
+			// group at the next sweep, marked resent like any copy sent
+			// again, so it runs only where its gateway grants it.
+			c.direct = ""
+			if c.inflight != nil {
+				c.deadline = now.UnixNano()
+			}
+			c.mu.Unlock()
+			return
+		}
 		if c.inflight != nil {
 			c.deadline = now.Add(g.cfg.NoWorkerRetry).UnixNano()
 		}
@@ -662,6 +699,7 @@ func (g *Gateway) onAck(m bus.Msg) {
 			c.session = ack.Session
 		}
 	}
+	g.stickLocked(c, ack.Worker)
 	c.inflight = nil
 	// The next batch waits in line with the other clients' (window.go).
 	g.win.release(c, len(c.queue) > 0)
@@ -733,12 +771,16 @@ func (g *Gateway) sweep(now time.Time) {
 		data := c.inflight
 		c.claimed = false
 		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+		// Its sticky worker, if any, did not answer in time: the queue
+		// group takes the client, and the worker that runs the batch next
+		// keeps it (its ack names it).
+		c.direct = ""
 		c.mu.Unlock()
 		g.stats.batchResends.Add(1)
 		if g.log.Enabled(context.Background(), slog.LevelDebug) {
 			g.log.Debug("event batch resent", "client_id", c.id)
 		}
-		g.sendBatch(c, data)
+		g.sendBatch(c, g.eventsSubject, data)
 	}
 }
 

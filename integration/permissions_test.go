@@ -49,7 +49,7 @@ func TestREADMEPermissions(t *testing.T) {
 	gw := start(t, "gateway", "gateway", "--nats", url, "--nats-user", "gateway", "--nats-password", "gw-secret",
 		"--ws", "127.0.0.1:0", "--tcp", "")
 	ws := "ws://" + gw.waitLine(t, `gateway listening.*websocket=(\S+)`) + "/"
-	startTier(t, "worker", "worker", "--nats", url, "--nats-user", "worker", "--nats-password", "wk-secret", "--app", "bench")
+	startTier(t, "worker", "worker", "--nats", url, "--nats-user", "worker", "--nats-password", "wk-secret", "--app", "bench", "--sticky")
 
 	conn, err := bus.Connect(context.Background(), bus.Config{URLs: []string{url}, User: "webapp", Password: "web-secret",
 		InboxPrefix: bus.Subjects{}.Inbox(bus.RoleAPI)})

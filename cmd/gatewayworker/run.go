@@ -46,6 +46,7 @@ type workerFlags struct {
 	app            string
 	maxConcurrency int
 	drainTimeout   time.Duration
+	sticky         bool
 }
 
 func (w *workerFlags) register(c *cli) {
@@ -53,6 +54,7 @@ func (w *workerFlags) register(c *cli) {
 	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol), probe (fault tests: see probe.go); run also takes none (no built-in worker: yours take every event)")
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
+	c.boolean(&w.sticky, "sticky", false, "keep each client's events on the worker process that took them, while it runs (GatewayWorker's routerBind)")
 }
 
 func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (worker.Config, error) {
@@ -61,7 +63,7 @@ func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (work
 		return worker.Config{}, err
 	}
 	return worker.Config{Bus: b, Prefix: prefix, Handlers: h, MaxConcurrency: w.maxConcurrency,
-		DrainTimeout: w.drainTimeout, Logger: log}, nil
+		DrainTimeout: w.drainTimeout, Sticky: w.sticky, Logger: log}, nil
 }
 
 // chatHeartbeat is workerman-chat's: the page answers {"type":"ping"} with

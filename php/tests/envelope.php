@@ -26,6 +26,7 @@ $mine = [
     'session' => Envelope::encodeSession($session),
     'ack-working' => Envelope::ack($id, 2, Envelope::ACK_WORKING),
     'ack-done-session' => Envelope::ack($id, 2, Envelope::ACK_DONE, true, Envelope::encodeSession($session)),
+    'ack-done-sticky' => Envelope::ack($id, 3, Envelope::ACK_DONE, false, '', '0a1b2c3d4e5f'),
 ];
 foreach ($mine as $name => $bytes) {
     check("envelope $name", bin2hex($bytes), bin2hex($dumps[$name] ?? 'missing from docs/protocol.md'));

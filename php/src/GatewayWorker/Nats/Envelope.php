@@ -89,7 +89,7 @@ final class Envelope
      * 2^64-2). With $setSession, $session (encoded; "" clears) replaces the
      * gateway's copy.
      */
-    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = ''): string
+    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = '', string $worker = ''): string
     {
         $fields = [self::str('c') . self::str($client), self::str('q') . self::uint($seq), self::str('t') . self::int($status)];
         if ($setSession) {
@@ -98,7 +98,22 @@ final class Envelope
                 $fields[] = self::str('s') . self::bin($session);
             }
         }
+        if ($worker !== '') {
+            // A sticky worker's id: the gateway sends the client's next batches to <p>.ev.<worker>.
+            $fields[] = self::str('w') . self::str($worker);
+        }
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
+    }
+
+    /**
+     * A worker's answer to <p>.wk.info: a Reply whose b is the WorkerInfo
+     * envelope (id, boot in Unix ms, events handled, batches in flight).
+     */
+    public static function workerInfoReply(string $id, int $boot, int $handled, int $inFlight): string
+    {
+        $info = self::VERSION . self::mapHeader(4) . self::str('id') . self::str($id) . self::str('boot') . self::int($boot)
+            . self::str('handled') . self::uint($handled) . self::str('in_flight') . self::int($inFlight);
+        return self::VERSION . self::mapHeader(1) . self::str('b') . self::bin($info);
     }
 
     /** Decodes any envelope into PHP values. */
