@@ -72,6 +72,12 @@ type Config struct {
 	// Go's crypto/tls (TLS 1.2 and later). Nil means plain ws://, which
 	// suits a gateway behind a TLS-terminating proxy (see TrustedProxies).
 	WebSocketTLS *TLSFiles
+	// WebSocketType is the frame type of the pushes that choose none, to
+	// clients whose default no worker set (bus.OpSetFrame): GatewayWorker's
+	// websocketType. Zero (bus.FrameDefault) sends bytes that are UTF-8 as
+	// text and others as binary; bus.FrameText does the same (a text frame
+	// must carry UTF-8); bus.FrameBinary sends every push as binary.
+	WebSocketType bus.Frame
 	// WebSocketCompression negotiates permessage-deflate with clients that
 	// ask for it. Off by default: it costs CPU and memory per connection.
 	WebSocketCompression bool
@@ -268,6 +274,9 @@ func (c Config) validate() error {
 		if v < 0 {
 			return fmt.Errorf("gateway: %s must not be negative", name)
 		}
+	}
+	if c.WebSocketType > bus.FrameBinary {
+		return fmt.Errorf("gateway: WebSocketType %d is none of bus.FrameDefault, FrameText, FrameBinary", c.WebSocketType)
 	}
 	if c.MaxMessageSize > MaxBatchBytes {
 		return fmt.Errorf("gateway: MaxMessageSize (%d) cannot be higher than MaxBatchBytes (%d)", c.MaxMessageSize, MaxBatchBytes)

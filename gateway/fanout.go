@@ -153,7 +153,7 @@ func (w *coalescer) write(g *Gateway) {
 	limit := g.cfg.SendQueueLimit
 	pushes, bytes := 0, 0
 	for _, job := range w.jobs {
-		text := isText(job.cmd.Body)
+		fr := newFraming(job.cmd.Body, job.cmd.Frame, g.cfg.WebSocketType)
 		for _, c := range job.targets {
 			if c.closing() || len(job.cmd.Exclude) > 0 && slices.Contains(job.cmd.Exclude, c.id) {
 				continue
@@ -168,6 +168,7 @@ func (w *coalescer) write(g *Gateway) {
 				}
 				w.frames[i] = w.frames[i][:0]
 			}
+			text := fr.text(c)
 			if i == uncoalesced {
 				_ = c.t.send(job.cmd.Body, text)
 			} else if built, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); !ok {
@@ -218,13 +219,13 @@ func flushRoom(g *Gateway, c *client, built []byte, last, limit int) []byte {
 // being closed. nbio refuses a message that would take a client's queue
 // past SendQueueLimit and closes that client.
 func (g *Gateway) write(targets []*client, cmd bus.Command) {
-	text := isText(cmd.Body)
+	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
 	sent := 0
 	for _, c := range targets {
 		if c.closing() || len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
 			continue
 		}
-		_ = c.t.send(cmd.Body, text)
+		_ = c.t.send(cmd.Body, fr.text(c))
 		sent++
 	}
 	g.stats.pushesOut.Add(uint64(sent))

@@ -737,7 +737,7 @@ func (g *Gateway) onOwnBeat(m bus.Msg) {
 // heartbeat runs every PingInterval, with GatewayWorker's semantics.
 func (g *Gateway) heartbeat() {
 	limit := int32(g.cfg.PingNotResponseLimit)
-	pingText := isText(g.cfg.PingData)
+	ping := newFraming(g.cfg.PingData, bus.FrameDefault, g.cfg.WebSocketType)
 	for _, c := range g.reg.liveClients(nil) {
 		n := c.silent.Add(1)
 		if limit > 0 && n > limit {
@@ -746,7 +746,7 @@ func (g *Gateway) heartbeat() {
 			continue
 		}
 		if len(g.cfg.PingData) > 0 {
-			_ = c.t.send(g.cfg.PingData, pingText)
+			_ = c.t.send(g.cfg.PingData, ping.text(c))
 		} else {
 			c.t.ping()
 		}

@@ -76,6 +76,7 @@ func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 type gatewayFlags struct {
 	id, ws, wsPath, origins, tcp, tcpProtocol, pingData string
 	wsCert, wsKey, tcpCert, tcpKey, proxies, advertise  string
+	wsType                                              string
 	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
@@ -98,6 +99,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.str(&g.wsCert, "ws-cert", "", "PEM certificate file: serve wss:// (with --ws-key)")
 	c.str(&g.wsKey, "ws-key", "", "PEM private key file of --ws-cert")
 	c.boolean(&g.wsCompression, "ws-compression", false, "negotiate permessage-deflate with clients that ask")
+	c.str(&g.wsType, "websocket-type", "default", "frame type of pushes whose sender and connection chose none (GatewayWorker's websocketType): text, binary, or default (UTF-8 bytes as text, others as binary)")
 	c.str(&g.advertise, "advertise", "", "URLs clients connect to, comma-separated, shown by status instead of the listeners (ws://chat.example.com/); empty: the listeners, a wildcard one as the host's addresses")
 	c.str(&g.proxies, "trusted-proxies", "", "CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
 	c.int(&g.rateLimit, "rate-limit", 0, "close clients sending more messages per second than this; 0 no limit")
@@ -178,6 +180,11 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader, MaxBatchesInFlight: g.maxInFlight,
 		Logger: log,
 	}
+	ft, err := bus.ParseFrame(g.wsType)
+	if err != nil {
+		return cfg, usagef("--websocket-type %q: want text, binary or default", g.wsType)
+	}
+	cfg.WebSocketType = ft
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
 			return cfg, usagef("--ws-cert and --ws-key go together")

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
 )
 
 func TestGOGCFlagUnlessTheEnvironmentSetsIt(t *testing.T) {
@@ -65,4 +67,15 @@ func TestAdvertiseFlag(t *testing.T) {
 	require.Equal(t, []string{"wss://chat.example.com/", "text://10.0.0.5:7273"}, cfg.AdvertiseAddrs)
 	g.advertise = "chat.example.com:7272"
 	require.ErrorContains(t, g.check(), `--advertise: "chat.example.com:7272" is not a URL`)
+}
+
+func TestWebSocketTypeFlag(t *testing.T) {
+	require.Contains(t, helpLine(t, "gateway", "--websocket-type"), "(default default; env GW_WEBSOCKET_TYPE)")
+	for in, want := range map[string]bus.Frame{"": bus.FrameDefault, "default": bus.FrameDefault, "text": bus.FrameText, "binary": bus.FrameBinary} {
+		cfg, err := (&gatewayFlags{wsType: in}).config(nil, "", nil)
+		require.NoError(t, err, in)
+		require.Equal(t, want, cfg.WebSocketType, in)
+	}
+	g := gatewayFlags{ws: "127.0.0.1:7272", wsPath: "/", wsType: "blob"}
+	require.ErrorContains(t, g.check(), `--websocket-type "blob": want text, binary or default`)
 }
