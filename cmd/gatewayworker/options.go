@@ -22,7 +22,7 @@ import (
 // natsFlags say how every tier reaches NATS.
 type natsFlags struct {
 	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
-	embeddedPort                                                    int
+	embeddedPort, embeddedMaxPayload                                int
 	wait                                                            time.Duration
 }
 
@@ -49,6 +49,7 @@ func (n *natsFlags) register(c *cli, embedded bool) {
 func (n *natsFlags) registerEmbedded(c *cli, port bool) {
 	if port {
 		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
+		c.int(&n.embeddedMaxPayload, "nats-max-payload", bus.DefaultMaxPayload, "largest NATS message of the embedded server in bytes (its max_payload, at most 64 MiB): at least --max-message-size plus 512 bytes and the largest session")
 	}
 	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run and nats generate one when no credential is given, and other tiers on this host read it)")
 	c.str(&n.user, "nats-user", "", "user name to authenticate with")
@@ -108,7 +109,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.str(&g.pingData, "ping-data", "", "data sent to every client at each heartbeat; empty sends WebSocket pings")
 	c.int(&g.maxMessage, "max-message-size", gateway.DefaultMaxMessageSize, "largest client message in bytes")
 	c.int(&g.maxHeader, "max-header-bytes", gateway.DefaultMaxHeaderBytes, "largest WebSocket upgrade request head (request line and headers) in bytes; larger ones get 431")
-	c.int(&g.sendQueue, "send-queue-limit", gateway.DefaultSendQueueLimit, "unsent bytes per client before it is closed as slow")
+	c.int(&g.sendQueue, "send-queue-limit", 0, "unsent bytes per client before it is closed as slow; 0: 1 MiB, or NATS's max_payload if larger, so that the largest push fits")
 	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
 	c.int(&g.maxInFlight, "max-batches-in-flight", gateway.DefaultMaxBatchesInFlight, "event batches sent and not yet acknowledged by workers; more wait in their clients' queues; negative no limit")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
@@ -154,7 +155,7 @@ func (g *gatewayFlags) check() error {
 		v, lo, hi int
 	}{
 		{"rate-limit", g.rateLimit, 0, gateway.MaxMessagesPerSecondLimit},
-		{"max-message-size", g.maxMessage, 0, gateway.MaxBatchBytes},
+		{"max-message-size", g.maxMessage, 0, gateway.MaxMessageSizeLimit},
 		{"max-header-bytes", g.maxHeader, 0, math.MaxInt},
 		{"send-queue-limit", g.sendQueue, 0, math.MaxInt},
 		{"max-conns", g.maxConns, 0, math.MaxInt},

@@ -170,7 +170,11 @@ func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, tokenFile s
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 		n.token = base64.RawURLEncoding.EncodeToString(b[:])
 	}
-	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
+	if n.embeddedMaxPayload < 1 || n.embeddedMaxPayload > bus.MaxMaxPayload {
+		return nil, "", nil, usagef("--nats-max-payload %d: want 1 to %d", n.embeddedMaxPayload, bus.MaxMaxPayload)
+	}
+	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
+		MaxPayload: int32(n.embeddedMaxPayload)})
 	if err != nil {
 		return nil, "", nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
 	}
