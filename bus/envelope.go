@@ -130,11 +130,13 @@ const (
 	// went out and whose close event was not acknowledged yet: Items, in
 	// parts, and Seq, the last Presence sequence the list includes.
 	OpClientList
-	// OpSetFrame sets the named clients' default frame type (Frame) for
-	// the pushes that do not choose one; FrameDefault restores the
-	// gateway's (GatewayWorker's websocketType, per connection).
-	OpSetFrame
 )
+
+// OpSetFrame sets the named clients' default frame type (Frame) for the
+// pushes that do not choose one; FrameDefault restores the gateway's
+// (GatewayWorker's websocketType, per connection). Its number leaves 15
+// and 16 to the ops of pending connections (OpAccept, OpReject).
+const OpSetFrame Op = 17
 
 // Frame is the WebSocket frame type a push goes out in. TCP clients get
 // the same bytes whatever it says.
