@@ -316,7 +316,13 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer a.Close()
-		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a})
+		wc := chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a}
+		if gcfg.PingInterval > 0 && len(gcfg.PingData) > 0 {
+			// The page hears PingData every interval: two and a half
+			// missed ones mean a dead connection.
+			wc.HeartbeatTimeout = gcfg.PingInterval * 5 / 2
+		}
+		h, err := chat.NewWebHandler(wc)
 		if err == nil {
 			mux := newMux(m)
 			mux.Handle("/", h)
