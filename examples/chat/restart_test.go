@@ -1,0 +1,229 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/examples/chat"
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/pkg/api"
+	"github.com/gatewayworker/gatewayworker/worker"
+	"github.com/gatewayworker/gatewayworker/worker/workertest"
+)
+
+// gatewayBinary builds cmd/gatewayworker once per test binary.
+var gatewayBinary = struct {
+	once sync.Once
+	path string
+	err  error
+}{}
+
+func buildGateway(t *testing.T) string {
+	t.Helper()
+	gatewayBinary.once.Do(func() {
+		dir, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			gatewayBinary.err = err
+			return
+		}
+		root := filepath.Dir(string(dir[:len(dir)-1]))
+		out := filepath.Join(t.TempDir(), "gatewayworker")
+		cmd := exec.Command("go", "build", "-o", out, "./cmd/gatewayworker")
+		cmd.Dir = root
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			gatewayBinary.err = err
+			gatewayBinary.path = string(msg)
+			return
+		}
+		gatewayBinary.path = out
+	})
+	require.NoError(t, gatewayBinary.err, gatewayBinary.path)
+	return gatewayBinary.path
+}
+
+// gatewayProcess is `gatewayworker gateway` in its own process, which the
+// test can kill (no close frame reaches the pages: they see 1006) and
+// start again on the same address.
+type gatewayProcess struct {
+	t                   *testing.T
+	bin, nats, ws, page string
+	cmd                 *exec.Cmd
+}
+
+func (g *gatewayProcess) start() {
+	g.t.Helper()
+	g.cmd = exec.Command(g.bin, "gateway", "--nats", g.nats, "--ws", g.ws, "--tcp", "", "--origins", g.page,
+		"--ping-interval", "1s", "--ping-data", `{"type":"ping"}`, "--log-level", "error", "--nats-wait", "10s")
+	require.NoError(g.t, g.cmd.Start())
+	cmd := g.cmd
+	g.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	require.Eventually(g.t, func() bool {
+		c, err := net.Dial("tcp", g.ws)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond, "the gateway process does not listen on %s", g.ws)
+}
+
+func (g *gatewayProcess) kill() {
+	g.t.Helper()
+	require.NoError(g.t, g.cmd.Process.Kill())
+	_ = g.cmd.Wait()
+}
+
+// TestBrowserChatSurvivesGatewayRestart: the gateway under two chat pages
+// dies and comes back; each page reconnects and logs in again by itself,
+// and a message typed meanwhile goes out once it is back. Then the app
+// kicks Ann: her page stays offline instead of looping.
+func TestBrowserChatSurvivesGatewayRestart(t *testing.T) {
+	exe := chromiumPath(t)
+	bin := buildGateway(t)
+	deadline := time.Now().Add(2 * browserBudget)
+
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: chat.Handlers()})
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{Name: "api"}), Logger: bustest.Logger(t)})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gp := &gatewayProcess{t: t, bin: bin, nats: e.URL(), ws: freeAddr(t), page: "http://" + pl.Addr().String()}
+	h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: "ws://" + gp.ws + "/", API: a, HeartbeatTimeout: 2500 * time.Millisecond})
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(h)
+	require.NoError(t, srv.Listener.Close())
+	srv.Listener = pl
+	srv.Start()
+	t.Cleanup(srv.Close)
+	gp.start()
+
+	ann := newTab(t, exe, "Ann", deadline)
+	bob := newTab(t, exe, "Bob", deadline)
+	saveOnFailure(t, ann, bob)
+	ann.do("open the page", chromedp.Navigate(srv.URL+"/"))
+	bob.do("open the page", chromedp.Navigate(srv.URL+"/"))
+	ann.login("1")
+	bob.login("1")
+	ann.waitFor("both users at Ann", hasUsers("Ann", "Bob"))
+
+	// The gateway dies: both pages notice and wait to reconnect.
+	gp.kill()
+	for _, tb := range []*tab{ann, bob} {
+		tb.waitFor("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	}
+	ann.say("sent while the gateway was down")
+	ann.waitFor("the queued notice", hasLine("msg notice", "", "Not connected: the message goes out once back online."))
+
+	// It comes back on the same address: the pages log in again by
+	// themselves, and Ann's queued message reaches Bob.
+	gp.start()
+	for _, tb := range []*tab{ann, bob} {
+		tb.waitFor("online again", `document.getElementById('state').dataset.state === 'online'`)
+	}
+	ann.waitFor("both users at Ann after the restart", hasUsers("Ann", "Bob"))
+	bob.waitFor("both users at Bob after the restart", hasUsers("Bob", "Ann"))
+	bob.waitFor("Ann's queued message", hasLine("msg", "Ann", "sent while the gateway was down"))
+	bob.say("welcome back")
+	ann.waitFor("Bob's message after the restart", hasLine("msg", "Bob", "welcome back"))
+
+	// The app kicks Ann: her page is told, stops, and does not come back.
+	annID := eval[string](ann, `document.querySelector('#users li.self').dataset.clientId`)
+	require.NoError(t, a.CloseClient(context.Background(), annID, nil))
+	ann.waitFor("Ann offline", `document.getElementById('state').dataset.state === 'offline' && window.chatClient().state === 'closed'`)
+	ann.waitFor("the disconnect notice", `[...document.querySelectorAll('#messages .msg.notice.error .body')].some(b => b.textContent.startsWith('Disconnected'))`)
+	bob.waitFor("Bob alone", hasUsers("Bob"))
+	// Closed with no timer left, so nothing can bring it back: one client
+	// remains (the killed gateway may not be taken for dead yet: a
+	// partial answer counts the live one).
+	n, err := a.GetAllClientIDCount(context.Background())
+	var partial *api.QueryError
+	if !errors.As(err, &partial) {
+		require.NoError(t, err)
+	}
+	require.Equal(t, 1, n)
+	require.Zero(t, eval[int](ann, `window.chatClient().attempts`))
+	require.Empty(t, ann.problemsSeen())
+	require.Empty(t, bob.problemsSeen())
+}
+
+// TestJSClientFrameTypesFromTheGateway: pushes reach the browser as the
+// sender chose: a binary push of UTF-8 bytes as an ArrayBuffer, a text
+// push as a string, an unchosen one as before (UTF-8 text).
+func TestJSClientFrameTypesFromTheGateway(t *testing.T) {
+	exe := chromiumPath(t)
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: chat.Handlers()})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gw := gatewaytest.Start(t, e, gateway.Config{AllowedOrigins: []string{"http://" + l.Addr().String()}})
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{Name: "api"}), Logger: bustest.Logger(t)})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: "ws://" + gw.WebSocketAddr() + "/", API: a})
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(h)
+	require.NoError(t, srv.Listener.Close())
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	tb := newTab(t, exe, "client", time.Now().Add(browserBudget))
+	saveOnFailure(t, tb)
+	loadClient(tb, srv.URL)
+	tb.do("connect and log in", chromedp.Evaluate[chromedp.Void](`(() => {
+		const c = window.track('gw', `+js("ws://"+gw.WebSocketAddr()+"/")+`, {});
+		window.R.gw.onOpen = (c) => c.send(JSON.stringify({type: 'login', client_name: 'Ann', room_id: 1}));
+	})()`))
+	tb.waitFor("the login answer", `window.R.gw.messages.length === 1`)
+	id := eval[string](tb, `JSON.parse(window.R.gw.messages[0][1]).client_id`)
+
+	ctx := context.Background()
+	require.NoError(t, a.WithFrame(api.FrameBinary).SendToClient(ctx, id, []byte("utf-8, sent as binary")))
+	require.NoError(t, a.WithFrame(api.FrameText).SendToClient(ctx, id, []byte("text")))
+	require.NoError(t, a.SendToClient(ctx, id, []byte("unchosen")))
+	require.NoError(t, a.SendToClient(ctx, id, []byte{0x82, 0xff}))
+	require.NoError(t, a.SetWebSocketType(ctx, id, api.FrameBinary))
+	require.NoError(t, a.SendToGroup(ctx, "1", []byte("room, as the connection's default")))
+	tb.waitFor("6 messages", `window.R.gw.messages.length === 6`)
+	require.Equal(t, []any{
+		[]any{"binary", bytesAsJSON("utf-8, sent as binary")},
+		[]any{"text", "text"},
+		[]any{"text", "unchosen"},
+		[]any{"binary", []any{float64(0x82), float64(0xff)}},
+		[]any{"binary", bytesAsJSON("room, as the connection's default")},
+	}, eval[[]any](tb, `window.R.gw.messages.slice(1)`))
+	require.Empty(t, tb.problemsSeen())
+}
+
+// bytesAsJSON is s's bytes as the page's Array.from(Uint8Array) comes back.
+func bytesAsJSON(s string) []any {
+	out := make([]any, len(s))
+	for i := range len(s) {
+		out[i] = float64(s[i])
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
