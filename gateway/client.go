@@ -26,8 +26,10 @@ type transport interface {
 	writeFrames(frames []byte) error
 	// ping sends a protocol-level keepalive, where the protocol has one.
 	ping()
-	// close closes the socket, after sending last if it is not empty.
-	close(last []byte)
+	// close closes the socket, after sending last if it is not empty,
+	// saying why where the protocol can (a WebSocket close frame with
+	// r.WSCode and r.WSText; raw TCP protocols have no way to).
+	close(last []byte, r bus.CloseReason)
 }
 
 // sendQueue counts the bytes that wait in nbio for one socket, so that the
@@ -168,6 +170,14 @@ func (c *client) allowMessage(now int64, limit int) bool {
 // recorded already: the first cause wins.
 func (c *client) setReason(r bus.CloseReason) {
 	c.reason.CompareAndSwap(0, uint32(r))
+}
+
+// end records r as the reason c closes, unless one is recorded already,
+// and closes c's socket with the recorded reason, after last (if not
+// empty): the close code the client sees is the reason workers hear.
+func (c *client) end(r bus.CloseReason, last []byte) {
+	c.setReason(r)
+	c.t.close(last, c.closeReason())
 }
 
 // closing reports whether c's socket is closed or being closed: every path

@@ -102,11 +102,10 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client is closing: " + err.Error()}
 		}
 	case bus.OpClose, bus.OpDestroy:
-		c.setReason(bus.ClosedByAPI)
 		if cmd.Op == bus.OpDestroy {
-			c.t.close(nil)
+			c.end(bus.ClosedByAPI, nil)
 		} else {
-			c.t.close(cmd.Body)
+			c.end(bus.ClosedByAPI, cmd.Body)
 		}
 	case bus.OpIsOnline:
 		return bus.Reply{OK: true}

@@ -15,7 +15,7 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
-// Defaults for [Config]; ARCHITECTURE.md section 7 lists them for users.
+// Defaults for [Config]; docs/configuration.md lists them for users.
 const (
 	DefaultWebSocketPath        = "/"
 	DefaultPingInterval         = 25 * time.Second

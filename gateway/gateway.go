@@ -95,7 +95,7 @@ type Gateway struct {
 
 type stats struct {
 	accepted     atomic.Uint64
-	closed       [bus.CloseRateLimited + 1]atomic.Uint64
+	closed       [bus.NumCloseReasons]atomic.Uint64
 	bytesIn      atomic.Uint64
 	bytesOut     atomic.Uint64
 	messagesIn   atomic.Uint64
@@ -293,8 +293,7 @@ func (g *Gateway) shutdown() {
 	live, _, _, _ := g.reg.counts()
 	g.log.Info("gateway stopping", "clients", live)
 	for _, c := range g.reg.liveClients(nil) {
-		c.setReason(bus.CloseGatewayShutdown)
-		c.t.close(nil)
+		c.end(bus.CloseGatewayShutdown, nil)
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
@@ -394,8 +393,17 @@ func unsubscribeAll(subs []*bus.Subscription) {
 // newClient returns a client with a fresh id, registered, or nil when the
 // gateway is full or stopping.
 func (g *Gateway) newClient(addr string, t transport) *client {
+	c, _ := g.admit(addr, t)
+	return c
+}
+
+// admit returns a client with a fresh id, registered, or nil and why
+// (CloseGatewayShutdown, CloseServerFull) when the gateway is stopping or
+// full; a refusal counts as a close for that reason in Stats.Closed.
+func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 	if g.stopping.Load() {
-		return nil
+		g.stats.closed[bus.CloseGatewayShutdown].Add(1)
+		return nil, bus.CloseGatewayShutdown
 	}
 	seq := g.nextSeq.Add(1)
 	// The id is the tail of the batches' reply subject: one string for both.
@@ -409,10 +417,11 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
-		return nil
+		g.stats.closed[bus.CloseServerFull].Add(1)
+		return nil, bus.CloseServerFull
 	}
 	g.stats.accepted.Add(1)
-	return c
+	return c, bus.CloseUnknown
 }
 
 // onSocketClosed ends c's memberships and queues its close event.
@@ -481,8 +490,7 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 	if !c.ended && int(c.queued)+size > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()
 		g.warnRateLimited("client closed: events wait for workers past MaxPendingEventBytes", "client_id", c.id)
-		c.setReason(bus.CloseEventQueueFull)
-		c.t.close(nil)
+		c.end(bus.CloseEventQueueFull, nil)
 		return
 	}
 	var batch []byte
@@ -594,8 +602,7 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 // cannot fit a NATS message.
 func (g *Gateway) closeUnsendable(c *client) {
 	g.warnRateLimited("client closed: its events do not fit a NATS message", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
-	c.setReason(bus.CloseMessageTooLarge)
-	c.t.close(nil)
+	c.end(bus.CloseMessageTooLarge, nil)
 }
 
 func (g *Gateway) sendBatch(c *client, data []byte) {
@@ -757,8 +764,7 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 			"nats_loss_timeout", g.cfg.NATSLossTimeout, "clients", len(clients))
 	}
 	for _, c := range clients {
-		c.setReason(bus.CloseGatewayLost)
-		c.t.close(nil)
+		c.end(bus.CloseGatewayLost, nil)
 	}
 }
 
@@ -784,8 +790,7 @@ func (g *Gateway) heartbeat() {
 	for _, c := range g.reg.liveClients(nil) {
 		n := c.silent.Add(1)
 		if limit > 0 && n > limit {
-			c.setReason(bus.CloseHeartbeatTimeout)
-			c.t.close(nil)
+			c.end(bus.CloseHeartbeatTimeout, nil)
 			continue
 		}
 		if len(g.cfg.PingData) > 0 {

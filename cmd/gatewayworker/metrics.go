@@ -18,7 +18,7 @@ import (
 // metrics is one process's Prometheus registry. Gateways and workers keep
 // plain counters; this is the only place that knows Prometheus, so the
 // libraries carry no metrics dependency. The metric names are listed in
-// the README ("Metrics").
+// docs/operations.md ("Metrics").
 type metrics struct {
 	reg      *prometheus.Registry
 	handlers *prometheus.HistogramVec
