@@ -44,6 +44,7 @@ func (s *wsServer) received(path string) []string {
 // /gatewayworker.js, and these WebSocket endpoints:
 //
 //	/close/CODE   closes each connection at once with CODE ("abrupt": no close frame, 1006)
+//	/token        records the query's token and keep, closes with 4000
 //	/silent       never sends anything
 //	/ping         sends {"type":"ping"} every 50 ms, counts pongs
 //	/echo         echoes each message in a frame of the same type
@@ -78,6 +79,13 @@ func startWSServer(t *testing.T) *wsServer {
 		code, _ := strconv.Atoi(r.PathValue("code"))
 		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, "because "+r.PathValue("code")), time.Now().Add(time.Second))
 		_, _, _ = c.ReadMessage() // the client's close frame
+	})
+	ws("GET /token", func(c *websocket.Conn, r *http.Request) {
+		s.mu.Lock()
+		s.frames[r.URL.Path] = append(s.frames[r.URL.Path], r.URL.Query().Get("token")+"&"+r.URL.Query().Get("keep"))
+		s.mu.Unlock()
+		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "again"), time.Now().Add(time.Second))
+		_, _, _ = c.ReadMessage()
 	})
 	ws("GET /silent", func(c *websocket.Conn, _ *http.Request) {
 		for {
@@ -207,6 +215,16 @@ func TestJSClientCloseCodes(t *testing.T) {
 		`window.track('1000r', %s, {initialDelay: 10, maxDelay: 40, reconnectOnNormalClose: true})`, js(wsBase+"/close/1000"))))
 	tb.waitFor("3 connections after 1000", `window.R['1000r'].opens >= 3`)
 	tb.do("stop", chromedp.Evaluate[chromedp.Void](`window.C['1000r'].close()`))
+
+	// The token goes in the query, fetched anew (here: a promise) before
+	// every attempt; the URL's other parameters stay.
+	tb.do("connect with tokens", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		let n = 0;
+		window.track('token', %s, {initialDelay: 10, maxDelay: 40, token: () => Promise.resolve('jwt-' + (++n))});
+	})()`, js(wsBase+"/token?keep=1&token=stale"))))
+	tb.waitFor("3 connections with tokens", `window.R.token.closes.length >= 3`)
+	tb.do("stop", chromedp.Evaluate[chromedp.Void](`window.C.token.close()`))
+	require.Equal(t, []string{"jwt-1&1", "jwt-2&1", "jwt-3&1"}, s.received("/token")[:3])
 
 	// A client closed by its app may connect again.
 	tb.do("connect 4500 again", chromedp.Evaluate[chromedp.Void](`window.C['4500'].connect()`))
