@@ -30,6 +30,13 @@ final class Envelope
     public const OP_UPDATE_SESSION = 11;
     public const OP_IS_ONLINE = 12;
     public const OP_GET_UID = 13;
+    /** Sets the clients' default frame type (Command.f); 15 and 16 are the pending-connection ops. */
+    public const OP_SET_FRAME = 17;
+
+    /** Frame types of Command.f: the connection's default, text, binary. */
+    public const FRAME_DEFAULT = 0;
+    public const FRAME_TEXT = 1;
+    public const FRAME_BINARY = 2;
 
     /**
      * A Command envelope; empty fields are left out, as the Go encoder does.
@@ -37,7 +44,7 @@ final class Envelope
      * @param list<string> $clients
      * @param list<string> $exclude
      */
-    public static function command(int $op, array $clients = [], string $name = '', string $body = '', array $exclude = []): string
+    public static function command(int $op, array $clients = [], string $name = '', string $body = '', array $exclude = [], int $frame = self::FRAME_DEFAULT): string
     {
         $fields = [self::str('o') . self::int($op)];
         if ($clients !== []) {
@@ -51,6 +58,9 @@ final class Envelope
         }
         if ($exclude !== []) {
             $fields[] = self::str('x') . self::strList($exclude);
+        }
+        if ($frame !== self::FRAME_DEFAULT) {
+            $fields[] = self::str('f') . self::int($frame);
         }
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
     }
