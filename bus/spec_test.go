@@ -64,7 +64,7 @@ var specEnums = map[string]map[string]string{
 		bus.OpUnbindUID, "OpUnbindUID", bus.OpJoinGroup, "OpJoinGroup", bus.OpLeaveGroup, "OpLeaveGroup",
 		bus.OpUngroup, "OpUngroup", bus.OpGetSession, "OpGetSession", bus.OpSetSession, "OpSetSession",
 		bus.OpUpdateSession, "OpUpdateSession", bus.OpIsOnline, "OpIsOnline", bus.OpGetUID, "OpGetUID",
-		bus.OpClientList, "OpClientList", bus.OpSetFrame, "OpSetFrame"),
+		bus.OpClientList, "OpClientList", bus.OpAccept, "OpAccept", bus.OpReject, "OpReject", bus.OpSetFrame, "OpSetFrame"),
 	"Frame": named(bus.FrameDefault, "FrameDefault", bus.FrameText, "FrameText", bus.FrameBinary, "FrameBinary"),
 	"EventKind": named(bus.EventConnect, "EventConnect", bus.EventWebSocketConnect, "EventWebSocketConnect",
 		bus.EventMessage, "EventMessage", bus.EventClose, "EventClose"),

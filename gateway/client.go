@@ -4,6 +4,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -110,9 +111,12 @@ type client struct {
 	addr  string
 	t     transport
 
-	// Guarded by registry.mu.
-	uid    string
-	groups map[string]struct{}
+	// Guarded by registry.mu. unaccepted: the client waits for its token
+	// or, pending, for a worker's accept; it gets no broadcasts and can
+	// have no groups or uid meanwhile (auth.go).
+	uid        string
+	groups     map[string]struct{}
+	unaccepted bool
 
 	// mu guards the session and the event pipeline.
 	mu      sync.Mutex
@@ -128,6 +132,21 @@ type client struct {
 	// stale copy elsewhere must not run (see answerClaimLocked); resent:
 	// inflight was marked bus.EventBatch.Resent.
 	claimed, resent bool
+
+	// Authentication (auth.go), guarded by mu: while holding, events are
+	// held (heldBytes of them), the connect events first, until the token
+	// came and NATS confirmed the subscriptions it gave (see push); sub
+	// is the token's subject, which a fresh token must repeat; expires
+	// (Unix ns, exp plus the leeway) ends the client's life unless a fresh
+	// token comes; authTimer fires at the auth timeout, then at expires.
+	holding   bool
+	held      []bus.Event
+	heldBytes int32
+	sub       string
+	expires   int64
+	authTimer *time.Timer
+	// awaiting is set while the first message must be a token message.
+	awaiting atomic.Bool
 
 	// silent counts heartbeat intervals without input.
 	silent atomic.Int32

@@ -166,6 +166,14 @@ func TestCloseCodes(t *testing.T) {
 		},
 		want: bus.CloseSlowConsumer, wantCode: 4002, wantText: "slow consumer",
 	}, {
+		name: "slow consumer, sent by id",
+		cfg:  gateway.Config{SendQueueLimit: 1024},
+		cause: func(t *testing.T, s *codeStack, c *websocket.Conn, id string) *websocket.Conn {
+			_ = s.api.SendToClient(ctx, id, []byte(big)) // the client is closed: not found
+			return c
+		},
+		want: bus.CloseSlowConsumer, wantCode: 4002, wantText: "slow consumer",
+	}, {
 		name: "heartbeat timeout",
 		cfg:  gateway.Config{PingInterval: 50 * time.Millisecond, PingNotResponseLimit: 1, PingData: []byte("ping")},
 		cause: func(*testing.T, *codeStack, *websocket.Conn, string) *websocket.Conn {

@@ -187,6 +187,12 @@ type Config struct {
 	// deadlines about this gateway from it. Zero means DefaultBeatInterval (1s).
 	BeatInterval time.Duration
 
+	// Auth, if set, makes every client authenticate before it receives
+	// anything: with a connection token (JWT) the gateway verifies, or,
+	// with Auth.Pending, by a worker's accept. Nil (the default) trusts
+	// each connection at once. See AuthConfig and docs/clients.md.
+	Auth *AuthConfig
+
 	// Logger receives the gateway's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }

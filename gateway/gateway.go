@@ -77,6 +77,8 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
+	// auth is nil when every connection is trusted at once (auth.go).
+	auth     *auth
 	fan      fanout
 	win      window
 	presence presence
@@ -119,9 +121,14 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	a, err := newAuth(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
 	return &Gateway{
 		cfg:           cfg,
 		autoSendQueue: autoSendQueue,
+		auth:          a,
 		warns:         ratelog.Limiter{Burst: 10},
 		log:           cfg.Logger.With("gateway_id", cfg.ID),
 		bus:           cfg.Bus,
@@ -188,6 +195,11 @@ type Stats struct {
 	// PushesDropped counts pushes, one per client, dropped because the
 	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
 	PushesDropped uint64
+	// AuthFailures counts clients refused by Config.Auth, by cause:
+	// "missing", "malformed", "invalid" (signature, algorithm, key),
+	// "expired", "not_yet_valid", "claims", "rejected" (by a worker),
+	// "timeout". Nil without Config.Auth.
+	AuthFailures map[string]uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -208,6 +220,7 @@ func (g *Gateway) Stats() Stats {
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
 		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
+		AuthFailures: g.authFailures(),
 	}
 }
 
@@ -414,6 +427,8 @@ func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 		addr:  addr,
 		t:     t,
 		shard: uint8(seq % fanoutShards),
+		// Until its token came or a worker accepted it (auth.go).
+		unaccepted: g.auth != nil,
 	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
@@ -430,6 +445,9 @@ func (g *Gateway) onSocketClosed(c *client) {
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return
+	}
+	if g.auth != nil {
+		stopAuthTimer(c)
 	}
 	if r := c.closeReason(); int(r) < len(g.stats.closed) {
 		g.stats.closed[r].Add(1)
@@ -455,6 +473,9 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 	}
 	g.stats.messagesIn.Add(1)
 	g.stats.bytesIn.Add(uint64(len(msg)))
+	if g.auth != nil && g.auth.tokens != nil && (c.awaiting.Load() || isTokenMessage(msg)) {
+		return g.onTokenInput(c, msg) // never forwarded
+	}
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
 	return true
 }
@@ -463,11 +484,25 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 // flight, else queues them. What they point to is borrowed (nbio reuses
 // message buffers, and a handshake's headers go with its request): it is
 // copied only when the events have to wait.
-func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
+func (g *Gateway) pushEvent(c *client, evs ...bus.Event) { g.push(c, false, evs) }
+
+// push is pushEvent. While c is holding (auth.go: its connect events wait
+// for its token, then for the subscriptions the token gave it), events are
+// held in c.held, in order; release sends them, evs after them, and ends
+// the holding, under one lock so that nothing overtakes them.
+func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
 		return
+	}
+	if release {
+		if !c.holding {
+			c.mu.Unlock()
+			return
+		}
+		evs = append(c.held, evs...)
+		c.held, c.heldBytes, c.holding = nil, 0, false
 	}
 	announce := false
 	size := 0
@@ -486,6 +521,19 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 			c.ended = true
 		}
 		size += eventSize(ev)
+	}
+	if c.holding {
+		if int(c.heldBytes)+size > g.cfg.MaxPendingEventBytes {
+			c.mu.Unlock()
+			c.end(bus.CloseEventQueueFull, nil)
+			return
+		}
+		for _, ev := range evs {
+			c.held = append(c.held, owned(ev))
+		}
+		c.heldBytes += int32(size)
+		c.mu.Unlock()
+		return
 	}
 	if !c.ended && int(c.queued)+size > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()

@@ -108,7 +108,7 @@ func (g *Gateway) tcpHandlers(e *nbio.Engine, codec protocol.Codec) {
 			return
 		}
 		conn.SetSession(c)
-		g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+		g.startClient(c, "", bus.Event{Kind: bus.EventConnect})
 	})
 	// OnData runs on the poller goroutine, and data is the poller's buffer:
 	// everything kept is copied.

@@ -217,8 +217,12 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		conn.SetSession(c)
+		token := ""
+		if g.auth != nil && g.auth.tokens != nil {
+			token = tokenOfRequest(r)
+		}
 		// One batch for both: one NATS round trip per connection, not two.
-		g.pushEvent(c, bus.Event{Kind: bus.EventConnect}, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
+		g.startClient(c, token, bus.Event{Kind: bus.EventConnect}, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,
 		}})
 	})

@@ -30,6 +30,8 @@ final class Envelope
     public const OP_UPDATE_SESSION = 11;
     public const OP_IS_ONLINE = 12;
     public const OP_GET_UID = 13;
+    public const OP_ACCEPT = 15;
+    public const OP_REJECT = 16;
     /** Sets the clients' default frame type (Command.f); 15 and 16 are the pending-connection ops. */
     public const OP_SET_FRAME = 17;
 
