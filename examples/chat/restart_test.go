@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http/httptest"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -271,4 +273,65 @@ func freeAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 	return addr
+}
+
+// TestJSClientTokens: against a gateway that requires tokens, the client
+// connects with the token its function gives; at the token's expiry the
+// gateway closes it with 4501 and the client does not loop (the function
+// is not asked again); a client that sends a fresh token in time
+// (refreshToken) outlives the first one's expiry.
+func TestJSClientTokens(t *testing.T) {
+	exe := chromiumPath(t)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	mint := func(sub string, life time.Duration) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": sub, "exp": time.Now().Add(life).Unix()}).SignedString(secret)
+		require.NoError(t, err)
+		return tok
+	}
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: chat.Handlers()})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gw := gatewaytest.Start(t, e, gateway.Config{
+		AllowedOrigins: []string{"http://" + l.Addr().String()},
+		Auth:           &gateway.AuthConfig{HMACSecret: secret},
+		PingData:       []byte(`{"type":"ping"}`),
+		PingInterval:   200 * time.Millisecond,
+	})
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{Name: "api"}), Logger: bustest.Logger(t)})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: "ws://" + gw.WebSocketAddr() + "/", API: a})
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(h)
+	require.NoError(t, srv.Listener.Close())
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	tb := newTab(t, exe, "client", time.Now().Add(browserBudget))
+	saveOnFailure(t, tb)
+	loadClient(tb, srv.URL)
+	wsURL := js("ws://" + gw.WebSocketAddr() + "/")
+	tb.do("connect two clients", chromedp.Evaluate[chromedp.Void](`(() => {
+		window.asked = {short: 0, fresh: 0};
+		const opts = (name, tok) => ({token: () => { window.asked[name]++; return tok; }, initialDelay: 10, maxDelay: 40,
+			pingMessage: '{"type":"ping"}'});
+		window.track('short', `+wsURL+`, opts('short', `+js(mint("ann", 2*time.Second))+`));
+		window.track('fresh', `+wsURL+`, opts('fresh', `+js(mint("bob", 2*time.Second))+`));
+		window.R.fresh.onOpen = (c) => c.refreshToken(`+js(mint("bob", time.Minute))+`);
+	})()`))
+	tb.waitFor("the short token's close", `window.R.short.closes.length === 1 && window.C.short.state === 'closed'`)
+	require.Equal(t, []any{float64(4501), "token expired", false}, eval[[]any](tb, `window.R.short.closes[0]`))
+	require.Equal(t, 1, eval[int](tb, `window.asked.short`), "no second attempt: the token function was asked once")
+	// The refreshed client hears 10 more heartbeats (2 s) after the other
+	// one's close, and was never closed.
+	n := eval[int](tb, `window.R.fresh.pings`)
+	tb.waitFor("10 more pings", fmt.Sprintf(`window.R.fresh.pings >= %d`, n+10))
+	require.Equal(t, 0, eval[int](tb, `window.R.fresh.closes.length`))
+	require.Equal(t, "open", eval[string](tb, `window.C.fresh.state`))
+	uids, err := a.GetAllUIDList(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{"bob"}, uids, "sub is the uid")
+	require.Empty(t, tb.problemsSeen())
 }
