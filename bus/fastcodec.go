@@ -224,7 +224,7 @@ func (a *Ack) appendMsgpack(b []byte) []byte {
 }
 
 func (c *Command) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 1+count(len(c.Clients) > 0, c.Name != "", len(c.Body) > 0, len(c.Exclude) > 0))
+	b = appendMapLen(b, 1+count(len(c.Clients) > 0, c.Name != "", len(c.Body) > 0, len(c.Exclude) > 0, c.Frame != FrameDefault))
 	b = appendUint(appendStr(b, "o"), uint64(c.Op))
 	if len(c.Clients) > 0 {
 		b = appendStrings(appendStr(b, "c"), c.Clients)
@@ -237,6 +237,9 @@ func (c *Command) appendMsgpack(b []byte) []byte {
 	}
 	if len(c.Exclude) > 0 {
 		b = appendStrings(appendStr(b, "x"), c.Exclude)
+	}
+	if c.Frame != FrameDefault {
+		b = appendUint(appendStr(b, "f"), uint64(c.Frame))
 	}
 	return b
 }
@@ -564,6 +567,8 @@ func (c *Command) decode(r *reader) {
 			c.Body = r.bin()
 		case 'x':
 			c.Exclude = r.strings()
+		case 'f':
+			c.Frame = Frame(r.uint(math.MaxUint8))
 		default:
 			r.fail()
 		}

@@ -54,6 +54,8 @@ func fastCases() []any {
 		&Command{Op: OpJoinGroup, Clients: ids(16), Name: "room 1 ✓"},
 		&Command{Op: OpSend, Body: p(65535), Exclude: ids(15)},
 		&Command{Op: OpUngroup, Name: s(33), Exclude: []string{}},
+		&Command{Op: OpSend, Clients: []string{"a"}, Body: []byte("x"), Frame: FrameBinary},
+		&Command{Op: OpSetFrame, Clients: ids(2), Frame: FrameText},
 	}
 	return cases
 }

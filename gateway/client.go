@@ -156,6 +156,9 @@ type client struct {
 	silent atomic.Int32
 	// reason is the CloseReason recorded by whoever closes the socket.
 	reason atomic.Uint32
+	// frame is the client's default bus.Frame (bus.OpSetFrame); zero
+	// defers to Config.WebSocketType.
+	frame atomic.Uint32
 
 	// Only the connection's reader (one at a time) touches these: they
 	// count the messages of the current second for MaxMessagesPerSecond.
@@ -238,7 +241,42 @@ func batchOverhead(gatewayID string, c *client, uid string) int {
 	return len(gatewayID) + len(c.reply) + len(c.addr) + len(uid) + len(c.session) + eventOverhead
 }
 
-// isText reports whether data goes to WebSocket clients as a text frame:
-// JSON reaches browsers as strings, and bytes that are not UTF-8 as binary.
-// Callers compute it once per message, not once per recipient.
+// isText reports whether data can go to WebSocket clients as a text frame:
+// a text frame must carry UTF-8, or browsers fail the connection (1007).
 func isText(data []byte) bool { return utf8.Valid(data) }
+
+// framing chooses the frame type of one push for each recipient: the
+// push's own choice, else the recipient's default, else the gateway's. It
+// checks the body for UTF-8 once per push, and only when a recipient's
+// frame may be text.
+type framing struct {
+	body []byte
+	push bus.Frame
+	dflt bus.Frame
+	utf8 int8 // 0 not checked yet, 1 UTF-8, -1 not
+}
+
+func newFraming(body []byte, push, gatewayDefault bus.Frame) framing {
+	return framing{body: body, push: push, dflt: gatewayDefault}
+}
+
+// text reports whether c gets the push as a text frame.
+func (f *framing) text(c *client) bool {
+	ft := f.push
+	if ft == bus.FrameDefault {
+		ft = bus.Frame(c.frame.Load())
+	}
+	if ft == bus.FrameDefault {
+		ft = f.dflt
+	}
+	if ft == bus.FrameBinary {
+		return false
+	}
+	if f.utf8 == 0 {
+		f.utf8 = -1
+		if isText(f.body) {
+			f.utf8 = 1
+		}
+	}
+	return f.utf8 == 1
+}

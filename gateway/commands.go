@@ -106,7 +106,8 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 		}
 		g.stats.pushesOut.Add(1)
 		g.stats.bytesOut.Add(uint64(len(cmd.Body)))
-		if err := c.t.send(cmd.Body, isText(cmd.Body)); err != nil {
+		fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
+		if err := c.t.send(cmd.Body, fr.text(c)); err != nil {
 			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client is closing: " + err.Error()}
 		}
 	case bus.OpClose, bus.OpDestroy:
@@ -182,6 +183,11 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 		c.mu.Unlock()
 	case bus.OpUpdateSession:
 		return g.updateSession(c, cmd.Body)
+	case bus.OpSetFrame:
+		if cmd.Frame > bus.FrameBinary {
+			return bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown frame type %d", cmd.Frame)}
+		}
+		c.frame.Store(uint32(cmd.Frame))
 	default:
 		return bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown op %d", cmd.Op)}
 	}

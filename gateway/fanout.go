@@ -156,7 +156,7 @@ func (w *coalescer) write(g *Gateway) {
 	limit := g.cfg.SendQueueLimit
 	pushes, bytes := 0, 0
 	for _, job := range w.jobs {
-		text := isText(job.cmd.Body)
+		fr := newFraming(job.cmd.Body, job.cmd.Frame, g.cfg.WebSocketType)
 		for _, c := range job.targets {
 			if c.closing() || len(job.cmd.Exclude) > 0 && slices.Contains(job.cmd.Exclude, c.id) {
 				continue
@@ -171,6 +171,7 @@ func (w *coalescer) write(g *Gateway) {
 				}
 				w.frames[i] = w.frames[i][:0]
 			}
+			text := fr.text(c)
 			if i == uncoalesced {
 				_ = c.t.send(job.cmd.Body, text)
 			} else if built, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); !ok {
@@ -221,7 +222,7 @@ func flushRoom(g *Gateway, c *client, built []byte, last, limit int) []byte {
 // SendQueueLimit is closed as a slow consumer, here, with a close frame:
 // nbio would refuse the message too, but close the socket without a word.
 func (g *Gateway) write(targets []*client, cmd bus.Command) {
-	text := isText(cmd.Body)
+	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
 	sent := 0
 	size := len(cmd.Body) + maxFrameHeader
 	for _, c := range targets {
@@ -232,7 +233,7 @@ func (g *Gateway) write(targets []*client, cmd bus.Command) {
 			c.end(bus.CloseSlowConsumer, nil)
 			continue
 		}
-		_ = c.t.send(cmd.Body, text)
+		_ = c.t.send(cmd.Body, fr.text(c))
 		sent++
 	}
 	g.stats.pushesOut.Add(uint64(sent))

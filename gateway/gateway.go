@@ -30,14 +30,31 @@ var ErrAlreadyRunning = errors.New("gateway: already running")
 // ErrIDInUse is returned by [Gateway.Run] when a live gateway has the same ID.
 var ErrIDInUse = errors.New("gateway: id in use")
 
+// ErrMaxPayload is returned by Run when a client message of MaxMessageSize,
+// in its event batch, would not fit the NATS server's max payload.
+var ErrMaxPayload = errors.New("gateway: MaxMessageSize does not fit NATS's max_payload")
+
+// EnvelopeOverhead bounds what an event batch carries besides one
+// message and the client's session: version, keys, gateway and client
+// ids, address, sequence and the longest uid (256 bytes). NATS's
+// max_payload must be at least MaxMessageSize plus this (see Run); a
+// client whose session is S bytes can send messages of up to max_payload
+// less EnvelopeOverhead less S, and a larger one closes it
+// (bus.CloseMessageTooLarge).
+const EnvelopeOverhead = 512
+
 // Gateway holds client connections and bridges them to the bus.
 type Gateway struct {
-	cfg  Config
-	log  *slog.Logger
-	bus  *bus.Conn
-	subj bus.Subjects
-	boot time.Time
-	reg  *registry
+	cfg Config
+	// autoSendQueue: Config.SendQueueLimit was zero, so Run raises it to
+	// NATS's max payload when that is larger, so that the largest push
+	// does not close its client as slow.
+	autoSendQueue bool
+	log           *slog.Logger
+	bus           *bus.Conn
+	subj          bus.Subjects
+	boot          time.Time
+	reg           *registry
 	// inbox is the prefix of the reply subjects of event batches; the client
 	// id follows it, so even a no-responders status names its client.
 	inbox string
@@ -98,6 +115,7 @@ type stats struct {
 
 // New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
 func New(cfg Config) (*Gateway, error) {
+	autoSendQueue := cfg.SendQueueLimit == 0
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -112,6 +130,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg:           cfg,
+		autoSendQueue: autoSendQueue,
 		auth:          a,
 		warns:         ratelog.Limiter{Burst: 10},
 		log:           cfg.Logger.With("gateway_id", cfg.ID),
@@ -127,6 +146,27 @@ func New(cfg Config) (*Gateway, error) {
 		win:           window{limit: cfg.MaxBatchesInFlight},
 		waiting:       map[*client]struct{}{},
 	}, nil
+}
+
+// checkMaxPayload refuses to start when the largest client message cannot
+// reach workers: its batch would exceed the NATS server's max payload, and
+// every client sending one would be closed (bus.CloseMessageTooLarge)
+// although the gateway accepted it. It also raises a defaulted
+// SendQueueLimit to the max payload, the largest push there can be. It runs
+// before any goroutine reads g.cfg.
+func (g *Gateway) checkMaxPayload() error {
+	limit := g.bus.MaxPayload()
+	if limit <= 0 {
+		return nil // not known: the server did not say
+	}
+	if need := int64(g.cfg.MaxMessageSize) + EnvelopeOverhead; need > limit {
+		return fmt.Errorf("%w: a message of MaxMessageSize %d bytes (--max-message-size) plus %d bytes of envelope needs %d, but the NATS server's max_payload is %d: raise max_payload to at least %d (gatewayworker run or nats: --nats-max-payload; nats-server: max_payload) or lower MaxMessageSize to at most %d",
+			ErrMaxPayload, g.cfg.MaxMessageSize, EnvelopeOverhead, need, limit, need, max(0, limit-EnvelopeOverhead))
+	}
+	if g.autoSendQueue && limit > int64(g.cfg.SendQueueLimit) {
+		g.cfg.SendQueueLimit = int(limit)
+	}
+	return nil
 }
 
 // Stats is a snapshot of a gateway's counters, for metrics.
@@ -210,6 +250,9 @@ func (g *Gateway) TCPAddr() string {
 func (g *Gateway) Run(ctx context.Context) error {
 	if !g.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
+	}
+	if err := g.checkMaxPayload(); err != nil {
+		return err
 	}
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
@@ -833,7 +876,7 @@ func (g *Gateway) onOwnBeat(m bus.Msg) {
 // heartbeat runs every PingInterval, with GatewayWorker's semantics.
 func (g *Gateway) heartbeat() {
 	limit := int32(g.cfg.PingNotResponseLimit)
-	pingText := isText(g.cfg.PingData)
+	ping := newFraming(g.cfg.PingData, bus.FrameDefault, g.cfg.WebSocketType)
 	for _, c := range g.reg.liveClients(nil) {
 		n := c.silent.Add(1)
 		if limit > 0 && n > limit {
@@ -841,7 +884,7 @@ func (g *Gateway) heartbeat() {
 			continue
 		}
 		if len(g.cfg.PingData) > 0 {
-			_ = c.t.send(g.cfg.PingData, pingText)
+			_ = c.t.send(g.cfg.PingData, ping.text(c))
 		} else {
 			c.t.ping()
 		}

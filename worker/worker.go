@@ -33,7 +33,7 @@ var ErrAlreadyRunning = errors.New("worker: already running")
 // MessageEvent is a message a client sent.
 type MessageEvent struct {
 	// Data is the message; the handler may keep it. It shares memory with
-	// the event batch it came in (up to gateway.MaxBatchBytes): to keep a
+	// the event batch it came in (which may hold other events): to keep a
 	// few bytes of it for long, copy them.
 	Data []byte
 }

@@ -172,7 +172,11 @@ func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, tokenFile s
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 		n.token = base64.RawURLEncoding.EncodeToString(b[:])
 	}
-	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
+	if n.embeddedMaxPayload < 1 || n.embeddedMaxPayload > bus.MaxMaxPayload {
+		return nil, "", nil, usagef("--nats-max-payload %d: want 1 to %d", n.embeddedMaxPayload, bus.MaxMaxPayload)
+	}
+	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
+		MaxPayload: int32(n.embeddedMaxPayload)})
 	if err != nil {
 		return nil, "", nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
 	}
@@ -314,7 +318,13 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer a.Close()
-		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a})
+		wc := chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a}
+		if gcfg.PingInterval > 0 && len(gcfg.PingData) > 0 {
+			// The page hears PingData every interval: two and a half
+			// missed ones mean a dead connection.
+			wc.HeartbeatTimeout = gcfg.PingInterval * 5 / 2
+		}
+		h, err := chat.NewWebHandler(wc)
 		if err == nil {
 			mux := newMux(m)
 			mux.Handle("/", h)

@@ -22,6 +22,7 @@ $mine = [
     'command-join-group' => Envelope::command(Envelope::OP_JOIN_GROUP, [$id], '房间'),
     'command-set-session' => Envelope::command(Envelope::OP_SET_SESSION, [$id], '', Envelope::encodeSession($session)),
     'command-send-group' => Envelope::command(Envelope::OP_SEND, [], '', 'hi room', ['gw1-mihyrchs-2']),
+    'command-send-binary' => Envelope::command(Envelope::OP_SEND, [$id], '', "\x82\xa1", [], Envelope::FRAME_BINARY),
     'query-group-count' => Envelope::command(0, [], '房间'),
     'session' => Envelope::encodeSession($session),
     'ack-working' => Envelope::ack($id, 2, Envelope::ACK_WORKING),

@@ -32,6 +32,13 @@ final class Envelope
     public const OP_GET_UID = 13;
     public const OP_ACCEPT = 15;
     public const OP_REJECT = 16;
+    /** Sets the clients' default frame type (Command.f); 15 and 16 are the pending-connection ops. */
+    public const OP_SET_FRAME = 17;
+
+    /** Frame types of Command.f: the connection's default, text, binary. */
+    public const FRAME_DEFAULT = 0;
+    public const FRAME_TEXT = 1;
+    public const FRAME_BINARY = 2;
 
     /**
      * A Command envelope; empty fields are left out, as the Go encoder does.
@@ -39,7 +46,7 @@ final class Envelope
      * @param list<string> $clients
      * @param list<string> $exclude
      */
-    public static function command(int $op, array $clients = [], string $name = '', string $body = '', array $exclude = []): string
+    public static function command(int $op, array $clients = [], string $name = '', string $body = '', array $exclude = [], int $frame = self::FRAME_DEFAULT): string
     {
         $fields = [self::str('o') . self::int($op)];
         if ($clients !== []) {
@@ -53,6 +60,9 @@ final class Envelope
         }
         if ($exclude !== []) {
             $fields[] = self::str('x') . self::strList($exclude);
+        }
+        if ($frame !== self::FRAME_DEFAULT) {
+            $fields[] = self::str('f') . self::int($frame);
         }
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
     }
