@@ -155,36 +155,49 @@ type clientState struct {
 	reply string
 }
 
-// New checks cfg and returns a worker; it does no I/O.
+func (c Config) withDefaults() Config {
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.API.Bus, c.API.Prefix = c.Bus, c.Prefix
+	if c.API.Logger == nil {
+		c.API.Logger = c.Logger
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("worker: Config.Bus is required")
+	case c.Handlers.OnMessage == nil && !c.ReapOnly:
+		return errors.New("worker: Config.Handlers.OnMessage is required")
+	case c.MaxConcurrency < 0:
+		return fmt.Errorf("worker: MaxConcurrency (%d) must not be negative", c.MaxConcurrency)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("worker: DrainTimeout (%v) must not be negative", c.DrainTimeout)
+	}
+	return nil
+}
+
+// New checks cfg and returns a worker; it does no I/O. It copies cfg and
+// never changes the caller's value.
 func New(cfg Config) (*Worker, error) {
-	if cfg.Bus == nil {
-		return nil, errors.New("worker: Config.Bus is required")
-	}
-	if cfg.Handlers.OnMessage == nil && !cfg.ReapOnly {
-		return nil, errors.New("worker: Config.Handlers.OnMessage is required")
-	}
-	if cfg.MaxConcurrency == 0 {
-		cfg.MaxConcurrency = DefaultMaxConcurrency
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
-	}
-	if cfg.MaxConcurrency < 0 || cfg.DrainTimeout < 0 {
-		return nil, errors.New("worker: MaxConcurrency and DrainTimeout must not be negative")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	subj, err := bus.NewSubjects(cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	apiCfg := cfg.API
-	apiCfg.Bus, apiCfg.Prefix = cfg.Bus, cfg.Prefix
-	if apiCfg.Logger == nil {
-		apiCfg.Logger = cfg.Logger
-	}
-	a, err := api.New(apiCfg)
+	a, err := api.New(cfg.API)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

@@ -66,23 +66,37 @@ type Client struct {
 	gateways *presence
 }
 
+func (c Config) withDefaults() Config {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = DefaultQueryTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("api: Config.Bus is required")
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("api: RequestTimeout (%v) must not be negative", c.RequestTimeout)
+	case c.QueryTimeout < 0:
+		return fmt.Errorf("api: QueryTimeout (%v) must not be negative", c.QueryTimeout)
+	}
+	return nil
+}
+
 // New returns an API client on cfg.Bus. It does no I/O; the first query
 // starts following gateway heartbeats. Call Close when done.
 func New(cfg Config) (*Client, error) {
-	if cfg.Bus == nil {
-		return nil, errors.New("api: Config.Bus is required")
-	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.QueryTimeout == 0 {
-		cfg.QueryTimeout = DefaultQueryTimeout
-	}
-	if cfg.RequestTimeout < 0 || cfg.QueryTimeout < 0 {
-		return nil, errors.New("api: timeouts must not be negative")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	subj, err := bus.NewSubjects(cfg.Prefix)
 	if err != nil {
