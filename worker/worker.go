@@ -142,6 +142,9 @@ type Worker struct {
 	// gone holds the clients whose synthesized close ran or was decided
 	// here (their gateway taken for lost): their later events are dropped.
 	gone goneSet
+	// reaper is Run's, for tests that wait until it knows a gateway's
+	// clients (export_test.go).
+	reaper atomic.Pointer[reaper]
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -267,7 +270,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() { _ = info.Unsubscribe() }()
 	reapCtx, stopReaper := context.WithCancel(hctx)
 	reaperDone := make(chan error, 1)
-	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
+	r := newReaper(w)
+	w.reaper.Store(r)
+	go func() { reaperDone <- r.run(reapCtx) }()
 	defer func() { stopReaper(); <-reaperDone }()
 	if w.cfg.ReapOnly {
 		return w.reapOnly(ctx)
