@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
 var (
@@ -69,7 +71,7 @@ func TestEveryLineFollowsLogFormat(t *testing.T) {
 	cmd := exec.Command(bin, "run", "--app", "none", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", tcp,
 		"--max-conns", "1", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
-	var stderr syncBuffer
+	var stderr bustest.LogBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	defer func() { _ = cmd.Process.Kill() }()

@@ -13,6 +13,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+
 	"github.com/gatewayworker/gatewayworker/bus"
 )
 
@@ -49,7 +51,7 @@ func TestEmbeddedNATSRequiresTheLocalToken(t *testing.T) {
 		workerDone <- dispatch(ctx, append([]string{"worker", "--nats", natsURL, "--app", "chat"}, quietLogs...), io.Discard, io.Discard)
 	}()
 	require.Eventually(t, func() bool {
-		out := &syncBuffer{}
+		out := &bustest.LogBuffer{}
 		if dispatch(context.Background(), append([]string{"status", "--json", "--nats", natsURL}, quietLogs...), out, io.Discard) != nil {
 			return false
 		}
