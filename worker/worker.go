@@ -224,9 +224,11 @@ func New(cfg Config) (*Worker, error) {
 // ID returns the worker's random id.
 func (w *Worker) ID() string { return w.id }
 
-// API returns the worker's API client, for use outside handlers (timers
-// started in OnWorkerStart, for example).
-func (w *Worker) API() *api.Client { return w.api }
+// API returns the calls of the worker's API client, for use outside
+// handlers (timers started in OnWorkerStart, for example). The worker
+// closes the client when Run returns; a program that needs a client of
+// its own (pkg/httpapi takes one) makes it with api.New.
+func (w *Worker) API() api.Calls { return w.api }
 
 // Ready is closed once the worker takes events.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
@@ -496,7 +498,7 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 		w.resendAck(reply, b, nil) // its synthesized close ran here already
 		return
 	}
-	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
+	c := &Client{Calls: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
 	closed := false
 	for _, ev := range b.Events {
 		w.dispatch(c, ev)
