@@ -8,9 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,31 +16,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/internal/testbin"
 )
 
-var (
-	binaryOnce sync.Once
-	binaryPath string
-	binaryErr  error
-)
-
-// binary builds this command once per test run and returns its path, for
-// tests that need what only a process shows (its stderr, its exit code).
+// binary returns this command's binary, for tests that need what only a
+// process shows (its stderr, its exit code); testbin builds it once for
+// this package's tests and integration's.
 func binary(t *testing.T) string {
 	t.Helper()
-	binaryOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gatewayworker-test-")
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		binaryPath = filepath.Join(dir, "gatewayworker")
-		if out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput(); err != nil {
-			binaryErr = &exec.ExitError{Stderr: out}
-		}
-	})
-	require.NoError(t, binaryErr)
-	return binaryPath
+	return testbin.Build(t, "github.com/gatewayworker/gatewayworker/cmd/gatewayworker")
 }
 
 // jsonLines checks that every line of out is one JSON object and returns them.
