@@ -40,7 +40,7 @@ type build struct {
 // pins), building it unless a binary of the same sources is there already.
 //
 // The binaries live in os.TempDir()/gatewayworker-testbin/KEY/, where KEY
-// hashes the module's Go files, go.mod, go.sum and the Go version. Reading
+// hashes the module's Go files, go.mod, go.sum, go.work and the Go version. Reading
 // those files also tells go test's cache that a test depends on them, so a
 // change reruns it rather than replaying its cached result.
 func Build(t testing.TB, pkg string) string {
@@ -118,6 +118,10 @@ func moduleRoot() (string, error) {
 	}
 }
 
+// moduleFiles choose the versions of what is built: the workspace's
+// (go.work) and each module's.
+var moduleFiles = map[string]bool{"go.mod": true, "go.sum": true, "go.work": true, "go.work.sum": true}
+
 // sourceKey hashes what a build of the module depends on.
 func sourceKey(root string) (string, error) {
 	h := sha256.New()
@@ -128,7 +132,7 @@ func sourceKey(root string) (string, error) {
 			return err
 		case d.IsDir() && path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "vendor" || d.Name() == "node_modules"):
 			return filepath.SkipDir
-		case d.IsDir() || !(strings.HasSuffix(path, ".go") || path == filepath.Join(root, "go.mod") || path == filepath.Join(root, "go.sum")):
+		case d.IsDir() || !(strings.HasSuffix(path, ".go") || moduleFiles[d.Name()]):
 			return nil
 		case strings.HasSuffix(path, "_test.go"):
 			return nil // not in any binary
