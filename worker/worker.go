@@ -49,7 +49,7 @@ type WebSocketConnectEvent struct {
 
 // CloseEvent says why a client left. It is the client's last event.
 type CloseEvent struct {
-	Reason bus.CloseReason
+	Reason CloseReason
 }
 
 // Handlers are the user's callbacks. Nil means "not interested", except
@@ -98,7 +98,7 @@ type Config struct {
 	// ObserveHandler, if set, is called after every handler with the event
 	// kind, how long the handler ran and what it returned (a recovered panic
 	// counts as an error): the hook for latency metrics. It must be fast.
-	ObserveHandler func(kind bus.EventKind, took time.Duration, err error)
+	ObserveHandler func(kind EventKind, took time.Duration, err error)
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// ReapOnly makes a worker that takes no events: it follows the
