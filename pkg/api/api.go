@@ -140,7 +140,7 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 	if err := c.Available(); err != nil {
 		return err
 	}
-	return c.bus.Publish(subject, bus.MarshalCommand(cmd))
+	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
 }
 
 // toClient sends cmd to the gateway of client id and waits for its answer.
@@ -163,13 +163,13 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 	}
 	if err != nil {
 		if cerr := c.Available(); cerr != nil { // lost while waiting
-			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, err)
+			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, ofBus(err))
 		}
-		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, err)
+		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, ofBus(err))
 	}
 	var rep bus.Reply
 	if err := bus.Unmarshal(answer, &rep); err != nil {
-		return bus.Reply{}, err
+		return bus.Reply{}, ofBus(err)
 	}
 	return rep, replyErr(rep)
 }

@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"time"
-
-	"github.com/gatewayworker/gatewayworker/bus"
 )
 
 // Calls are the calls of a [Client] without its lifecycle (Close): what
@@ -54,8 +52,8 @@ type Calls interface {
 	GetAllGroupUIDList(ctx context.Context) (map[string][]string, error)
 	GetAllGroupUIDCount(ctx context.Context) (map[string]int, error)
 	GetGatewayIDs(ctx context.Context) ([]string, error)
-	GetGatewayInfos(ctx context.Context) ([]bus.GatewayInfo, error)
-	GetWorkerInfos(ctx context.Context, wait time.Duration) ([]bus.WorkerInfo, error)
+	GetGatewayInfos(ctx context.Context) ([]GatewayInfo, error)
+	GetWorkerInfos(ctx context.Context, wait time.Duration) ([]WorkerInfo, error)
 }
 
 var _ Calls = (*Client)(nil)
