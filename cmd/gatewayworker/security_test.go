@@ -120,6 +120,6 @@ func TestEmbeddedNATSWithAGivenToken(t *testing.T) {
 	status := func(args ...string) error {
 		return dispatch(context.Background(), append(append([]string{"status", "--nats", natsURL}, args...), quietLogs...), io.Discard, io.Discard)
 	}
-	require.Error(t, status(), "without the token")
+	require.Error(t, status("--nats-wait", "0s"), "without the token (refused at once, not after --nats-wait's 30 s of retries)")
 	require.NoError(t, status("--nats-token", "given-token-0123456789"))
 }
