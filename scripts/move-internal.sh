@@ -46,11 +46,15 @@ git ls-files -z '*.go' | while IFS= read -r -d '' f; do
 done
 
 # Paths in comments and documents: bus/x.go, bus/bustest, bus/testdata,
-# ./bus (a package argument), pkg/ratelog, pkg/clientid.
+# ./bus (a package argument; ./bus/... becomes ./internal/..., so that
+# every internal package stays in .ci/run's race run), pkg/ratelog,
+# pkg/clientid.
 git ls-files -z '*.go' '*.md' '*.yml' '.ci/run' | while IFS= read -r -d '' f; do
   sed -i -E \
     -e 's#(^|[^A-Za-z0-9_./-])bus/([A-Za-z0-9_]+\.go|bustest|testdata)#\1internal/bus/\2#g' \
-    -e 's#(^|[ "(])\./bus(/\.\.\.|/)?([ "),;]|$)#\1./internal/bus\2\3#g' \
+    -e 's#(^|[ "(])\./bus/([A-Za-z0-9_]+\.go|bustest|testdata)#\1./internal/bus/\2#g' \
+    -e 's#(^|[ "(])\./bus/\.\.\.([ "),;]|$)#\1./internal/...\2#g' \
+    -e 's#(^|[ "(])\./bus/?([ "),;]|$)#\1./internal/bus\2#g' \
     -e 's#(^|[^A-Za-z0-9_-])pkg/(ratelog|clientid)#\1internal/\2#g' \
     "$f"
 done
