@@ -25,8 +25,8 @@ const (
 	// nats.go drops the subscription's new messages, reports a slow
 	// consumer once per episode, and [Conn.SlowConsumers] counts it. The
 	// handlers never wait on the network, so only a process short of CPU
-	// gets there; what a drop means depends on the subject (README,
-	// "Overload").
+	// gets there; what a drop means depends on the subject
+	// (docs/guarantees.md, "Overload").
 	PendingMsgs  = 65_536
 	PendingBytes = 64 << 20
 )

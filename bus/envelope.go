@@ -130,6 +130,12 @@ const (
 	// went out and whose close event was not acknowledged yet: Items, in
 	// parts, and Seq, the last Presence sequence the list includes.
 	OpClientList
+	// OpAccept accepts a pending client (docs/clients.md, "Pending
+	// connections") and binds it to uid Name if Name is not empty.
+	OpAccept
+	// OpReject sends Body (if any) to a pending client and closes it with
+	// CloseUnauthorized.
+	OpReject
 )
 
 // Command is a push or a request to gateways: on a gateway's command subject

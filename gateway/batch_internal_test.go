@@ -18,7 +18,7 @@ type closeCounter struct {
 	closes atomic.Int32
 }
 
-func (t *closeCounter) close([]byte) { t.closes.Add(1) }
+func (t *closeCounter) close([]byte, bus.CloseReason) { t.closes.Add(1) }
 
 // TestQueuedEventThatCannotFitIsDroppedAlone: a message queued behind a
 // batch in flight that cannot fit a NATS message is dropped, alone: the

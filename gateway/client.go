@@ -4,6 +4,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -26,8 +27,10 @@ type transport interface {
 	writeFrames(frames []byte) error
 	// ping sends a protocol-level keepalive, where the protocol has one.
 	ping()
-	// close closes the socket, after sending last if it is not empty.
-	close(last []byte)
+	// close closes the socket, after sending last if it is not empty,
+	// saying why where the protocol can (a WebSocket close frame with
+	// r.WSCode and r.WSText; raw TCP protocols have no way to).
+	close(last []byte, r bus.CloseReason)
 }
 
 // sendQueue counts the bytes that wait in nbio for one socket, so that the
@@ -108,9 +111,12 @@ type client struct {
 	addr  string
 	t     transport
 
-	// Guarded by registry.mu.
-	uid    string
-	groups map[string]struct{}
+	// Guarded by registry.mu. unaccepted: the client waits for its token
+	// or, pending, for a worker's accept; it gets no broadcasts and can
+	// have no groups or uid meanwhile (auth.go).
+	uid        string
+	groups     map[string]struct{}
+	unaccepted bool
 
 	// mu guards the session and the event pipeline.
 	mu      sync.Mutex
@@ -126,6 +132,21 @@ type client struct {
 	// stale copy elsewhere must not run (see answerClaimLocked); resent:
 	// inflight was marked bus.EventBatch.Resent.
 	claimed, resent bool
+
+	// Authentication (auth.go), guarded by mu: while holding, events are
+	// held (heldBytes of them), the connect events first, until the token
+	// came and NATS confirmed the subscriptions it gave (see push); sub
+	// is the token's subject, which a fresh token must repeat; expires
+	// (Unix ns, exp plus the leeway) ends the client's life unless a fresh
+	// token comes; authTimer fires at the auth timeout, then at expires.
+	holding   bool
+	held      []bus.Event
+	heldBytes int32
+	sub       string
+	expires   int64
+	authTimer *time.Timer
+	// awaiting is set while the first message must be a token message.
+	awaiting atomic.Bool
 
 	// silent counts heartbeat intervals without input.
 	silent atomic.Int32
@@ -165,6 +186,14 @@ func (c *client) allowMessage(now int64, limit int) bool {
 // recorded already: the first cause wins.
 func (c *client) setReason(r bus.CloseReason) {
 	c.reason.CompareAndSwap(0, uint32(r))
+}
+
+// end records r as the reason c closes, unless one is recorded already,
+// and closes c's socket with the recorded reason, after last (if not
+// empty): the close code the client sees is the reason workers hear.
+func (c *client) end(r bus.CloseReason, last []byte) {
+	c.setReason(r)
+	c.t.close(last, c.closeReason())
 }
 
 // closing reports whether c's socket is closed or being closed: every path

@@ -16,7 +16,7 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
-// Defaults for [Config]; ARCHITECTURE.md section 7 lists them for users.
+// Defaults for [Config]; docs/configuration.md lists them for users.
 const (
 	DefaultWebSocketPath        = "/"
 	DefaultPingInterval         = 25 * time.Second
@@ -171,6 +171,12 @@ type Config struct {
 	// its beats carry it, and workers and API clients derive their
 	// deadlines about this gateway from it. Zero means DefaultBeatInterval (1s).
 	BeatInterval time.Duration
+
+	// Auth, if set, makes every client authenticate before it receives
+	// anything: with a connection token (JWT) the gateway verifies, or,
+	// with Auth.Pending, by a worker's accept. Nil (the default) trusts
+	// each connection at once. See AuthConfig and docs/clients.md.
+	Auth *AuthConfig
 
 	// Logger receives the gateway's logs. Nil means slog.Default().
 	Logger *slog.Logger

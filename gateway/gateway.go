@@ -60,6 +60,8 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
+	// auth is nil when every connection is trusted at once (auth.go).
+	auth     *auth
 	fan      fanout
 	win      window
 	presence presence
@@ -78,7 +80,7 @@ type Gateway struct {
 
 type stats struct {
 	accepted     atomic.Uint64
-	closed       [bus.CloseRateLimited + 1]atomic.Uint64
+	closed       [bus.NumCloseReasons]atomic.Uint64
 	bytesIn      atomic.Uint64
 	bytesOut     atomic.Uint64
 	messagesIn   atomic.Uint64
@@ -101,8 +103,13 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	a, err := newAuth(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
 	return &Gateway{
 		cfg:           cfg,
+		auth:          a,
 		warns:         ratelog.Limiter{Burst: 10},
 		log:           cfg.Logger.With("gateway_id", cfg.ID),
 		bus:           cfg.Bus,
@@ -148,6 +155,11 @@ type Stats struct {
 	// PushesDropped counts pushes, one per client, dropped because the
 	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
 	PushesDropped uint64
+	// AuthFailures counts clients refused by Config.Auth, by cause:
+	// "missing", "malformed", "invalid" (signature, algorithm, key),
+	// "expired", "not_yet_valid", "claims", "rejected" (by a worker),
+	// "timeout". Nil without Config.Auth.
+	AuthFailures map[string]uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -168,6 +180,7 @@ func (g *Gateway) Stats() Stats {
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
 		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
+		AuthFailures: g.authFailures(),
 	}
 }
 
@@ -250,8 +263,7 @@ func (g *Gateway) shutdown() {
 	live, _, _, _ := g.reg.counts()
 	g.log.Info("gateway stopping", "clients", live)
 	for _, c := range g.reg.liveClients(nil) {
-		c.setReason(bus.CloseGatewayShutdown)
-		c.t.close(nil)
+		c.end(bus.CloseGatewayShutdown, nil)
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
@@ -351,8 +363,17 @@ func unsubscribeAll(subs []*bus.Subscription) {
 // newClient returns a client with a fresh id, registered, or nil when the
 // gateway is full or stopping.
 func (g *Gateway) newClient(addr string, t transport) *client {
+	c, _ := g.admit(addr, t)
+	return c
+}
+
+// admit returns a client with a fresh id, registered, or nil and why
+// (CloseGatewayShutdown, CloseServerFull) when the gateway is stopping or
+// full; a refusal counts as a close for that reason in Stats.Closed.
+func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 	if g.stopping.Load() {
-		return nil
+		g.stats.closed[bus.CloseGatewayShutdown].Add(1)
+		return nil, bus.CloseGatewayShutdown
 	}
 	seq := g.nextSeq.Add(1)
 	// The id is the tail of the batches' reply subject: one string for both.
@@ -363,13 +384,16 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 		addr:  addr,
 		t:     t,
 		shard: uint8(seq % fanoutShards),
+		// Until its token came or a worker accepted it (auth.go).
+		unaccepted: g.auth != nil,
 	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
-		return nil
+		g.stats.closed[bus.CloseServerFull].Add(1)
+		return nil, bus.CloseServerFull
 	}
 	g.stats.accepted.Add(1)
-	return c
+	return c, bus.CloseUnknown
 }
 
 // onSocketClosed ends c's memberships and queues its close event.
@@ -378,6 +402,9 @@ func (g *Gateway) onSocketClosed(c *client) {
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return
+	}
+	if g.auth != nil {
+		stopAuthTimer(c)
 	}
 	if r := c.closeReason(); int(r) < len(g.stats.closed) {
 		g.stats.closed[r].Add(1)
@@ -403,6 +430,9 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 	}
 	g.stats.messagesIn.Add(1)
 	g.stats.bytesIn.Add(uint64(len(msg)))
+	if g.auth != nil && g.auth.tokens != nil && (c.awaiting.Load() || isTokenMessage(msg)) {
+		return g.onTokenInput(c, msg) // never forwarded
+	}
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
 	return true
 }
@@ -411,11 +441,25 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 // flight, else queues them. What they point to is borrowed (nbio reuses
 // message buffers, and a handshake's headers go with its request): it is
 // copied only when the events have to wait.
-func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
+func (g *Gateway) pushEvent(c *client, evs ...bus.Event) { g.push(c, false, evs) }
+
+// push is pushEvent. While c is holding (auth.go: its connect events wait
+// for its token, then for the subscriptions the token gave it), events are
+// held in c.held, in order; release sends them, evs after them, and ends
+// the holding, under one lock so that nothing overtakes them.
+func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
 		return
+	}
+	if release {
+		if !c.holding {
+			c.mu.Unlock()
+			return
+		}
+		evs = append(c.held, evs...)
+		c.held, c.heldBytes, c.holding = nil, 0, false
 	}
 	announce := false
 	size := 0
@@ -435,11 +479,23 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 		}
 		size += eventSize(ev)
 	}
+	if c.holding {
+		if int(c.heldBytes)+size > g.cfg.MaxPendingEventBytes {
+			c.mu.Unlock()
+			c.end(bus.CloseEventQueueFull, nil)
+			return
+		}
+		for _, ev := range evs {
+			c.held = append(c.held, owned(ev))
+		}
+		c.heldBytes += int32(size)
+		c.mu.Unlock()
+		return
+	}
 	if !c.ended && int(c.queued)+size > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()
 		g.warnRateLimited("client closed: events wait for workers past MaxPendingEventBytes", "client_id", c.id)
-		c.setReason(bus.CloseEventQueueFull)
-		c.t.close(nil)
+		c.end(bus.CloseEventQueueFull, nil)
 		return
 	}
 	var batch []byte
@@ -551,8 +607,7 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 // cannot fit a NATS message.
 func (g *Gateway) closeUnsendable(c *client) {
 	g.warnRateLimited("client closed: its events do not fit a NATS message", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
-	c.setReason(bus.CloseMessageTooLarge)
-	c.t.close(nil)
+	c.end(bus.CloseMessageTooLarge, nil)
 }
 
 func (g *Gateway) sendBatch(c *client, data []byte) {
@@ -714,8 +769,7 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 			"nats_loss_timeout", g.cfg.NATSLossTimeout, "clients", len(clients))
 	}
 	for _, c := range clients {
-		c.setReason(bus.CloseGatewayLost)
-		c.t.close(nil)
+		c.end(bus.CloseGatewayLost, nil)
 	}
 }
 
@@ -741,8 +795,7 @@ func (g *Gateway) heartbeat() {
 	for _, c := range g.reg.liveClients(nil) {
 		n := c.silent.Add(1)
 		if limit > 0 && n > limit {
-			c.setReason(bus.CloseHeartbeatTimeout)
-			c.t.close(nil)
+			c.end(bus.CloseHeartbeatTimeout, nil)
 			continue
 		}
 		if len(g.cfg.PingData) > 0 {

@@ -21,6 +21,9 @@ const (
 	CloseGatewayLost      = bus.CloseGatewayLost
 	CloseEventQueueFull   = bus.CloseEventQueueFull
 	CloseRateLimited      = bus.CloseRateLimited
+	CloseServerFull       = bus.CloseServerFull
+	CloseTokenExpired     = bus.CloseTokenExpired
+	CloseUnauthorized     = bus.CloseUnauthorized
 )
 
 // EventKind is the kind of event a handler ran for, as

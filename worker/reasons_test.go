@@ -17,7 +17,8 @@ func TestWorkerListsEveryCloseReason(t *testing.T) {
 	listed := []worker.CloseReason{
 		worker.CloseUnknown, worker.CloseClientClosed, worker.CloseHeartbeatTimeout, worker.CloseSlowConsumer,
 		worker.CloseMessageTooLarge, worker.CloseProtocolError, worker.ClosedByAPI, worker.CloseGatewayShutdown,
-		worker.CloseGatewayLost, worker.CloseEventQueueFull, worker.CloseRateLimited,
+		worker.CloseGatewayLost, worker.CloseEventQueueFull, worker.CloseRateLimited, worker.CloseServerFull,
+		worker.CloseTokenExpired, worker.CloseUnauthorized,
 	}
 	known := 0
 	for r := range 256 {

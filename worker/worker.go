@@ -450,7 +450,7 @@ func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
 }
 
 // forged reports, and logs, a batch that only a forger sends. Workers may
-// publish on the lost-events subject (README, Security), but all that
+// publish on the lost-events subject (docs/security.md), but all that
 // belongs there is a reaper's synthesized close: one close event, numbered
 // reapSeq; and such a close belongs nowhere else.
 func (w *Worker) forged(subject string, b bus.EventBatch) bool {

@@ -18,7 +18,7 @@ import (
 // metrics is one process's Prometheus registry. Gateways and workers keep
 // plain counters; this is the only place that knows Prometheus, so the
 // libraries carry no metrics dependency. The metric names are listed in
-// the README ("Metrics").
+// docs/operations.md ("Metrics").
 type metrics struct {
 	reg      *prometheus.Registry
 	handlers *prometheus.HistogramVec
@@ -87,7 +87,9 @@ var gatewayStats = []struct {
 }
 
 // addGateway exports a gateway's counters.
-func (m *metrics) addGateway(g *gateway.Gateway) { m.reg.MustRegister(newGatewayCollector(g.Stats)) }
+func (m *metrics) addGateway(g *gateway.Gateway) {
+	m.reg.MustRegister(newGatewayCollector(g.Stats, g.Stats().AuthFailures != nil))
+}
 
 // gatewayCollector exports a gateway's Stats: one call a scrape, so the
 // series of one scrape agree with each other, and the registry's lock is
@@ -96,11 +98,16 @@ type gatewayCollector struct {
 	stats  func() gateway.Stats
 	descs  []*prometheus.Desc
 	closed *prometheus.Desc
+	// auth, for a gateway with Config.Auth, counts its refusals by cause.
+	auth *prometheus.Desc
 }
 
-func newGatewayCollector(stats func() gateway.Stats) *gatewayCollector {
+func newGatewayCollector(stats func() gateway.Stats, auth bool) *gatewayCollector {
 	c := &gatewayCollector{stats: stats,
 		closed: prometheus.NewDesc("gatewayworker_gateway_closed_total", "Closed connections by reason (slow consumer, heartbeat timeout, ...).", []string{"reason"}, nil)}
+	if auth {
+		c.auth = prometheus.NewDesc("gatewayworker_gateway_auth_failures_total", "Clients refused by authentication, by cause (invalid, expired, missing, rejected, timeout, ...).", []string{"cause"}, nil)
+	}
 	for _, s := range gatewayStats {
 		c.descs = append(c.descs, prometheus.NewDesc(s.name, s.help, nil, nil))
 	}
@@ -112,6 +119,9 @@ func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- c.closed
+	if c.auth != nil {
+		ch <- c.auth
+	}
 }
 
 func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
@@ -124,6 +134,11 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(n), bus.CloseReason(reason).String())
+	}
+	if c.auth != nil {
+		for cause, n := range s.AuthFailures {
+			ch <- prometheus.MustNewConstMetric(c.auth, prometheus.CounterValue, float64(n), cause)
+		}
 	}
 }
 

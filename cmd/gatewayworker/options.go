@@ -81,6 +81,48 @@ type gatewayFlags struct {
 	pingLimit, maxMessage, sendQueue, maxConns          int
 	maxHeader, maxInFlight                              int
 	rateLimit, gogc                                     int
+	auth                                                authFlags
+}
+
+// authFlags configure gateway.AuthConfig (docs/clients.md, "Tokens").
+type authFlags struct {
+	secretFile, publicKeys, jwks, algs, issuer, audience, groupsClaim string
+	leeway, timeout                                                   time.Duration
+	pending                                                           bool
+}
+
+func (a *authFlags) register(c *cli) {
+	c.group("Client authentication (docs/clients.md)")
+	c.str(&a.secretFile, "jwt-secret-file", "", "file holding the HS256 secret of connection tokens (at least 32 bytes); any --jwt-* key makes tokens required")
+	c.str(&a.publicKeys, "jwt-public-key", "", "PEM public key or certificate files of connection tokens, comma-separated: RSA (RS256), EC P-256 (ES256), Ed25519 (EdDSA)")
+	c.str(&a.jwks, "jwt-jwks", "", "JSON Web Key Set file of the public keys of connection tokens")
+	c.str(&a.algs, "jwt-alg", "", "token algorithms accepted, comma-separated (HS256, RS256, ES256, EdDSA); empty: those of the keys given")
+	c.str(&a.issuer, "jwt-issuer", "", "required iss of connection tokens; empty: not checked")
+	c.str(&a.audience, "jwt-audience", "", "required aud of connection tokens; empty: not checked")
+	c.str(&a.groupsClaim, "jwt-groups-claim", gateway.DefaultGroupsClaim, "token claim listing the groups a client joins")
+	c.dur(&a.leeway, "jwt-leeway", 0, "clock skew allowed on a token's exp and nbf")
+	c.boolean(&a.pending, "auth-pending", false, "new connections are pending until a worker accepts or rejects them (excludes --jwt-* keys)")
+	c.dur(&a.timeout, "auth-timeout", gateway.DefaultAuthTimeout, "how long a connection may wait for its first-message token, or stay pending, before it is closed (4502)")
+}
+
+// config returns the AuthConfig of the flags; nil when none asks for
+// authentication (the default: every connection is trusted).
+func (a *authFlags) config() (*gateway.AuthConfig, error) {
+	if a.secretFile == "" && a.publicKeys == "" && a.jwks == "" && !a.pending {
+		if a.algs != "" || a.issuer != "" || a.audience != "" {
+			return nil, usagef("--jwt-alg, --jwt-issuer and --jwt-audience need a key: --jwt-secret-file, --jwt-public-key or --jwt-jwks")
+		}
+		return nil, nil
+	}
+	cfg := &gateway.AuthConfig{
+		Algorithms: splitList(a.algs), HMACSecretFile: a.secretFile, PublicKeyFiles: splitList(a.publicKeys),
+		JWKSFile: a.jwks, Issuer: a.issuer, Audience: a.audience, GroupsClaim: a.groupsClaim,
+		Leeway: a.leeway, Pending: a.pending, Timeout: a.timeout,
+	}
+	if err := cfg.Check(); err != nil {
+		return nil, usagef("client authentication (--jwt-*, --auth-*): %v", err)
+	}
+	return cfg, nil
 }
 
 // register declares the gateway flags; gogc is --gogc's default, which
@@ -110,6 +152,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
 	c.int(&g.maxInFlight, "max-batches-in-flight", gateway.DefaultMaxBatchesInFlight, "event batches sent and not yet acknowledged by workers; more wait in their clients' queues; negative no limit")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
+	g.auth.register(c)
 }
 
 // GC targets (--gogc). Go lets the heap reach (1 + GOGC/100) times what
@@ -178,6 +221,11 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader, MaxBatchesInFlight: g.maxInFlight,
 		Logger: log,
 	}
+	auth, err := g.auth.config()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Auth = auth
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
 			return cfg, usagef("--ws-cert and --ws-key go together")

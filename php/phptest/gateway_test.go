@@ -22,7 +22,7 @@ func TestLibGateway(t *testing.T) { testStaticGateway(t, "lib") }
 
 // TestGatewayClient does the same with GatewayClient\Gateway, the class
 // web apps use, in a PHP process of its own, on a NATS server that gives
-// each role only its permissions (README, Security): the PHP client gets
+// each role only its permissions (docs/security.md): the PHP client gets
 // its replies under the api role's inbox.
 func TestGatewayClient(t *testing.T) { testStaticGateway(t, "client") }
 

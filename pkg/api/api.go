@@ -329,6 +329,27 @@ func (c *Client) CloseClient(ctx context.Context, clientID string, lastData []by
 	return err
 }
 
+// AcceptClient accepts a pending client (gateway.AuthConfig.Pending): from
+// now on broadcasts reach it, and it may join groups. A uid that is not
+// empty is bound at once, as BindUID would. Accepting a client that is not
+// pending only binds the uid.
+func (c *Client) AcceptClient(ctx context.Context, clientID, uid string) error {
+	if uid != "" {
+		if err := validName(uid); err != nil {
+			return err
+		}
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpAccept, Name: uid})
+	return err
+}
+
+// RejectClient sends lastData (if any) to a pending client and closes it
+// with close code 4502 (bus.CloseUnauthorized).
+func (c *Client) RejectClient(ctx context.Context, clientID string, lastData []byte) error {
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpReject, Body: lastData})
+	return err
+}
+
 // DestroyClient closes a client at once, sending nothing.
 func (c *Client) DestroyClient(ctx context.Context, clientID string) error {
 	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpDestroy})

@@ -26,6 +26,8 @@ type Calls interface {
 	Ungroup(ctx context.Context, group string) error
 	CloseClient(ctx context.Context, clientID string, lastData []byte) error
 	DestroyClient(ctx context.Context, clientID string) error
+	AcceptClient(ctx context.Context, clientID, uid string) error
+	RejectClient(ctx context.Context, clientID string, lastData []byte) error
 	IsOnline(ctx context.Context, clientID string) (bool, error)
 	GetSession(ctx context.Context, clientID string) (map[string]any, error)
 	SetSession(ctx context.Context, clientID string, session map[string]any) error

@@ -262,6 +262,43 @@ func routes() []route {
 				return done(a.CloseClient(ctx, id, data))
 			}, nil
 		}},
+		{"POST /v1/clients/{id}/accept", func(r *http.Request) (call, error) {
+			id, err := pathClientID(r)
+			if err != nil {
+				return nil, err
+			}
+			var req struct {
+				UID string `json:"uid"`
+			}
+			if err := decodeBody(r, &req); err != nil {
+				return nil, err
+			}
+			if req.UID != "" {
+				if err := checkName("uid", req.UID); err != nil {
+					return nil, err
+				}
+			}
+			return func(ctx context.Context, a *api.Client) (int, any, error) {
+				return done(a.AcceptClient(ctx, id, req.UID))
+			}, nil
+		}},
+		{"POST /v1/clients/{id}/reject", func(r *http.Request) (call, error) {
+			id, err := pathClientID(r)
+			if err != nil {
+				return nil, err
+			}
+			var req payload
+			if err := decodeBody(r, &req); err != nil {
+				return nil, err
+			}
+			data, err := req.bytes(false)
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context, a *api.Client) (int, any, error) {
+				return done(a.RejectClient(ctx, id, data))
+			}, nil
+		}},
 		{"POST /v1/clients/{id}/destroy", withClient(func(id string) call {
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
 				return done(a.DestroyClient(ctx, id))

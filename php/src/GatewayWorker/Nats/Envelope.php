@@ -30,6 +30,8 @@ final class Envelope
     public const OP_UPDATE_SESSION = 11;
     public const OP_IS_ONLINE = 12;
     public const OP_GET_UID = 13;
+    public const OP_ACCEPT = 15;
+    public const OP_REJECT = 16;
 
     /**
      * A Command envelope; empty fields are left out, as the Go encoder does.

@@ -285,6 +285,26 @@ abstract class StaticGateway
         return is_array(self::toClient(self::current(__FUNCTION__), Envelope::OP_DESTROY));
     }
 
+    /**
+     * Accepts a pending client (a gateway started with --auth-pending, see
+     * docs/clients.md): broadcasts reach it from now on, and it may join
+     * groups; $uid, if not empty, is bound at once. True if it was connected.
+     */
+    public static function acceptClient($client_id, $uid = '')
+    {
+        $uid = (string)$uid;
+        if ($uid !== '') {
+            Api::checkName($uid);
+        }
+        return is_array(self::toClient((string)$client_id, Envelope::OP_ACCEPT, $uid));
+    }
+
+    /** Sends $message (if not null) to a pending client and closes it with close code 4502: true if it was connected. */
+    public static function rejectClient($client_id, $message = null)
+    {
+        return is_array(self::toClient((string)$client_id, Envelope::OP_REJECT, '', (string)$message));
+    }
+
     /** Binds the client to $uid, replacing its uid. Returns once the gateway has done it. */
     public static function bindUid($client_id, $uid)
     {
