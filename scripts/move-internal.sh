@@ -59,6 +59,18 @@ git ls-files -z '*.go' '*.md' '*.yml' '.ci/run' | while IFS= read -r -d '' f; do
     "$f"
 done
 
+# docs/architecture.md names package bus for what is internal/bus now,
+# and its package table gains the public bus (no-ops if the text changed).
+if [ -f docs/architecture.md ]; then
+  sed -i -E \
+    -e 's#package `bus`#package `internal/bus`#g' \
+    -e 's#→ `bus`\.#→ `internal/bus`.#' \
+    -e 's#envelopes of `bus`#envelopes of `internal/bus`#' \
+    -e 's#^\| `bus` \| NATS wiring#| `internal/bus` | NATS wiring#' \
+    -e '/^\| `internal\/bus` \| NATS wiring/a | `bus` | what programs need of it, as aliases: `Connect`, `Config`, `StartEmbedded`, `Subjects`, roles ([public-api.md](public-api.md)) |' \
+    docs/architecture.md
+fi
+
 # The public bus: aliases of what users need, and the test that go doc of
 # the public packages shows no envelope.
 mkdir -p bus
