@@ -31,9 +31,17 @@ const (
 // batch runs, adds a consumer whenever batches have waited backlogDelay (a
 // slow handler, or more work than one goroutine does), up to
 // MaxConcurrency; added consumers end when the buffer is empty.
+//
+// The consumers know nothing of NATS or of the worker: they take batches
+// from a batchSource and hand them to runBatch, so consumers_test.go
+// drives them with an in-memory queue under testing/synctest's clock.
 type consumers struct {
-	w   *Worker
-	sub *bus.Buffered
+	sub batchSource
+	// max bounds the consumer goroutines (Config.MaxConcurrency).
+	max int
+	// runBatch runs one batch taken at now; claim says it may have
+	// waited long enough to have been resent (see claimAfter).
+	runBatch func(m bus.Msg, now time.Time, claim bool)
 	// n counts consumer goroutines, busy those running a batch.
 	n, busy atomic.Int32
 	armed   atomic.Bool
@@ -51,8 +59,22 @@ type consumers struct {
 	emptyAt atomic.Int64
 }
 
+// batchSource is where consumers take batches: a *bus.Buffered.
+type batchSource interface {
+	// Next waits for a batch until stop is closed (ok false then).
+	Next(stop <-chan struct{}) (m bus.Msg, ok bool)
+	// TryNext takes a batch if one waits.
+	TryNext() (m bus.Msg, ok bool)
+	// Waiting is the number of batches that wait.
+	Waiting() int
+}
+
 func (w *Worker) startConsumers(sub *bus.Buffered) *consumers {
-	cs := &consumers{w: w, sub: sub, stop: make(chan struct{})}
+	return startConsumers(sub, w.cfg.MaxConcurrency, w.onBatch)
+}
+
+func startConsumers(sub batchSource, max int, run func(bus.Msg, time.Time, bool)) *consumers {
+	cs := &consumers{sub: sub, max: max, runBatch: run, stop: make(chan struct{})}
 	cs.emptyAt.Store(time.Now().UnixNano())
 	cs.watch = time.AfterFunc(time.Hour, cs.check)
 	cs.watch.Stop()
@@ -102,14 +124,14 @@ func (cs *consumers) run(m bus.Msg) {
 		cs.watch.Reset(backlogDelay)
 	}
 	now := time.Now()
-	cs.w.onBatch(m, now, now.UnixNano()-cs.emptyAt.Load() > int64(claimAfter))
+	cs.runBatch(m, now, now.UnixNano()-cs.emptyAt.Load() > int64(claimAfter))
 	cs.busy.Add(-1)
 }
 
 // check is the watchdog: it adds a consumer when batches wait, and stays
 // armed while any batch runs.
 func (cs *consumers) check() {
-	if cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.w.cfg.MaxConcurrency {
+	if cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.max {
 		cs.mu.Lock()
 		if !cs.stopping {
 			cs.spawn(true)

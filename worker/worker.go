@@ -49,7 +49,7 @@ type WebSocketConnectEvent struct {
 
 // CloseEvent says why a client left. It is the client's last event.
 type CloseEvent struct {
-	Reason bus.CloseReason
+	Reason CloseReason
 }
 
 // Handlers are the user's callbacks. Nil means "not interested", except
@@ -98,7 +98,7 @@ type Config struct {
 	// ObserveHandler, if set, is called after every handler with the event
 	// kind, how long the handler ran and what it returned (a recovered panic
 	// counts as an error): the hook for latency metrics. It must be fast.
-	ObserveHandler func(kind bus.EventKind, took time.Duration, err error)
+	ObserveHandler func(kind EventKind, took time.Duration, err error)
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// ReapOnly makes a worker that takes no events: it follows the
@@ -156,6 +156,9 @@ type Worker struct {
 	// gone holds the clients whose synthesized close ran or was decided
 	// here (their gateway taken for lost): their later events are dropped.
 	gone goneSet
+	// reaper is Run's, for tests that wait until it knows a gateway's
+	// clients (export_test.go).
+	reaper atomic.Pointer[reaper]
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -169,36 +172,49 @@ type clientState struct {
 	reply string
 }
 
-// New checks cfg and returns a worker; it does no I/O.
+func (c Config) withDefaults() Config {
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.API.Bus, c.API.Prefix = c.Bus, c.Prefix
+	if c.API.Logger == nil {
+		c.API.Logger = c.Logger
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("worker: Config.Bus is required")
+	case c.Handlers.OnMessage == nil && !c.ReapOnly:
+		return errors.New("worker: Config.Handlers.OnMessage is required")
+	case c.MaxConcurrency < 0:
+		return fmt.Errorf("worker: MaxConcurrency (%d) must not be negative", c.MaxConcurrency)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("worker: DrainTimeout (%v) must not be negative", c.DrainTimeout)
+	}
+	return nil
+}
+
+// New checks cfg and returns a worker; it does no I/O. It copies cfg and
+// never changes the caller's value.
 func New(cfg Config) (*Worker, error) {
-	if cfg.Bus == nil {
-		return nil, errors.New("worker: Config.Bus is required")
-	}
-	if cfg.Handlers.OnMessage == nil && !cfg.ReapOnly {
-		return nil, errors.New("worker: Config.Handlers.OnMessage is required")
-	}
-	if cfg.MaxConcurrency == 0 {
-		cfg.MaxConcurrency = DefaultMaxConcurrency
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
-	}
-	if cfg.MaxConcurrency < 0 || cfg.DrainTimeout < 0 {
-		return nil, errors.New("worker: MaxConcurrency and DrainTimeout must not be negative")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	subj, err := bus.NewSubjects(cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	apiCfg := cfg.API
-	apiCfg.Bus, apiCfg.Prefix = cfg.Bus, cfg.Prefix
-	if apiCfg.Logger == nil {
-		apiCfg.Logger = cfg.Logger
-	}
-	a, err := api.New(apiCfg)
+	a, err := api.New(cfg.API)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -222,9 +238,11 @@ func New(cfg Config) (*Worker, error) {
 // ID returns the worker's random id.
 func (w *Worker) ID() string { return w.id }
 
-// API returns the worker's API client, for use outside handlers (timers
-// started in OnWorkerStart, for example).
-func (w *Worker) API() *api.Client { return w.api }
+// API returns the calls of the worker's API client, for use outside
+// handlers (timers started in OnWorkerStart, for example). The worker
+// closes the client when Run returns; a program that needs a client of
+// its own (pkg/httpapi takes one) makes it with api.New.
+func (w *Worker) API() api.Calls { return w.api }
 
 // Ready is closed once the worker takes events.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
@@ -268,7 +286,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() { _ = info.Unsubscribe() }()
 	reapCtx, stopReaper := context.WithCancel(hctx)
 	reaperDone := make(chan error, 1)
-	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
+	r := newReaper(w)
+	w.reaper.Store(r)
+	go func() { reaperDone <- r.run(reapCtx) }()
 	defer func() { stopReaper(); <-reaperDone }()
 	if w.cfg.ReapOnly {
 		return w.reapOnly(ctx)
@@ -516,7 +536,7 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 		w.resendAck(reply, b, nil) // its synthesized close ran here already
 		return
 	}
-	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
+	c := &Client{Calls: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
 	closed := false
 	for _, ev := range b.Events {
 		w.dispatch(c, ev)

@@ -111,23 +111,37 @@ func (c *Client) SetWebSocketType(ctx context.Context, clientID string, f Frame)
 	return err
 }
 
+func (c Config) withDefaults() Config {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = DefaultQueryTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("api: Config.Bus is required")
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("api: RequestTimeout (%v) must not be negative", c.RequestTimeout)
+	case c.QueryTimeout < 0:
+		return fmt.Errorf("api: QueryTimeout (%v) must not be negative", c.QueryTimeout)
+	}
+	return nil
+}
+
 // New returns an API client on cfg.Bus. It does no I/O; the first query
 // starts following gateway heartbeats. Call Close when done.
 func New(cfg Config) (*Client, error) {
-	if cfg.Bus == nil {
-		return nil, errors.New("api: Config.Bus is required")
-	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.QueryTimeout == 0 {
-		cfg.QueryTimeout = DefaultQueryTimeout
-	}
-	if cfg.RequestTimeout < 0 || cfg.QueryTimeout < 0 {
-		return nil, errors.New("api: timeouts must not be negative")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	subj, err := bus.NewSubjects(cfg.Prefix)
 	if err != nil {
@@ -175,7 +189,7 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 	if err := c.Available(); err != nil {
 		return err
 	}
-	return c.bus.Publish(subject, bus.MarshalCommand(cmd))
+	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
 }
 
 // toClient sends cmd to the gateway of client id and waits for its answer.
@@ -198,13 +212,13 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 	}
 	if err != nil {
 		if cerr := c.Available(); cerr != nil { // lost while waiting
-			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, err)
+			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, ofBus(err))
 		}
-		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, err)
+		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, ofBus(err))
 	}
 	var rep bus.Reply
 	if err := bus.Unmarshal(answer, &rep); err != nil {
-		return bus.Reply{}, err
+		return bus.Reply{}, ofBus(err)
 	}
 	return rep, replyErr(rep)
 }
