@@ -98,7 +98,6 @@ func TestFrameTypeChosenBySender(t *testing.T) {
 	require.NoError(t, bin.SendToClients(ctx, ids, []byte("some")))
 	expectFrame(t, ann, "some", true)
 	expectFrame(t, bob, "some", true)
-	bin.Close() // a view's Close leaves a working
 	require.NoError(t, a.WithFrame(api.FrameText).SendToGroup(ctx, "room", []byte("txt")))
 	expectFrame(t, ann, "txt", false)
 	expectFrame(t, bob, "txt", false)

@@ -67,7 +67,7 @@ func (c *Client) sessionUpdate() (data []byte, changed bool, err error) {
 func (c *Client) WithFrame(f api.Frame) *Client {
 	c.Session() // decoded now, so that both hold the same map
 	v := *c
-	v.Client = c.Client.WithFrame(f)
+	v.Calls = c.Calls.WithFrame(f)
 	return &v
 }
 

@@ -92,9 +92,9 @@ const (
 // WebSocket clients in frames of type f: c.WithFrame(api.FrameBinary).
 // SendToGroup(...) sends protobuf or msgpack that a browser receives as
 // binary even when its bytes happen to be UTF-8. The view shares c's
-// connection and state; its Close does nothing. f must be one of the
-// Frame constants.
-func (c *Client) WithFrame(f Frame) *Client {
+// connection and state, and has no Close. f must be one of the Frame
+// constants.
+func (c *Client) WithFrame(f Frame) Calls {
 	v := *c
 	v.frame, v.derived = f, true
 	return &v

@@ -12,6 +12,8 @@ import (
 // in step. Each method is documented on [Client].
 type Calls interface {
 	Available() error
+	WithFrame(f Frame) Calls
+	SetWebSocketType(ctx context.Context, clientID string, f Frame) error
 	SendToClient(ctx context.Context, clientID string, data []byte) error
 	SendToUID(ctx context.Context, uid string, data []byte) error
 	SendToGroup(ctx context.Context, group string, data []byte, exclude ...string) error

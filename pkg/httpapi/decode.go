@@ -114,7 +114,7 @@ func (p payload) frame() (api.Frame, error) {
 }
 
 // sender returns a with the payload's frame type.
-func (p payload) sender(a *api.Client) *api.Client {
+func (p payload) sender(a *api.Client) api.Calls {
 	f, _ := p.frame() // checked by bytes
 	if f == api.FrameDefault {
 		return a
