@@ -15,7 +15,7 @@ func (g *Gateway) onCommand(m bus.Msg) {
 	var cmd bus.Command
 	var rep bus.Reply
 	var subscribed string
-	switch err := bus.UnmarshalCommand(m.Data, &cmd); {
+	switch err := decodeCommand(m.Data, &cmd); {
 	case err != nil:
 		rep = bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}
 	case cmd.Op == bus.OpClientList:
@@ -33,6 +33,19 @@ func (g *Gateway) onCommand(m bus.Msg) {
 	default:
 		g.reply(m.Reply, rep)
 	}
+}
+
+// decodeCommand is bus.UnmarshalCommand, refusing a frame type that is
+// none of bus.Frame's constants: it would otherwise go out as if nobody
+// had chosen, silently (the codec itself keeps any value, as msgpack does).
+func decodeCommand(data []byte, cmd *bus.Command) error {
+	if err := bus.UnmarshalCommand(data, cmd); err != nil {
+		return err
+	}
+	if cmd.Frame > bus.FrameBinary {
+		return fmt.Errorf("gateway: %w: %d (want 0 default, 1 text, 2 binary)", bus.ErrBadFrame, cmd.Frame)
+	}
+	return nil
 }
 
 func (g *Gateway) reply(subject string, rep bus.Reply) {
@@ -228,7 +241,7 @@ func (g *Gateway) updateSession(c *client, upd []byte) bus.Reply {
 // onMemberPush handles a push to a group or uid subject.
 func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*client) []*client) {
 	var cmd bus.Command
-	if err := bus.UnmarshalCommand(m.Data, &cmd); err != nil {
+	if err := decodeCommand(m.Data, &cmd); err != nil {
 		g.warnRateLimited("bad push", "subject", m.Subject, "err", err)
 		return
 	}
@@ -247,7 +260,7 @@ func (g *Gateway) onMemberPush(m bus.Msg, name string, members func(string, []*c
 // onBroadcast handles a push to every client.
 func (g *Gateway) onBroadcast(m bus.Msg) {
 	var cmd bus.Command
-	if err := bus.UnmarshalCommand(m.Data, &cmd); err != nil || cmd.Op != bus.OpSend {
+	if err := decodeCommand(m.Data, &cmd); err != nil || cmd.Op != bus.OpSend {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}

@@ -22,6 +22,13 @@ import (
 // setting the client's default frame type.
 func frameStack(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *api.Client) {
 	t.Helper()
+	gw, a, _ := frameStackOn(t, cfg)
+	return gw, a
+}
+
+// frameStackOn is frameStack, also returning its NATS server.
+func frameStackOn(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *api.Client, *bus.Embedded) {
+	t.Helper()
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	workertest.Start(t, e, worker.Config{Handlers: worker.Handlers{
 		OnConnect: func(ctx context.Context, c *worker.Client) error {
@@ -53,7 +60,7 @@ func frameStack(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *api.Client
 	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{})})
 	require.NoError(t, err)
 	t.Cleanup(a.Close)
-	return gw, a
+	return gw, a, e
 }
 
 // expectFrame reads ws's next message and checks its bytes and frame type.
@@ -150,4 +157,46 @@ func TestGatewayWebSocketType(t *testing.T) {
 
 	_, err := gateway.New(gateway.Config{Bus: &bus.Conn{}, WebSocketAddr: "127.0.0.1:0", WebSocketType: 3})
 	require.ErrorContains(t, err, "WebSocketType")
+}
+
+// TestUnknownFrameTypeRefused: a push whose frame type is none of
+// default, text and binary is refused, on the wire (a request gets a bad
+// request, a broadcast is dropped) and by the API before it sends, instead
+// of going out as if nobody had chosen.
+func TestUnknownFrameTypeRefused(t *testing.T) {
+	gw, a, e := frameStackOn(t, gateway.Config{})
+	conns, ids := gatewaytest.DialGreeted(t, gw)
+	ws := conns[0]
+	ctx := context.Background()
+	require.NoError(t, a.JoinGroup(ctx, ids[0], "room"))
+
+	// The API: every push of a view with an unknown frame type fails
+	// before anything is sent.
+	bad := a.WithFrame(7)
+	require.ErrorIs(t, bad.SendToClient(ctx, ids[0], []byte("api-id")), api.ErrBadRequest)
+	require.ErrorIs(t, bad.SendToGroup(ctx, "room", []byte("api-group")), api.ErrBadRequest)
+	require.ErrorIs(t, bad.SendToAll(ctx, []byte("api-all")), api.ErrBadRequest)
+
+	// The wire: a command to the gateway is answered with bad request.
+	raw := bustest.Connect(t, e, bus.Config{})
+	data, err := bus.Marshal(&bus.Command{Op: bus.OpSend, Clients: []string{ids[0]}, Body: []byte("wire-id"), Frame: 7})
+	require.NoError(t, err)
+	repData, err := raw.Request(ctx, bus.DefaultPrefix+"."+gw.ID()+".cmd", data)
+	require.NoError(t, err)
+	var rep bus.Reply
+	require.NoError(t, bus.Unmarshal(repData, &rep))
+	require.Equal(t, bus.ReplyBadRequest, rep.Code, "reply %+v", rep)
+	require.Contains(t, rep.Message, "frame")
+
+	// A broadcast with it is dropped: the next good push is the first the
+	// client reads.
+	var subj bus.Subjects
+	data, err = bus.Marshal(&bus.Command{Op: bus.OpSend, Body: []byte("wire-group"), Frame: 9})
+	require.NoError(t, err)
+	require.NoError(t, raw.Publish(subj.Group("room"), data))
+	data, err = bus.Marshal(&bus.Command{Op: bus.OpSend, Body: []byte("wire-all"), Frame: 200})
+	require.NoError(t, err)
+	require.NoError(t, raw.Publish(subj.All(), data))
+	require.NoError(t, a.SendToGroup(ctx, "room", []byte("good")))
+	expectFrame(t, ws, "good", false)
 }

@@ -93,7 +93,7 @@ const (
 // SendToGroup(...) sends protobuf or msgpack that a browser receives as
 // binary even when its bytes happen to be UTF-8. The view shares c's
 // connection and state, and has no Close. f must be one of the Frame
-// constants.
+// constants: the view's pushes fail with ErrBadRequest otherwise.
 func (c *Client) WithFrame(f Frame) Calls {
 	v := *c
 	v.frame, v.derived = f, true
@@ -186,10 +186,23 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := checkFrame(cmd); err != nil {
+		return err
+	}
 	if err := c.Available(); err != nil {
 		return err
 	}
 	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
+}
+
+// checkFrame refuses a push whose frame type is none of the Frame
+// constants (a WithFrame view made with another value): gateways refuse it
+// too, but a broadcast has no answer to say so.
+func checkFrame(cmd *bus.Command) error {
+	if cmd.Frame > FrameBinary {
+		return fmt.Errorf("%w: %w", ErrBadRequest, bus.ErrBadFrame)
+	}
+	return nil
 }
 
 // toClient sends cmd to the gateway of client id and waits for its answer.
@@ -197,6 +210,9 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 	gw, err := clientid.Gateway(id)
 	if err != nil {
 		return bus.Reply{}, fmt.Errorf("%w: %q", ErrInvalidClientID, id)
+	}
+	if err := checkFrame(cmd); err != nil {
+		return bus.Reply{}, err
 	}
 	if err := c.Available(); err != nil {
 		return bus.Reply{}, err
