@@ -372,6 +372,9 @@ func (v *verifier) verify(token string) (identity, authCause, error) {
 	if id.sub, err = claims.GetSubject(); err != nil {
 		return identity{}, causeClaims, err
 	}
+	if len(id.sub) > MaxNameLen {
+		return identity{}, causeClaims, fmt.Errorf("sub of %d bytes: a uid has at most %d", len(id.sub), MaxNameLen)
+	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {
 		return identity{}, causeClaims, errors.New("no exp")
@@ -380,6 +383,9 @@ func (v *verifier) verify(token string) (identity, authCause, error) {
 	switch g := claims[v.groupsClaim].(type) {
 	case nil:
 	case string:
+		if len(g) > MaxNameLen {
+			return identity{}, causeClaims, fmt.Errorf("claim %q: a group name of %d bytes, at most %d", v.groupsClaim, len(g), MaxNameLen)
+		}
 		if g != "" {
 			id.groups = []string{g}
 		}
@@ -388,6 +394,9 @@ func (v *verifier) verify(token string) (identity, authCause, error) {
 			s, ok := x.(string)
 			if !ok {
 				return identity{}, causeClaims, fmt.Errorf("claim %q: not a list of strings", v.groupsClaim)
+			}
+			if len(s) > MaxNameLen {
+				return identity{}, causeClaims, fmt.Errorf("claim %q: a group name of %d bytes, at most %d", v.groupsClaim, len(s), MaxNameLen)
 			}
 			if s != "" { // GatewayWorker ignores an empty group too
 				id.groups = append(id.groups, s)
@@ -527,6 +536,12 @@ func (g *Gateway) authenticate(c *client, token string) bool {
 			r = bus.CloseTokenExpired
 		}
 		g.refuse(c, cause, r, err)
+		return false
+	}
+	if len(id.groups) > g.cfg.MaxGroupsPerClient {
+		// Refused before joining any: thousands of names would each cost
+		// a subscription, undone at once.
+		g.refuse(c, causeClaims, bus.CloseUnauthorized, fmt.Errorf("groups: %d, MaxGroupsPerClient is %d", len(id.groups), g.cfg.MaxGroupsPerClient))
 		return false
 	}
 	c.mu.Lock()

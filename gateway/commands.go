@@ -77,6 +77,13 @@ func (g *Gateway) execClientCommand(cmd bus.Command) (rep bus.Reply, subscribed 
 	if len(cmd.Clients) == 0 {
 		return bus.Reply{Code: bus.ReplyBadRequest, Message: "gateway: command names no client"}, ""
 	}
+	switch cmd.Op {
+	case bus.OpBindUID, bus.OpJoinGroup, bus.OpAccept:
+		if len(cmd.Name) > MaxNameLen {
+			// The API cannot name it, and a longer uid breaks EnvelopeOverhead.
+			return bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: a name of %d bytes, at most %d", len(cmd.Name), MaxNameLen)}, ""
+		}
+	}
 	var found int64
 	var last bus.Reply
 	for _, id := range cmd.Clients {

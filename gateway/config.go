@@ -43,6 +43,11 @@ const (
 	// MaxMessageSizeLimit is the highest MaxMessageSize: NATS's own
 	// highest max_payload (64 MiB), less EnvelopeOverhead (512 bytes).
 	MaxMessageSizeLimit = 64<<20 - EnvelopeOverhead
+	// MaxNameLen is the longest group or uid name a client can have, in
+	// bytes: api.MaxNameLen, which EnvelopeOverhead counts on. A token
+	// whose sub or group is longer is refused; a command naming one gets
+	// bad_request.
+	MaxNameLen = 256
 )
 
 // TLSFiles names a PEM certificate (chain) and its private key.
