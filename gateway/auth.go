@@ -29,6 +29,15 @@ import (
 // by default (AuthConfig.Timeout).
 const DefaultAuthTimeout = 30 * time.Second
 
+// MaxTokenMessageSize bounds a token message ({"token":"<jwt>"}), in
+// bytes: a client that must send its token first is closed with
+// bus.CloseMessageTooLarge as soon as its first message's frame header
+// says it is longer (and a longer token message is refused at any time),
+// so that an unauthenticated client pins no more than this, whatever
+// MaxMessageSize is. Tokens in the upgrade request are bounded by
+// MaxHeaderBytes.
+const MaxTokenMessageSize = 64 << 10
+
 // DefaultGroupsClaim is the token claim that lists the groups to join.
 const DefaultGroupsClaim = "groups"
 
@@ -573,6 +582,12 @@ func (g *Gateway) authenticate(c *client, token string) bool {
 // onTokenInput handles a message of c that is, or must be, a token
 // message. It returns false when c must be closed (its reason recorded).
 func (g *Gateway) onTokenInput(c *client, msg []byte) bool {
+	if len(msg) > MaxTokenMessageSize {
+		// A raw TCP client's, or a compressed one's: their frames did
+		// not say it before it came. Parsed, it would cost more still.
+		g.refuse(c, causeMalformed, bus.CloseMessageTooLarge, fmt.Errorf("a token message of %d bytes, at most %d", len(msg), MaxTokenMessageSize))
+		return false
+	}
 	token, ok := tokenOfMessage(msg)
 	if !ok {
 		cause := causeMalformed

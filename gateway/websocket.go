@@ -181,7 +181,14 @@ func (g *Gateway) listenWebSocket() error {
 		if s, ok := nc.Session().(*tlsSession); ok {
 			q = &s.sent
 		}
+		token := ""
 		t := &wsTransport{sendQueue: q, c: conn, guard: frameGuard{deflate: g.offersDeflate(r), limit: uint64(g.cfg.MaxMessageSize)}}
+		if g.auth != nil && g.auth.tokens != nil {
+			if token = tokenOfRequest(r); token == "" {
+				// Its first message must be a token message: no larger.
+				t.guard.first = uint64(min(g.cfg.MaxMessageSize, MaxTokenMessageSize))
+			}
+		}
 		// From now on t parses the client's input. The upgrade runs inside
 		// the parse of the request, on the goroutine that handles the
 		// connection's input one read at a time (a poller, or a wss://
@@ -217,10 +224,6 @@ func (g *Gateway) listenWebSocket() error {
 			return
 		}
 		conn.SetSession(c)
-		token := ""
-		if g.auth != nil && g.auth.tokens != nil {
-			token = tokenOfRequest(r)
-		}
 		// One batch for both: one NATS round trip per connection, not two.
 		g.startClient(c, token, bus.Event{Kind: bus.EventConnect}, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,

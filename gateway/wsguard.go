@@ -78,6 +78,16 @@ type frameGuard struct {
 	// limit is MaxMessageSize; message counts the current data message's
 	// payload bytes so far.
 	limit, message uint64
+	// first, if set, is the limit of the client's first data message
+	// instead of limit: a client that must send its token first
+	// (auth.go) sends a token message, and one of MaxMessageSize (up to
+	// 64 MiB) would sit in nbio's buffer before anyone knows who sent it.
+	// It holds for the message's bytes on the wire, compressed or not.
+	first uint64
+	// cur is the limit of the current data message; strict makes it hold
+	// for a compressed message's wire bytes too (the first message).
+	cur    uint64
+	strict bool
 }
 
 // headerLen is the length of a masked client frame header whose second
@@ -157,7 +167,7 @@ func (f *frameGuard) check(h []byte) error {
 		}
 		f.fragmented = !fin
 		f.message += length
-		if f.limit > 0 && f.message > f.limit && !f.compressed {
+		if f.cur > 0 && f.message > f.cur && (!f.compressed || f.strict) {
 			return errMessageTooLarge
 		}
 	case 0x1, 0x2: // text, binary
@@ -169,7 +179,11 @@ func (f *frameGuard) check(h []byte) error {
 		}
 		f.fragmented = !fin
 		f.message, f.compressed = length, rsv != 0
-		if f.limit > 0 && f.message > f.limit && !f.compressed {
+		f.cur, f.strict = f.limit, false
+		if f.first > 0 {
+			f.cur, f.strict, f.first = f.first, true, 0
+		}
+		if f.cur > 0 && f.message > f.cur && (!f.compressed || f.strict) {
 			return errMessageTooLarge
 		}
 	case 0x8, 0x9, 0xa: // close, ping, pong
