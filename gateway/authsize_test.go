@@ -53,7 +53,7 @@ func TestUnauthenticatedClientPinsNoBigMessage(t *testing.T) {
 	c := dial("")
 	head := []byte{0x82, 0x80 | 127}
 	head = binary.BigEndian.AppendUint64(head, 4<<20)
-	head = append(head, 1, 2, 3, 4)                     // mask key
+	head = append(head, 1, 2, 3, 4)                       // mask key
 	head = append(head, bytes.Repeat([]byte{'x'}, 64)...) // some payload
 	_, err := c.UnderlyingConn().Write(head)
 	require.NoError(t, err)
