@@ -95,3 +95,67 @@ func TestUnauthenticatedClientPinsNoBigMessage(t *testing.T) {
 	tc.Send(string(tokenMessage(padded)))
 	require.Error(t, tc.Closed(wait))
 }
+
+// TestWhatUnknownClientsPin measures what clients nobody knows pin in a
+// gateway whose MaxMessageSize is raised to 16 MiB: each sends a frame
+// header announcing 16 MiB and then all of it but the last byte, and holds.
+// Without authentication each pins its message (logged); on a gateway that
+// wants a token first, the first header closes the client and nothing is
+// pinned. The heap figures are logged:
+//
+//	go test -run TestWhatUnknownClientsPin -v ./gateway
+func TestWhatUnknownClientsPin(t *testing.T) {
+	const (
+		size    = 16 << 20
+		clients = 4
+		mb      = 1 << 20
+	)
+	k := testKeys(t)
+	e := bustest.RunServer(t, bus.EmbeddedConfig{MaxPayload: size + gateway.EnvelopeOverhead})
+	workertest.Start(t, e, worker.Config{Handlers: worker.Handlers{
+		OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
+	}})
+	cfg := k.authConfig()
+	cfg.Timeout = time.Minute
+	open := gatewaytest.Start(t, e, gateway.Config{MaxMessageSize: size})
+	tokens := gatewaytest.Start(t, e, gateway.Config{MaxMessageSize: size, Auth: cfg})
+	chunk := bytes.Repeat([]byte{'x'}, 64<<10)
+
+	pin := func(gw *gateway.Gateway) (before, peak uint64) {
+		conns := make([]*rawWS, clients)
+		for i := range conns {
+			var code int
+			conns[i], code = dialRaw(t, gw.WebSocketAddr(), upgradeRequest)
+			require.Equal(t, 101, code)
+		}
+		before = heapNow()
+		stop := heapPeak()
+		for _, c := range conns {
+			head := binary.BigEndian.AppendUint64([]byte{0x82, 0x80 | 127}, size)
+			head = append(head, 1, 2, 3, 4)
+			_ = c.conn.SetWriteDeadline(time.Now().Add(4 * wait))
+			if _, err := c.conn.Write(head); err != nil {
+				continue
+			}
+			for sent := 0; sent+len(chunk) < size; sent += len(chunk) {
+				if _, err := c.conn.Write(chunk); err != nil {
+					break // closed by the gateway
+				}
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // for the gateway to read what was sent
+		peak = stop()
+		for _, c := range conns {
+			_ = c.conn.Close()
+		}
+		return before, peak
+	}
+	before, peak := pin(open)
+	t.Logf("no auth: %d clients sending 16 MiB messages: heap %.1f MB before, %.1f MB at the peak (%.1f MB per client)",
+		clients, float64(before)/mb, float64(peak)/mb, (float64(peak)-float64(before))/clients/mb)
+	before, peak = pin(tokens)
+	t.Logf("token first: %d clients announcing 16 MiB messages: heap %.1f MB before, %.1f MB at the peak",
+		clients, float64(before)/mb, float64(peak)/mb)
+	require.Less(t, float64(peak)-float64(before), float64(clients*gateway.MaxTokenMessageSize+4*mb),
+		"a client that has not sent its token pins no more than a token message")
+}
