@@ -56,6 +56,7 @@ export const defaults = Object.freeze({
   factor: 2, // each further attempt waits this much longer
   jitter: 0.5, // each wait is multiplied by a random factor in [1-jitter, 1+jitter)
   maxRetries: Infinity, // attempts in a row before giving up
+  minUptime: 5000, // ms a connection must stay open to start the backoff again from initialDelay
   connectTimeout: 10000, // ms a connection may take to open
   heartbeatTimeout: 0, // ms without any message before the connection counts as dead; 0: off
   pingMessage: null, // a text message that is the gateway's heartbeat (--ping-data)
@@ -94,6 +95,11 @@ export class GatewayClient {
     this._ws = null;
     this._state = 'idle'; // idle, connecting, open, reconnecting, closed
     this._attempt = 0; // failed attempts in a row
+    // The backoff's step: reset only by a connection that stayed open
+    // minUptime, so that a gateway that accepts and closes at once (4003
+    // server full) is not retried every initialDelay by all its clients.
+    this._backoff = 0;
+    this._openedAt = 0;
     this._timer = 0; // reconnect, connect timeout
     this._heartbeat = 0;
     this._lastSeen = 0;
@@ -137,6 +143,7 @@ export class GatewayClient {
   connect() {
     if (this._state === 'open' || this._state === 'connecting') return;
     this._attempt = 0;
+    this._backoff = 0;
     this._open();
   }
 
@@ -227,6 +234,7 @@ export class GatewayClient {
       clearTimeout(this._timer);
       this._state = 'open';
       this._attempt = 0;
+      this._openedAt = Date.now();
       this._seen();
       this._startHeartbeat(ws, gen);
       this._emit('open', { url: this.url });
@@ -273,9 +281,13 @@ export class GatewayClient {
       this._queue = [];
       return;
     }
-    const base = Math.min(o.maxDelay, o.initialDelay * Math.pow(o.factor, this._attempt));
-    const delay = Math.max(0, Math.round(base * (1 - o.jitter + Math.random() * 2 * o.jitter)));
+    if (this._openedAt !== 0 && Date.now() - this._openedAt >= o.minUptime) this._backoff = 0;
+    this._openedAt = 0;
+    const base = Math.min(o.maxDelay, o.initialDelay * Math.pow(o.factor, this._backoff));
+    // Jitter spreads the clients, but never past the ceiling.
+    const delay = Math.min(o.maxDelay, Math.max(0, Math.round(base * (1 - o.jitter + Math.random() * 2 * o.jitter))));
     this._attempt++;
+    this._backoff++;
     this._state = 'reconnecting';
     const gen = this._gen;
     this._emit('reconnecting', { attempt: this._attempt, delay, code, reason });
