@@ -32,7 +32,8 @@ const DefaultAuthTimeout = 30 * time.Second
 // MaxTokenMessageSize bounds a token message ({"token":"<jwt>"}), in
 // bytes: a client that must send its token first is closed with
 // bus.CloseMessageTooLarge as soon as its first message's frame header
-// says it is longer (and a longer token message is refused at any time),
+// says it is longer, a raw TCP client as soon as its first message has
+// passed it (and a longer token message is refused at any time),
 // so that an unauthenticated client pins no more than this, whatever
 // MaxMessageSize is. Tokens in the upgrade request are bounded by
 // MaxHeaderBytes.

@@ -89,7 +89,12 @@ func TestUnauthenticatedClientPinsNoBigMessage(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, big, echo)
 
-	// Raw TCP: a valid token, padded past the bound, is refused.
+	// Raw TCP: a first line longer than the bound closes the client before
+	// it ends; a valid token, padded past the bound, is refused.
+	tc0 := gatewaytest.DialTCP(t, gw)
+	_, err = tc0.Conn.Write(bytes.Repeat([]byte{'t'}, 4*gateway.MaxTokenMessageSize)) // no end of line yet
+	require.NoError(t, err)
+	require.Error(t, tc0.Closed(wait))
 	padded := sign(t, jwt.SigningMethodHS256, k.secret, "", jwt.MapClaims{"sub": "tcp", "exp": hour.Unix(), "pad": strings.Repeat("p", gateway.MaxTokenMessageSize)})
 	tc := gatewaytest.DialTCP(t, gw)
 	tc.Send(string(tokenMessage(padded)))

@@ -147,7 +147,12 @@ func (g *Gateway) onTCPData(conn *nbio.Conn, c *client, t *tcpTransport, data []
 		buf = t.carry
 	}
 	for len(buf) > 0 {
-		msg, n, err := t.codec.Split(buf, g.cfg.MaxMessageSize)
+		limit := g.cfg.MaxMessageSize
+		if c.awaiting.Load() {
+			// Its first message must be a token message: no larger (auth.go).
+			limit = min(limit, MaxTokenMessageSize)
+		}
+		msg, n, err := t.codec.Split(buf, limit)
 		if err != nil {
 			reason := bus.CloseProtocolError
 			if errors.Is(err, protocol.ErrTooLarge) {
