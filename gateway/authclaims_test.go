@@ -114,3 +114,28 @@ func TestLongNamesRefusedOnTheWire(t *testing.T) {
 	// The longest name is fine.
 	require.NoError(t, a.BindUID(ctx, ids[0], long[1:]))
 }
+
+// TestTokenlessClientsHoldSlotsUntilTheAuthTimeout: connections that have
+// not sent their token count against MaxConnections (docs/security.md):
+// while they fill it, a client with a good token is refused with 4003
+// (server full); at the auth timeout they are closed with 4502 and the
+// slots are free again.
+func TestTokenlessClientsHoldSlotsUntilTheAuthTimeout(t *testing.T) {
+	k := testKeys(t)
+	cfg := k.authConfig()
+	cfg.Timeout = 500 * time.Millisecond
+	s := startAuthStack(t, gateway.Config{Auth: cfg, MaxConnections: 2})
+	good := "?token=" + sign(t, jwt.SigningMethodHS256, k.secret, "", claimsFor("ann", time.Now().Add(time.Hour)))
+	squatters := []*websocket.Conn{s.dial(t, "", nil), s.dial(t, "", nil)}
+	require.Eventually(t, func() bool { return s.gw.Stats().Connections == 2 }, wait, 10*time.Millisecond)
+
+	code, text, _ := readClose(t, s.dial(t, good, nil))
+	require.Equal(t, bus.CloseServerFull.WSCode(), code, text)
+
+	for _, c := range squatters {
+		code, text, _ := readClose(t, c)
+		require.Equal(t, bus.CloseUnauthorized.WSCode(), code, text)
+	}
+	require.Eventually(t, func() bool { return s.gw.Stats().Connections == 0 }, wait, 10*time.Millisecond)
+	require.True(t, strings.HasSuffix(readMsg(t, s.dial(t, good, nil)), " ann"))
+}
