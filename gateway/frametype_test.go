@@ -41,7 +41,7 @@ func frameStack(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *api.Client
 				if err != nil {
 					return err
 				}
-				if err := c.SetWebSocketType(ctx, c.ID(), f); err != nil {
+				if err := c.SetWebSocketType(ctx, c.ID(), api.Frame(f)); err != nil {
 					return err
 				}
 				return c.SendToCurrentClient(ctx, []byte("set"))
