@@ -48,7 +48,7 @@ func frameStackOn(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *api.Clie
 				if err != nil {
 					return err
 				}
-				if err := c.SetWebSocketType(ctx, c.ID(), f); err != nil {
+				if err := c.SetWebSocketType(ctx, c.ID(), api.Frame(f)); err != nil {
 					return err
 				}
 				return c.SendToCurrentClient(ctx, []byte("set"))

@@ -71,21 +71,21 @@ type Client struct {
 }
 
 // Frame is the WebSocket frame type of a push; TCP clients get the same
-// bytes whatever it is.
-type Frame = bus.Frame
+// bytes whatever it is. Its values are the wire's (TestFrameValuesAreTheWires).
+type Frame uint8
 
 // Frame types for [Client.WithFrame] and [Client.SetWebSocketType].
 const (
 	// FrameDefault leaves the choice to the connection's default, then the
 	// gateway's (gatewayworker run --websocket-type); where none is set,
 	// UTF-8 bytes go as text, others as binary.
-	FrameDefault = bus.FrameDefault
+	FrameDefault Frame = iota
 	// FrameText sends a text frame (a browser's MessageEvent.data is a
 	// string). Bytes that are not UTF-8 go as binary all the same: browsers
 	// fail a connection on a text frame that is not UTF-8.
-	FrameText = bus.FrameText
+	FrameText
 	// FrameBinary sends a binary frame (a Blob or ArrayBuffer in browsers).
-	FrameBinary = bus.FrameBinary
+	FrameBinary
 )
 
 // WithFrame returns a view of c whose pushes (every SendTo* call) go to
@@ -107,7 +107,7 @@ func (c *Client) SetWebSocketType(ctx context.Context, clientID string, f Frame)
 	if f > FrameBinary {
 		return fmt.Errorf("%w: frame type %d", ErrBadRequest, f)
 	}
-	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSetFrame, Frame: f})
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSetFrame, Frame: bus.Frame(f)})
 	return err
 }
 
@@ -254,7 +254,7 @@ func replyErr(rep bus.Reply) error {
 // SendToClient sends data to one client and returns once its gateway has
 // queued it for the socket.
 func (c *Client) SendToClient(ctx context.Context, clientID string, data []byte) error {
-	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data})
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data})
 	return err
 }
 
@@ -263,7 +263,7 @@ func (c *Client) SendToUID(ctx context.Context, uid string, data []byte) error {
 	if err := validName(uid); err != nil {
 		return err
 	}
-	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data})
+	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data})
 }
 
 // SendToGroup sends data to every member of group except the excluded
@@ -272,13 +272,13 @@ func (c *Client) SendToGroup(ctx context.Context, group string, data []byte, exc
 	if err := validName(group); err != nil {
 		return err
 	}
-	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data, Exclude: exclude})
+	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data, Exclude: exclude})
 }
 
 // SendToAll sends data to every client of every gateway except the
 // excluded client ids.
 func (c *Client) SendToAll(ctx context.Context, data []byte, exclude ...string) error {
-	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data, Exclude: exclude})
+	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data, Exclude: exclude})
 }
 
 // SendToClients sends data to each of clientIDs but the excluded ids, on
@@ -302,7 +302,7 @@ func (c *Client) SendToClients(ctx context.Context, clientIDs []string, data []b
 		byGateway[gw] = append(byGateway[gw], id)
 	}
 	for _, gw := range order {
-		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Frame: c.frame, Clients: byGateway[gw], Body: data}); err != nil {
+		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Clients: byGateway[gw], Body: data}); err != nil {
 			return err
 		}
 	}
@@ -469,5 +469,5 @@ func (c *Client) UpdateSession(ctx context.Context, clientID string, changes map
 // without waiting for an answer: no error says whether the client is
 // there. Workers use it for the current client, whose gateway they know.
 func (c *Client) SendToClientAsync(ctx context.Context, gatewayID, clientID string, data []byte) error {
-	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Frame: c.frame, Clients: []string{clientID}, Body: data})
+	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Clients: []string{clientID}, Body: data})
 }

@@ -70,3 +70,11 @@ func requireNotBus(t *testing.T, where string, typ reflect.Type) {
 		}
 	}
 }
+
+// TestFrameValuesAreTheWires: api.Frame is its own type (no wire type in
+// the API's docs), so its values must stay the envelope's.
+func TestFrameValuesAreTheWires(t *testing.T) {
+	require.Equal(t, uint8(bus.FrameDefault), uint8(api.FrameDefault))
+	require.Equal(t, uint8(bus.FrameText), uint8(api.FrameText))
+	require.Equal(t, uint8(bus.FrameBinary), uint8(api.FrameBinary))
+}

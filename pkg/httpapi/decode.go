@@ -108,9 +108,9 @@ type payload struct {
 func (p payload) frame() (api.Frame, error) {
 	f, err := bus.ParseFrame(p.Frame)
 	if err != nil {
-		return f, invalid("frame %q is none of text, binary, default", p.Frame)
+		return api.FrameDefault, invalid("frame %q is none of text, binary, default", p.Frame)
 	}
-	return f, nil
+	return api.Frame(f), nil
 }
 
 // sender returns a with the payload's frame type.
