@@ -199,8 +199,8 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 // constants (a WithFrame view made with another value): gateways refuse it
 // too, but a broadcast has no answer to say so.
 func checkFrame(cmd *bus.Command) error {
-	if cmd.Frame > FrameBinary {
-		return fmt.Errorf("%w: %w", ErrBadRequest, bus.ErrBadFrame)
+	if cmd.Frame > bus.Frame(FrameBinary) {
+		return fmt.Errorf("%w: frame type %d", ErrBadRequest, cmd.Frame)
 	}
 	return nil
 }
