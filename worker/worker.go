@@ -111,10 +111,9 @@ type Config struct {
 	// Sticky keeps each client's events on the worker process that ran
 	// its last batch, as GatewayWorker's routerBind did, so state kept in
 	// memory per client (or per room of clients) stays where it is
-	// needed. The worker also listens on its own subject
-	// (bus.Subjects.WorkerEvents of its id), and its acks name it
-	// (bus.Ack.Worker): the gateway then sends that client's batches
-	// there. When the worker stops or dies, or does not acknowledge in
+	// needed. The worker also listens on a subject of its own, and its
+	// acks name it (docs/protocol.md, "Sticky workers"): the gateway then
+	// sends that client's batches there. When the worker stops or dies, or does not acknowledge in
 	// time, the gateway falls back to the queue group and the client
 	// sticks to the worker that takes it next: order and at-least-once
 	// hold as without it. Default false: any worker takes any batch.
