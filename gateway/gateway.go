@@ -35,6 +35,12 @@ type Gateway struct {
 	cfg  Config
 	log  *slog.Logger
 	bus  *bus.Conn
+	// ctl is a second connection (bus.Conn.Sibling) for heartbeats and
+	// presence: in a connect storm, event batches, acks and claims queue up
+	// in bus's buffers (here, in the NATS server, in workers), and beats
+	// behind them came back too late, so the gateway took itself for cut
+	// off and closed its clients. Set by Run.
+	ctl  *bus.Conn
 	subj bus.Subjects
 	boot time.Time
 	reg  *registry
@@ -204,13 +210,29 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.checkIDFree(ctx); err != nil {
 		return err
 	}
+	ctl, err := g.bus.Sibling(ctx, " control")
+	if err != nil {
+		return fmt.Errorf("gateway: heartbeat connection: %w", err)
+	}
+	defer ctl.Close()
+	g.ctl = ctl
 	fixed, err := g.subscribeFixed()
 	if err != nil {
 		return err
 	}
+	ownBeats, err := g.ctl.Subscribe(g.subj.Heartbeat(), g.onOwnBeat)
+	if err != nil {
+		unsubscribeAll(fixed)
+		return fmt.Errorf("gateway: %w", err)
+	}
+	fixed = append(fixed, ownBeats)
 	// A refused subscription would leave the gateway deaf (to its own beats,
 	// its commands or its acks) while it seems to run: fail now instead.
-	if err := g.bus.CheckSubscriptions(ctx, fixed...); err != nil {
+	err = g.bus.CheckSubscriptions(ctx, fixed[:len(fixed)-1]...)
+	if err == nil {
+		err = g.ctl.CheckSubscriptions(ctx, ownBeats)
+	}
+	if err != nil {
 		unsubscribeAll(fixed)
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -240,6 +262,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	_ = g.bus.Flush(flushCtx)
+	_ = g.ctl.Flush(flushCtx)
 	return nil
 }
 
@@ -305,7 +328,6 @@ func (g *Gateway) subscribeFixed() ([]*bus.Subscription, error) {
 		{g.subj.Gateway(g.cfg.ID), g.onCommand},
 		{g.subj.All(), g.onBroadcast},
 		{g.subj.Query("*"), g.onQuery},
-		{g.subj.Heartbeat(), g.onOwnBeat},
 		{g.subj.GatewayClaim(g.cfg.ID), g.onClaim},
 	} {
 		sub, err := g.bus.Subscribe(s.subject, s.h)
@@ -539,7 +561,7 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 		return nil
 	}
 	c.seq++
-	c.inflight, c.claimed, c.resent = data, false, false
+	c.inflight, c.claimed, c.resent, c.resends = data, false, false, 0
 	c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 	g.waitMu.Lock()
 	g.waiting[c] = struct{}{}
@@ -677,7 +699,8 @@ func (g *Gateway) sweep(now time.Time) {
 		}
 		data := c.inflight
 		c.claimed = false
-		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+		c.deadline = now.Add(resendBackoff(g.cfg.AckTimeout, c.resends)).UnixNano()
+		c.resends = min(c.resends+1, maxBackoffSteps)
 		c.mu.Unlock()
 		g.stats.batchResends.Add(1)
 		if g.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -685,6 +708,21 @@ func (g *Gateway) sweep(now time.Time) {
 		}
 		g.sendBatch(c, data)
 	}
+}
+
+// maxBackoffSteps caps resendBackoff at 8 × AckTimeout.
+const maxBackoffSteps = 3
+
+// resendBackoff is how long the copy of a batch sent again after n earlier
+// resends waits for word from a worker before the next: AckTimeout, then
+// twice, four and eight times as long. Every copy stays in NATS or in a
+// worker's queue until a worker takes it, so when workers fall behind by
+// seconds, resending each second would add a copy of every batch in flight
+// each second, and the copies, and their claims, would bury the workers.
+// A worker that holds a batch reports it (its claim, then AckWorking), so
+// only a batch whose worker died, or whose reports were lost, is resent.
+func resendBackoff(ackTimeout time.Duration, n uint8) time.Duration {
+	return ackTimeout << min(n, maxBackoffSteps)
 }
 
 // checkBusLiveness closes every client once the gateway's own heartbeats
@@ -699,11 +737,14 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 	if g.cfg.NATSLossTimeout < 0 {
 		return
 	}
-	if silent >= g.cfg.NATSLossTimeout/2 && g.bus.Connected() && g.reconnectForced.CompareAndSwap(false, true) {
+	if silent >= g.cfg.NATSLossTimeout/2 && g.ctl.Connected() && g.reconnectForced.CompareAndSwap(false, true) {
 		// The server may be frozen: NATS's own pings would take seconds to
-		// say so. Try another node before the clients have to go.
+		// say so. Try another node before the clients have to go. Only
+		// the heartbeat connection: a reconnect of the event connection
+		// would drop what is in flight on it, and under load (the likelier
+		// cause) only add work.
 		g.log.Warn("own heartbeats do not come back: reconnecting to NATS", "silent_for", silent.Round(time.Millisecond))
-		_ = g.bus.ForceReconnect()
+		_ = g.ctl.ForceReconnect()
 	}
 	if silent < g.cfg.NATSLossTimeout {
 		return
@@ -849,7 +890,7 @@ func (g *Gateway) beat(leaving bool) {
 	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.AdvertisedAddrs(), Conns: int64(live),
 		Interval: g.cfg.BeatInterval.Milliseconds()})
 	if err == nil {
-		_ = g.bus.Publish(g.subj.Heartbeat(), data)
+		_ = g.ctl.Publish(g.subj.Heartbeat(), data)
 	}
 }
 

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,16 +13,14 @@ const (
 	// backlogDelay is how long batches may wait behind busy consumers
 	// before another consumer starts.
 	backlogDelay = time.Millisecond
-	// claimAfter: a batch taken when the buffer has not been empty for
-	// this long may have waited so long that its gateway sent it again
-	// (AckTimeout is at least 500 ms, and the first progress report comes
-	// up to 375 ms after a batch starts), so it is claimed before it runs.
+	// claimAfter: a batch that has waited this long may have waited so
+	// long that its gateway sent it again (AckTimeout is at least 500 ms,
+	// and the first progress report comes up to 375 ms after a batch
+	// starts), so it is claimed before it runs: while it waits, by
+	// claimWaiting, or when it is taken.
 	claimAfter = 100 * time.Millisecond
-	// bufferedBatches bounds the batches waiting in a worker (nats.go's
-	// own default for pulled subscriptions). A batch that finds the buffer
-	// full is dropped by NATS; its gateway resends it when no ack comes
-	// (at-least-once), so it is late, not lost.
-	bufferedBatches = 1 << 16
+	// claimTick is how often claimWaiting looks for batches to claim.
+	claimTick = 50 * time.Millisecond
 )
 
 // consumers run the batches of one subscription. One consumer takes
@@ -33,7 +32,8 @@ const (
 // MaxConcurrency; added consumers end when the buffer is empty.
 type consumers struct {
 	w   *Worker
-	sub *bus.Buffered
+	sub *bus.Subscription
+	q   *batchQueue
 	// n counts consumer goroutines, busy those running a batch.
 	n, busy atomic.Int32
 	armed   atomic.Bool
@@ -46,14 +46,26 @@ type consumers struct {
 	// abandoned: batches not started are left to their gateways, which
 	// resend them when no ack comes.
 	abandoned atomic.Bool
-	// emptyAt (Unix nanoseconds) is when a consumer last found the buffer
-	// empty: every batch in it arrived later, so none waited longer.
-	emptyAt atomic.Int64
 }
 
-func (w *Worker) startConsumers(sub *bus.Buffered) *consumers {
-	cs := &consumers{w: w, sub: sub, stop: make(chan struct{})}
-	cs.emptyAt.Store(time.Now().UnixNano())
+// subscribe queue-subscribes to subject and starts the consumers of what
+// comes: NATS's callback only queues each batch (batchQueue), so nothing
+// waits in nats.go's buffer, which would drop batches when full.
+func (w *Worker) subscribe(subject string) (*consumers, error) {
+	q := newBatchQueue()
+	sub, err := w.bus.QueueSubscribe(subject, bus.WorkerQueue, func(m bus.Msg) {
+		if !q.push(m, time.Now()) {
+			w.claimLogs.Log(w.log, slog.LevelError, "event batch dropped: the worker holds too many (its gateway sends it again)", "subject", subject, "waiting", maxQueued)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w.startConsumers(sub, q), nil
+}
+
+func (w *Worker) startConsumers(sub *bus.Subscription, q *batchQueue) *consumers {
+	cs := &consumers{w: w, sub: sub, q: q, stop: make(chan struct{})}
 	cs.watch = time.AfterFunc(time.Hour, cs.check)
 	cs.watch.Stop()
 	cs.spawn(false)
@@ -70,46 +82,44 @@ func (cs *consumers) consume(extra bool) {
 	defer cs.wg.Done()
 	defer cs.n.Add(-1)
 	for {
-		m, ok := cs.sub.TryNext()
+		e, ok := cs.q.pop()
 		if !ok {
-			cs.emptyAt.Store(time.Now().UnixNano())
 			if extra {
 				return
 			}
-			m, ok = cs.sub.Next(cs.stop)
-			// The buffer was empty until this batch came.
-			cs.emptyAt.Store(time.Now().UnixNano())
-			if !ok {
-				// Stopping: the subscription ended; run what is left.
-				for m, ok := cs.sub.TryNext(); ok && !cs.abandoned.Load(); m, ok = cs.sub.TryNext() {
-					cs.run(m)
-				}
-				return
+			select {
+			case <-cs.q.notify:
+				continue
+			case <-cs.stop:
 			}
+			// Stopping: the subscription ended; run what is left.
+			for e, ok := cs.q.pop(); ok && !cs.abandoned.Load(); e, ok = cs.q.pop() {
+				cs.run(e)
+			}
+			return
 		}
 		if cs.abandoned.Load() {
 			return
 		}
-		cs.run(m)
+		cs.run(e)
 	}
 }
 
-func (cs *consumers) run(m bus.Msg) {
+func (cs *consumers) run(e *queued) {
 	cs.busy.Add(1)
 	// Load first: while batches keep coming the watchdog stays armed, and
 	// a failed CompareAndSwap would still take the cache line for writing.
 	if !cs.armed.Load() && cs.armed.CompareAndSwap(false, true) {
 		cs.watch.Reset(backlogDelay)
 	}
-	now := time.Now()
-	cs.w.onBatch(m, now, now.UnixNano()-cs.emptyAt.Load() > int64(claimAfter))
+	cs.w.onBatch(e, time.Now())
 	cs.busy.Add(-1)
 }
 
 // check is the watchdog: it adds a consumer when batches wait, and stays
 // armed while any batch runs.
 func (cs *consumers) check() {
-	if cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.w.cfg.MaxConcurrency {
+	if cs.q.len() > 0 && int(cs.n.Load()) < cs.w.cfg.MaxConcurrency {
 		cs.mu.Lock()
 		if !cs.stopping {
 			cs.spawn(true)

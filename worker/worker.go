@@ -142,6 +142,10 @@ type Worker struct {
 	// gone holds the clients whose synthesized close ran or was decided
 	// here (their gateway taken for lost): their later events are dropped.
 	gone goneSet
+	// queues hold the batches waiting here (set by Run before it takes
+	// any); claims are the claims sent for them.
+	queues []*batchQueue
+	claims claims
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -202,6 +206,7 @@ func New(cfg Config) (*Worker, error) {
 		gone:      goneSet{ids: map[string]goneClient{}},
 		sem:       make(chan struct{}, cfg.MaxConcurrency),
 		recent:    map[string]*clientState{},
+		claims:    claims{inbox: cfg.Bus.NewInbox() + ".", ask: map[string]*queued{}},
 	}, nil
 }
 
@@ -252,27 +257,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer func() { _ = info.Unsubscribe() }()
+	ctl, err := w.bus.Sibling(ctx, " control")
+	if err != nil {
+		return fmt.Errorf("worker: heartbeat connection: %w", err)
+	}
+	defer ctl.Close()
 	reapCtx, stopReaper := context.WithCancel(hctx)
 	reaperDone := make(chan error, 1)
-	go func() { reaperDone <- newReaper(w).run(reapCtx) }()
+	go func() { reaperDone <- newReaper(w).run(reapCtx, ctl) }()
 	defer func() { stopReaper(); <-reaperDone }()
 	if w.cfg.ReapOnly {
 		return w.reapOnly(ctx)
 	}
-	lost, err := w.bus.QueueSubscribeBuffered(w.subj.LostEvents(), bus.WorkerQueue, bufferedBatches)
+	answers, err := w.bus.Subscribe(w.claims.inbox+"*", w.onClaimAnswer)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	lostConsumers := w.startConsumers(lost)
-	defer func() { _ = lost.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
-	sub, err := w.bus.QueueSubscribeBuffered(w.subj.Events(), bus.WorkerQueue, bufferedBatches)
+	defer func() { _ = answers.Unsubscribe() }()
+	lostConsumers, err := w.subscribe(w.subj.LostEvents())
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	events := w.startConsumers(sub)
+	defer func() { _ = lostConsumers.sub.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
+	events, err := w.subscribe(w.subj.Events())
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	sub := events.sub
 	// After a drain this only waits; otherwise it ends the subscription and
 	// leaves what waits in it to the gateways' resends.
 	defer func() { _ = sub.Unsubscribe(); events.abandon(); events.wait() }()
+	w.queues = []*batchQueue{events.q, lostConsumers.q}
 	if err := w.bus.Flush(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -283,12 +298,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer forget.Stop()
 	progress := time.NewTicker(bus.ProgressInterval)
 	defer progress.Stop()
+	claims := time.NewTicker(claimTick)
+	defer claims.Stop()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case now := <-progress.C:
 			w.reportProgress(now)
+		case now := <-claims.C:
+			w.claimAll(now)
 		case now := <-forget.C:
 			w.forgetOld(now)
 		}
@@ -327,7 +346,7 @@ func (w *Worker) reapOnly(ctx context.Context) error {
 // drain stops the subscription, waits until NATS delivered what it had
 // routed here, lets the consumers run it, and waits until every batch was
 // handled and acknowledged.
-func (w *Worker) drain(ctx context.Context, sub *bus.Buffered, events *consumers) error {
+func (w *Worker) drain(ctx context.Context, sub *bus.Subscription, events *consumers) error {
 	if err := sub.Drain(); err != nil {
 		return err
 	}
@@ -345,15 +364,26 @@ func (w *Worker) drain(ctx context.Context, sub *bus.Buffered, events *consumers
 	go func() { events.wait(); w.batches.Wait(); close(done) }()
 	progress := time.NewTicker(bus.ProgressInterval)
 	defer progress.Stop()
+	claims := time.NewTicker(claimTick)
+	defer claims.Stop()
 	for {
 		select {
 		case <-done:
 			return w.bus.Flush(ctx)
 		case now := <-progress.C:
 			w.reportProgress(now)
+		case now := <-claims.C:
+			w.claimAll(now)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// claimAll claims the batches that wait (claimWaiting) in every queue.
+func (w *Worker) claimAll(now time.Time) {
+	for _, q := range w.queues {
+		w.claimWaiting(q, now)
 	}
 }
 
@@ -371,10 +401,12 @@ func (w *Worker) onInfo(m bus.Msg) {
 	}
 }
 
-// onBatch runs one batch a consumer took off a subscription at now. It
-// waits while MaxConcurrency batches run. waited says the batch may have
-// sat in the buffer long enough for its gateway to send it again.
-func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
+// onBatch runs one batch a consumer took off a queue at now. It waits
+// while MaxConcurrency batches run.
+func (w *Worker) onBatch(e *queued, now time.Time) {
+	m := e.m
+	// It may have waited long enough for its gateway to send it again.
+	waited := now.Sub(e.at) > claimAfter
 	var b bus.EventBatch
 	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
 		w.log.Error("event batch dropped: undecodable", "err", err)
@@ -410,7 +442,7 @@ func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
 		claim = true
 	}
 	w.mu.Unlock()
-	if claim && !w.claim(b, m.Reply) {
+	if claim && !w.claimed(e, b) {
 		return
 	}
 	w.mu.Lock()
@@ -510,11 +542,12 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 // while that its handlers still run (bus.AckWorking), so a slow handler is
 // not mistaken for a dead worker. Called every bus.ProgressInterval, it
 // reports a batch at most 2 × ProgressInterval after it started.
+//
+// It reports the batches waiting here that their gateways granted as well
+// (claimWaiting): in a storm, a batch waits for seconds, and a gateway
+// that hears nothing sends it again; the copies then piled up in the
+// queues and their claims in NATS.
 func (w *Worker) reportProgress(now time.Time) {
-	type report struct {
-		client, reply string
-		seq           uint64
-	}
 	var due []report
 	w.mu.Lock()
 	for id, st := range w.recent {
@@ -523,9 +556,18 @@ func (w *Worker) reportProgress(now time.Time) {
 		}
 	}
 	w.mu.Unlock()
+	for _, q := range w.queues {
+		due = q.granted(due)
+	}
 	for _, r := range due {
 		_ = w.bus.Publish(r.reply, bus.MarshalAck(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}))
 	}
+}
+
+// report is an AckWorking to send.
+type report struct {
+	client, reply string
+	seq           uint64
 }
 
 func (w *Worker) dispatch(c *Client, ev bus.Event) {
