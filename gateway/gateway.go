@@ -32,9 +32,9 @@ var ErrIDInUse = errors.New("gateway: id in use")
 
 // Gateway holds client connections and bridges them to the bus.
 type Gateway struct {
-	cfg  Config
-	log  *slog.Logger
-	bus  *bus.Conn
+	cfg Config
+	log *slog.Logger
+	bus *bus.Conn
 	// ctl is a second connection (bus.Conn.Sibling) for heartbeats and
 	// presence: in a connect storm, event batches, acks and claims queue up
 	// in bus's buffers (here, in the NATS server, in workers), and beats
