@@ -126,8 +126,6 @@ type client struct {
 	// stale copy elsewhere must not run (see answerClaimLocked); resent:
 	// inflight was marked bus.EventBatch.Resent.
 	claimed, resent bool
-	// resends counts the copies of inflight sent again (see resendBackoff).
-	resends uint8
 
 	// silent counts heartbeat intervals without input.
 	silent atomic.Int32

@@ -561,7 +561,7 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 		return nil
 	}
 	c.seq++
-	c.inflight, c.claimed, c.resent, c.resends = data, false, false, 0
+	c.inflight, c.claimed, c.resent = data, false, false
 	c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 	g.waitMu.Lock()
 	g.waiting[c] = struct{}{}
@@ -699,8 +699,7 @@ func (g *Gateway) sweep(now time.Time) {
 		}
 		data := c.inflight
 		c.claimed = false
-		c.deadline = now.Add(resendBackoff(g.cfg.AckTimeout, c.resends)).UnixNano()
-		c.resends = min(c.resends+1, maxBackoffSteps)
+		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
 		c.mu.Unlock()
 		g.stats.batchResends.Add(1)
 		if g.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -708,21 +707,6 @@ func (g *Gateway) sweep(now time.Time) {
 		}
 		g.sendBatch(c, data)
 	}
-}
-
-// maxBackoffSteps caps resendBackoff at 8 × AckTimeout.
-const maxBackoffSteps = 3
-
-// resendBackoff is how long the copy of a batch sent again after n earlier
-// resends waits for word from a worker before the next: AckTimeout, then
-// twice, four and eight times as long. Every copy stays in NATS or in a
-// worker's queue until a worker takes it, so when workers fall behind by
-// seconds, resending each second would add a copy of every batch in flight
-// each second, and the copies, and their claims, would bury the workers.
-// A worker that holds a batch reports it (its claim, then AckWorking), so
-// only a batch whose worker died, or whose reports were lost, is resent.
-func resendBackoff(ackTimeout time.Duration, n uint8) time.Duration {
-	return ackTimeout << min(n, maxBackoffSteps)
 }
 
 // checkBusLiveness closes every client once the gateway's own heartbeats

@@ -12,8 +12,8 @@ import (
 // maxQueued bounds the batches waiting in one worker for a consumer. The
 // gateways bound what they have in flight (MaxBatchesInFlight, 4,096 each)
 // and send a batch again only when no word about it came for AckTimeout,
-// later and later (gateway.resendBackoff), while this worker reports every
-// batch it holds: so 64 gateways at the default window fit, and a worker
+// while this worker claims and reports every batch it holds: so 64
+// gateways at the default window fit, and a worker
 // does not let its batches be dropped (a drop would only come back as a
 // resend, and a storm would feed itself). Past it, a batch is dropped and
 // logged; its gateway sends it again.
