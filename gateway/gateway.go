@@ -723,12 +723,22 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 	}
 	if silent >= g.cfg.NATSLossTimeout/2 && g.ctl.Connected() && g.reconnectForced.CompareAndSwap(false, true) {
 		// The server may be frozen: NATS's own pings would take seconds to
-		// say so. Try another node before the clients have to go. Only
-		// the heartbeat connection: a reconnect of the event connection
-		// would drop what is in flight on it, and under load (the likelier
-		// cause) only add work.
-		g.log.Warn("own heartbeats do not come back: reconnecting to NATS", "silent_for", silent.Round(time.Millisecond))
-		_ = g.ctl.ForceReconnect()
+		// say so. Ask it (a flush is a ping), and if it does not answer
+		// soon, try another node before the clients have to go. A server
+		// that answers is only slow (a connect storm on a busy machine):
+		// a reconnect would drop the beat that is on its way, and the
+		// clients would go for nothing. Only the heartbeat connection: a
+		// reconnect of the event connection would drop what is in flight.
+		g.loops.Add(1)
+		go func() {
+			defer g.loops.Done()
+			ctx, cancel := context.WithTimeout(g.life, g.cfg.NATSLossTimeout/4)
+			defer cancel()
+			if err := g.ctl.Flush(ctx); err != nil && g.life.Err() == nil {
+				g.log.Warn("own heartbeats do not come back and NATS does not answer: reconnecting", "silent_for", silent.Round(time.Millisecond), "err", err)
+				_ = g.ctl.ForceReconnect()
+			}
+		}()
 	}
 	if silent < g.cfg.NATSLossTimeout {
 		return
