@@ -375,19 +375,6 @@ func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
 	return &Subscription{sub: sub}, nil
 }
 
-// QueueSubscribe joins queue group queue on subject and calls h for every
-// message NATS gives this member, one at a time, in order.
-func (c *Conn) QueueSubscribe(subject, queue string, h Handler) (*Subscription, error) {
-	sub, err := c.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) { h(msgOf(m)) })
-	if err != nil {
-		return nil, wrap("subscribe", subject, err)
-	}
-	if err := sub.SetPendingLimits(PendingMsgs, PendingBytes); err != nil {
-		return nil, wrap("subscribe", subject, err)
-	}
-	return &Subscription{sub: sub}, nil
-}
-
 // Buffered is a queue subscription whose messages wait in a buffer until
 // taken with Next or TryNext, by any number of goroutines.
 type Buffered struct {
@@ -415,6 +402,18 @@ func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
 	case nm := <-b.ch:
 		return msgOf(nm), true
 	case <-stop:
+		return Msg{}, false
+	}
+}
+
+// NextOr is Next that also gives up, ok false, when wake is signalled.
+func (b *Buffered) NextOr(stop, wake <-chan struct{}) (m Msg, ok bool) {
+	select {
+	case nm := <-b.ch:
+		return msgOf(nm), true
+	case <-stop:
+		return Msg{}, false
+	case <-wake:
 		return Msg{}, false
 	}
 }

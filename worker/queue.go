@@ -49,9 +49,9 @@ func (e *queued) settle(to uint32) {
 	}
 }
 
-// batchQueue holds the batches of one subscription until a consumer takes
-// them, first in, first out. Unlike nats.go's own buffer it shows its
-// content: a batch that waits is claimed from its gateway while it waits
+// batchQueue holds the batches of one subscription that waited for a
+// consumer (see consumers.spill), first in, first out. Unlike nats.go's
+// own buffer it shows its content: a batch that waits is claimed from its gateway while it waits
 // (claimWaiting) and, once granted, reported to it as in progress
 // (reportProgress), so its gateway does not send it again meanwhile.
 type batchQueue struct {
@@ -60,27 +60,22 @@ type batchQueue struct {
 	head  int
 	// scan: items[head:scan] were looked at by claimWaiting.
 	scan int
-	// notify wakes a consumer waiting for a batch.
+	// notify wakes a consumer waiting for a batch (spill signals it).
 	notify  chan struct{}
 	dropped atomic.Uint64
 }
 
 func newBatchQueue() *batchQueue { return &batchQueue{notify: make(chan struct{}, 1)} }
 
-// push adds m, arrived at now; false when the queue is full.
-func (q *batchQueue) push(m bus.Msg, now time.Time) bool {
+// push adds m, arrived at; false when the queue is full.
+func (q *batchQueue) push(m bus.Msg, at time.Time) bool {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if len(q.items)-q.head >= maxQueued {
-		q.mu.Unlock()
 		q.dropped.Add(1)
 		return false
 	}
-	q.items = append(q.items, &queued{m: m, at: now})
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
+	q.items = append(q.items, &queued{m: m, at: at})
 	return true
 }
 

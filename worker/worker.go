@@ -142,10 +142,11 @@ type Worker struct {
 	// gone holds the clients whose synthesized close ran or was decided
 	// here (their gateway taken for lost): their later events are dropped.
 	gone goneSet
-	// queues hold the batches waiting here (set by Run before it takes
-	// any); claims are the claims sent for them.
-	queues []*batchQueue
-	claims claims
+	// consumers take the batches of the subscriptions; their queues hold
+	// those that wait (set by Run before it takes any); claims are the
+	// claims sent for them.
+	consumers []*consumers
+	claims    claims
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -287,7 +288,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// After a drain this only waits; otherwise it ends the subscription and
 	// leaves what waits in it to the gateways' resends.
 	defer func() { _ = sub.Unsubscribe(); events.abandon(); events.wait() }()
-	w.queues = []*batchQueue{events.q, lostConsumers.q}
+	w.consumers = []*consumers{events, lostConsumers}
 	if err := w.bus.Flush(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -346,7 +347,7 @@ func (w *Worker) reapOnly(ctx context.Context) error {
 // drain stops the subscription, waits until NATS delivered what it had
 // routed here, lets the consumers run it, and waits until every batch was
 // handled and acknowledged.
-func (w *Worker) drain(ctx context.Context, sub *bus.Subscription, events *consumers) error {
+func (w *Worker) drain(ctx context.Context, sub *bus.Buffered, events *consumers) error {
 	if err := sub.Drain(); err != nil {
 		return err
 	}
@@ -380,10 +381,12 @@ func (w *Worker) drain(ctx context.Context, sub *bus.Subscription, events *consu
 	}
 }
 
-// claimAll claims the batches that wait (claimWaiting) in every queue.
+// claimAll moves the batches that wait in nats.go's buffers to the
+// worker's queues and claims those that waited (claimWaiting).
 func (w *Worker) claimAll(now time.Time) {
-	for _, q := range w.queues {
-		w.claimWaiting(q, now)
+	for _, cs := range w.consumers {
+		cs.spill()
+		w.claimWaiting(cs.q, now)
 	}
 }
 
@@ -556,8 +559,8 @@ func (w *Worker) reportProgress(now time.Time) {
 		}
 	}
 	w.mu.Unlock()
-	for _, q := range w.queues {
-		due = q.granted(due)
+	for _, cs := range w.consumers {
+		due = cs.q.granted(due)
 	}
 	for _, r := range due {
 		_ = w.bus.Publish(r.reply, bus.MarshalAck(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}))
