@@ -587,7 +587,12 @@ func (g *Gateway) sendBatch(c *client, data []byte) {
 
 // onAck handles a worker's answer to a batch.
 func (g *Gateway) onAck(m bus.Msg) {
-	c := g.reg.get(m.Subject[len(g.inbox):])
+	suffix := m.Subject[len(g.inbox):]
+	if suffix == bus.HeldSuffix {
+		g.onHeld(m)
+		return
+	}
+	c := g.reg.get(suffix)
 	if c == nil {
 		return
 	}
@@ -642,6 +647,28 @@ func (g *Gateway) onAck(m bus.Msg) {
 	if finished {
 		g.reg.remove(c)
 		g.presence.remove(c.id)
+	}
+}
+
+// onHeld takes a worker's report on many batches waiting in it that were
+// granted to it: each counts as an AckWorking for its batch.
+func (g *Gateway) onHeld(m bus.Msg) {
+	var h bus.Held
+	if err := bus.Unmarshal(m.Data, &h); err != nil || len(h.Clients) != len(h.Seqs) {
+		g.warnRateLimited("bad held report from a worker", "err", err)
+		return
+	}
+	deadline := time.Now().Add(g.cfg.AckTimeout).UnixNano()
+	for i, id := range h.Clients {
+		c := g.reg.get(id)
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		if c.inflight != nil && h.Seqs[i] == c.seq {
+			c.claimed, c.deadline = true, deadline
+		}
+		c.mu.Unlock()
 	}
 }
 

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,17 +126,32 @@ func (q *batchQueue) toClaim(now time.Time) []*queued {
 	return out
 }
 
-// granted appends a progress report for every waiting batch its gateway
-// granted.
-func (q *batchQueue) granted(out []report) []report {
+// heldPerReport bounds the batches of one bus.Held report (about 100 KiB,
+// well under NATS's max payload).
+const heldPerReport = 4096
+
+// granted adds every waiting batch its gateway granted to the report for
+// that gateway, by subject.
+func (q *batchQueue) granted(held map[string]*bus.Held) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, e := range q.items[q.head:] {
-		if e.state.Load() == claimGranted {
-			out = append(out, report{e.client, e.m.Reply, e.seq})
+		if e.state.Load() != claimGranted {
+			continue
 		}
+		// The reply subject is the gateway's inbox, then the client id.
+		i := strings.LastIndexByte(e.m.Reply, '.')
+		if i < 0 {
+			continue
+		}
+		to := e.m.Reply[:i+1] + bus.HeldSuffix
+		h := held[to]
+		if h == nil {
+			h = &bus.Held{}
+			held[to] = h
+		}
+		h.Clients, h.Seqs = append(h.Clients, e.client), append(h.Seqs, e.seq)
 	}
-	return out
 }
 
 // claims tracks the claims sent for waiting batches: their answers come to

@@ -559,8 +559,22 @@ func (w *Worker) reportProgress(now time.Time) {
 		}
 	}
 	w.mu.Unlock()
+	// The batches that wait, one report per gateway: a storm leaves
+	// thousands waiting here, and one message each, four times a second,
+	// buried the NATS server.
+	held := map[string]*bus.Held{}
 	for _, cs := range w.consumers {
-		due = cs.q.granted(due)
+		cs.q.granted(held)
+	}
+	for to, h := range held {
+		for len(h.Clients) > 0 {
+			n := min(len(h.Clients), heldPerReport)
+			data, err := bus.Marshal(&bus.Held{Clients: h.Clients[:n], Seqs: h.Seqs[:n]})
+			if err == nil {
+				_ = w.bus.Publish(to, data)
+			}
+			h.Clients, h.Seqs = h.Clients[n:], h.Seqs[n:]
+		}
 	}
 	for _, r := range due {
 		_ = w.bus.Publish(r.reply, bus.MarshalAck(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}))
