@@ -24,9 +24,12 @@ const (
 	// claimAfter are claimed.
 	claimTick = 50 * time.Millisecond
 	// bufferedBatches bounds nats.go's buffer of a worker's subscription:
-	// it holds only what came since the last spill (claimTick). A batch
-	// that finds it full is dropped by NATS (a slow consumer).
-	bufferedBatches = 1 << 16
+	// it holds what came since the last spill (claimTick; its own
+	// goroutine, which never waits on the network). A batch that finds it
+	// full is dropped by NATS (a slow consumer): 262,144 is what gateways
+	// at the default window may have in flight, 64 of them, and costs
+	// memory only when used.
+	bufferedBatches = maxQueued
 )
 
 // consumers run the batches of one subscription. One consumer takes
@@ -75,7 +78,25 @@ func (w *Worker) subscribe(subject string) (*consumers, error) {
 	cs.watch = time.AfterFunc(time.Hour, cs.check)
 	cs.watch.Stop()
 	cs.spawn(false)
+	cs.wg.Add(1)
+	go cs.spillEvery(claimTick)
 	return cs, nil
+}
+
+// spillEvery spills until the consumers stop (then they run, or abandon,
+// what is left).
+func (cs *consumers) spillEvery(d time.Duration) {
+	defer cs.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			cs.spill()
+		case <-cs.stop:
+			return
+		}
+	}
 }
 
 // spill moves the batches waiting in sub's buffer to q, oldest first.

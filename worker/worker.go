@@ -381,11 +381,9 @@ func (w *Worker) drain(ctx context.Context, sub *bus.Buffered, events *consumers
 	}
 }
 
-// claimAll moves the batches that wait in nats.go's buffers to the
-// worker's queues and claims those that waited (claimWaiting).
+// claimAll claims the batches that waited (claimWaiting) in every queue.
 func (w *Worker) claimAll(now time.Time) {
 	for _, cs := range w.consumers {
-		cs.spill()
 		w.claimWaiting(cs.q, now)
 	}
 }
