@@ -27,8 +27,8 @@ const (
 	// nats.go drops the subscription's new messages, reports a slow
 	// consumer once per episode, and [Conn.SlowConsumers] counts it. The
 	// handlers never wait on the network, so only a process short of CPU
-	// gets there; what a drop means depends on the subject (README,
-	// "Overload").
+	// gets there; what a drop means depends on the subject
+	// (docs/guarantees.md, "Overload").
 	PendingMsgs  = 65_536
 	PendingBytes = 64 << 20
 )
@@ -393,6 +393,18 @@ func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buf
 		return nil, wrap("subscribe", subject, err)
 	}
 	return &Buffered{Subscription: &Subscription{sub: sub}, ch: ch}, nil
+}
+
+// SubscribeInto subscribes b's buffer to subject as well, outside any
+// queue group: its messages wait in the same buffer, in arrival order with
+// b's own, and b's Next and TryNext take them. Unsubscribe or drain the
+// returned subscription on its own.
+func (c *Conn) SubscribeInto(b *Buffered, subject string) (*Subscription, error) {
+	sub, err := c.nc.ChanSubscribe(subject, b.ch)
+	if err != nil {
+		return nil, wrap("subscribe", subject, err)
+	}
+	return &Subscription{sub: sub}, nil
 }
 
 // Next takes the next message, waiting for one until stop is closed; ok is

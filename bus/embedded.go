@@ -32,7 +32,8 @@ type EmbeddedConfig struct {
 	// CertFile and KeyFile, if set, make clients connect with TLS
 	// ("tls://" URLs, or Config.TLS with the CA that signed the certificate).
 	CertFile, KeyFile string
-	// MaxPayload is the largest message in bytes. Zero means the server's default (1 MiB).
+	// MaxPayload is the largest message in bytes (NATS's max_payload).
+	// Zero means DefaultMaxPayload (1 MiB); at most MaxMaxPayload (64 MiB).
 	MaxPayload int32
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero means 10s.
 	ReadyTimeout time.Duration
@@ -65,6 +66,12 @@ func (u EmbeddedUser) permissions() *server.Permissions {
 	return p
 }
 
+// NATS's limits on max_payload: its default, and the highest it accepts.
+const (
+	DefaultMaxPayload = 1 << 20
+	MaxMaxPayload     = 64 << 20
+)
+
 // Embedded is a running in-process NATS server.
 type Embedded struct {
 	srv *server.Server
@@ -80,6 +87,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if len(cfg.Users) > 0 && (cfg.Token != "" || cfg.User != "") {
 		return nil, errors.New("bus: embedded NATS takes Users or a token or a user/password, not several")
+	}
+	if cfg.MaxPayload < 0 || cfg.MaxPayload > MaxMaxPayload {
+		return nil, fmt.Errorf("bus: embedded NATS MaxPayload %d: want 0 (the default, %d) to %d", cfg.MaxPayload, DefaultMaxPayload, MaxMaxPayload)
 	}
 	host := cfg.Host
 	if host == "" {

@@ -105,6 +105,10 @@ type Ack struct {
 	// replaces the gateway's copy (empty means cleared).
 	SetSession bool   `msgpack:"x,omitempty"`
 	Session    []byte `msgpack:"s,omitempty"`
+	// Worker is the id of a sticky worker process, on AckDone: the gateway
+	// sends the client's next batches to [Subjects.WorkerEvents] of that
+	// id instead of the queue group, while the worker answers there.
+	Worker string `msgpack:"w,omitempty"`
 }
 
 // Op is the operation of a [Command].
@@ -130,7 +134,62 @@ const (
 	// went out and whose close event was not acknowledged yet: Items, in
 	// parts, and Seq, the last Presence sequence the list includes.
 	OpClientList
+	// OpAccept accepts a pending client (docs/clients.md, "Pending
+	// connections") and binds it to uid Name if Name is not empty.
+	OpAccept
+	// OpReject sends Body (if any) to a pending client and closes it with
+	// CloseUnauthorized.
+	OpReject
 )
+
+// OpSetFrame sets the named clients' default frame type (Frame) for the
+// pushes that do not choose one; FrameDefault restores the gateway's
+// (GatewayWorker's websocketType, per connection). Its number leaves 15
+// and 16 to the ops of pending connections (OpAccept, OpReject).
+const OpSetFrame Op = 17
+
+// Frame is the WebSocket frame type a push goes out in. TCP clients get
+// the same bytes whatever it says.
+type Frame uint8
+
+// Frame types.
+const (
+	// FrameDefault leaves the choice to the connection's default (see
+	// OpSetFrame), then to the gateway's; where none is set, bytes that
+	// are valid UTF-8 go as text, others as binary.
+	FrameDefault Frame = iota
+	// FrameText: a text frame. A text frame must carry UTF-8, or browsers
+	// fail the connection (1007): bytes that are not UTF-8 go as binary.
+	FrameText
+	// FrameBinary: a binary frame, whatever the bytes.
+	FrameBinary
+)
+
+var frameNames = [...]string{"default", "text", "binary"}
+
+// String returns "default", "text" or "binary".
+func (f Frame) String() string {
+	if int(f) < len(frameNames) {
+		return frameNames[f]
+	}
+	return "frame_" + strconv.Itoa(int(f))
+}
+
+// ParseFrame is the inverse of String; "" is FrameDefault.
+func ParseFrame(s string) (Frame, error) {
+	switch s {
+	case "", "default":
+		return FrameDefault, nil
+	case "text":
+		return FrameText, nil
+	case "binary":
+		return FrameBinary, nil
+	}
+	return FrameDefault, fmt.Errorf("%w: %q (want text, binary or default)", ErrBadFrame, s)
+}
+
+// ErrBadFrame means a frame type is none of text, binary and default.
+var ErrBadFrame = errors.New("bus: bad frame type")
 
 // Command is a push or a request to gateways: on a gateway's command subject
 // it names clients; on a group, uid or broadcast subject it names none and
@@ -145,6 +204,9 @@ type Command struct {
 	Body []byte `msgpack:"b,omitempty"`
 	// Exclude lists client ids that a group, uid or broadcast send skips.
 	Exclude []string `msgpack:"x,omitempty"`
+	// Frame is the frame type of an OpSend's body, or the default that
+	// OpSetFrame sets.
+	Frame Frame `msgpack:"f,omitempty"`
 }
 
 // ReplyCode classifies a failed command or query on the wire.

@@ -123,7 +123,7 @@ func (e *EventBatch) sizeHint() int {
 	return n
 }
 
-func (a *Ack) sizeHint() int { return 6*perField + len(a.Client) + len(a.Session) }
+func (a *Ack) sizeHint() int { return 6*perField + len(a.Client) + len(a.Session) + len(a.Worker) }
 
 func (c *Command) sizeHint() int {
 	n := 6*perField + len(c.Name) + len(c.Body)
@@ -207,7 +207,7 @@ func (w *WebSocketInfo) sizeHint() int {
 }
 
 func (a *Ack) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 3+count(a.SetSession, len(a.Session) > 0))
+	b = appendMapLen(b, 3+count(a.SetSession, len(a.Session) > 0, a.Worker != ""))
 	b = appendStr(appendStr(b, "c"), a.Client)
 	b = appendUint(appendStr(b, "q"), a.Seq)
 	b = appendUint(appendStr(b, "t"), uint64(a.Status))
@@ -217,11 +217,14 @@ func (a *Ack) appendMsgpack(b []byte) []byte {
 	if len(a.Session) > 0 {
 		b = appendBin(appendStr(b, "s"), a.Session)
 	}
+	if a.Worker != "" {
+		b = appendStr(appendStr(b, "w"), a.Worker)
+	}
 	return b
 }
 
 func (c *Command) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 1+count(len(c.Clients) > 0, c.Name != "", len(c.Body) > 0, len(c.Exclude) > 0))
+	b = appendMapLen(b, 1+count(len(c.Clients) > 0, c.Name != "", len(c.Body) > 0, len(c.Exclude) > 0, c.Frame != FrameDefault))
 	b = appendUint(appendStr(b, "o"), uint64(c.Op))
 	if len(c.Clients) > 0 {
 		b = appendStrings(appendStr(b, "c"), c.Clients)
@@ -234,6 +237,9 @@ func (c *Command) appendMsgpack(b []byte) []byte {
 	}
 	if len(c.Exclude) > 0 {
 		b = appendStrings(appendStr(b, "x"), c.Exclude)
+	}
+	if c.Frame != FrameDefault {
+		b = appendUint(appendStr(b, "f"), uint64(c.Frame))
 	}
 	return b
 }
@@ -536,6 +542,8 @@ func (a *Ack) decode(r *reader) {
 			a.SetSession = r.bool()
 		case 's':
 			a.Session = r.bin()
+		case 'w':
+			a.Worker = r.str()
 		default:
 			r.fail()
 		}
@@ -559,6 +567,8 @@ func (c *Command) decode(r *reader) {
 			c.Body = r.bin()
 		case 'x':
 			c.Exclude = r.strings()
+		case 'f':
+			c.Frame = Frame(r.uint(math.MaxUint8))
 		default:
 			r.fail()
 		}

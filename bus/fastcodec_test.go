@@ -48,11 +48,14 @@ func fastCases() []any {
 		&Ack{Client: "c1", Seq: 9, Status: AckDone},
 		&Ack{Client: s(40), Seq: 300, Status: AckWorking, SetSession: true},
 		&Ack{Client: "c", Seq: 1, Status: AckDone, SetSession: true, Session: p(300)},
+		&Ack{Client: "c", Seq: 2, Status: AckDone, Worker: "0a1b2c3d4e5f"},
 		&Command{},
 		&Command{Op: OpSend, Clients: []string{"a"}, Body: []byte("x")},
 		&Command{Op: OpJoinGroup, Clients: ids(16), Name: "room 1 ✓"},
 		&Command{Op: OpSend, Body: p(65535), Exclude: ids(15)},
 		&Command{Op: OpUngroup, Name: s(33), Exclude: []string{}},
+		&Command{Op: OpSend, Clients: []string{"a"}, Body: []byte("x"), Frame: FrameBinary},
+		&Command{Op: OpSetFrame, Clients: ids(2), Frame: FrameText},
 	}
 	return cases
 }
@@ -192,7 +195,7 @@ func FuzzFastEncode(f *testing.F) {
 		}
 		for _, v := range []any{
 			&EventBatch{Gateway: gw, Client: client, Seq: seq, Addr: name, UID: name, Session: session, Resent: flag, Events: evs},
-			&Ack{Client: client, Seq: seq, Status: AckStatus(n), SetSession: flag, Session: session},
+			&Ack{Client: client, Seq: seq, Status: AckStatus(n), SetSession: flag, Session: session, Worker: name},
 			&Command{Op: Op(n), Clients: []string{gw, client}[:n%3%2+1], Name: name, Body: body, Exclude: strings.Fields(name)},
 		} {
 			fast, err := Marshal(v)

@@ -46,11 +46,11 @@ func (s Subjects) Permissions(r Role) (publish, subscribe []string) {
 	own := s.Inbox(r) + ".>"
 	switch r {
 	case RoleGateway:
-		return []string{s.Events(), s.Heartbeat(), s.AllPresence(), s.GatewayClaim("*"), "_INBOX.>"},
+		return []string{s.Events(), s.AllWorkerEvents(), s.Heartbeat(), s.AllPresence(), s.GatewayClaim("*"), "_INBOX.>"},
 			[]string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", s.All(), p + ".q.>", s.Heartbeat(), s.GatewayClaim("*"), own}
 	case RoleWorker:
 		return append(pushes, s.LostEvents(), s.WorkerBeat(), "_INBOX.>"),
-			[]string{s.Events(), s.LostEvents(), s.Heartbeat(), s.AllPresence(), s.WorkerInfo(), s.WorkerBeat(), own}
+			[]string{s.Events(), s.AllWorkerEvents(), s.LostEvents(), s.Heartbeat(), s.AllPresence(), s.WorkerInfo(), s.WorkerBeat(), own}
 	case RoleAPI:
 		return pushes, []string{s.Heartbeat(), own}
 	}

@@ -150,6 +150,18 @@ func (s Subjects) Presence(gateway string) string { return s.p() + ".pr." + gate
 // AllPresence matches every gateway's [Subjects.Presence].
 func (s Subjects) AllPresence() string { return s.p() + ".pr.*" }
 
+// WorkerEvents is where gateways send the event batches of the clients
+// that stick to one worker process (Ack.Worker): only that process
+// subscribes, without a queue group.
+func (s Subjects) WorkerEvents(worker string) string { return s.p() + ".ev." + worker }
+
+// AllWorkerEvents matches every [Subjects.WorkerEvents], for permissions.
+func (s Subjects) AllWorkerEvents() string { return s.p() + ".ev.*" }
+
+// ValidWorkerID reports whether id may name a sticky worker: one plain
+// subject token of 1 to 64 characters of [A-Za-z0-9_-], never a wildcard.
+func ValidWorkerID(id string) bool { return plainToken(id) }
+
 // WorkerBeat carries worker heartbeats ([WorkerBeat]).
 func (s Subjects) WorkerBeat() string { return s.p() + ".wk.hb" }
 

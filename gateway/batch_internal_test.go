@@ -18,7 +18,7 @@ type closeCounter struct {
 	closes atomic.Int32
 }
 
-func (t *closeCounter) close([]byte) { t.closes.Add(1) }
+func (t *closeCounter) close([]byte, bus.CloseReason) { t.closes.Add(1) }
 
 // TestQueuedEventThatCannotFitIsDroppedAlone: a message queued behind a
 // batch in flight that cannot fit a NATS message is dropped, alone: the
@@ -27,7 +27,7 @@ func (t *closeCounter) close([]byte) { t.closes.Add(1) }
 func TestQueuedEventThatCannotFitIsDroppedAlone(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{MaxPayload: 8 << 10})
 	g, err := New(Config{
-		Bus: bustest.Connect(t, e, bus.Config{}), WebSocketAddr: "127.0.0.1:0", MaxMessageSize: 8 << 10,
+		Bus: bustest.Connect(t, e, bus.Config{}), WebSocketAddr: "127.0.0.1:0", MaxMessageSize: 4 << 10,
 		Logger: bustest.Logger(t),
 	})
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -26,8 +27,10 @@ type transport interface {
 	writeFrames(frames []byte) error
 	// ping sends a protocol-level keepalive, where the protocol has one.
 	ping()
-	// close closes the socket, after sending last if it is not empty.
-	close(last []byte)
+	// close closes the socket, after sending last if it is not empty,
+	// saying why where the protocol can (a WebSocket close frame with
+	// r.WSCode and r.WSText; raw TCP protocols have no way to).
+	close(last []byte, r bus.CloseReason)
 }
 
 // sendQueue counts the bytes that wait in nbio for one socket, so that the
@@ -108,9 +111,12 @@ type client struct {
 	addr  string
 	t     transport
 
-	// Guarded by registry.mu.
-	uid    string
-	groups map[string]struct{}
+	// Guarded by registry.mu. unaccepted: the client waits for its token
+	// or, pending, for a worker's accept; it gets no broadcasts and can
+	// have no groups or uid meanwhile (auth.go).
+	uid        string
+	groups     map[string]struct{}
+	unaccepted bool
 
 	// mu guards the session and the event pipeline.
 	mu      sync.Mutex
@@ -126,11 +132,33 @@ type client struct {
 	// stale copy elsewhere must not run (see answerClaimLocked); resent:
 	// inflight was marked bus.EventBatch.Resent.
 	claimed, resent bool
+	// direct is where c's batches go: "" for the queue group, else the
+	// subject of the sticky worker that acknowledged c's last batch
+	// (bus.Ack.Worker); cleared when that worker does not answer.
+	direct string
+
+	// Authentication (auth.go), guarded by mu: while holding, events are
+	// held (heldBytes of them), the connect events first, until the token
+	// came and NATS confirmed the subscriptions it gave (see push); sub
+	// is the token's subject, which a fresh token must repeat; expires
+	// (Unix ns, exp plus the leeway) ends the client's life unless a fresh
+	// token comes; authTimer fires at the auth timeout, then at expires.
+	holding   bool
+	held      []bus.Event
+	heldBytes int32
+	sub       string
+	expires   int64
+	authTimer *time.Timer
+	// awaiting is set while the first message must be a token message.
+	awaiting atomic.Bool
 
 	// silent counts heartbeat intervals without input.
 	silent atomic.Int32
 	// reason is the CloseReason recorded by whoever closes the socket.
 	reason atomic.Uint32
+	// frame is the client's default bus.Frame (bus.OpSetFrame); zero
+	// defers to Config.WebSocketType.
+	frame atomic.Uint32
 
 	// Only the connection's reader (one at a time) touches these: they
 	// count the messages of the current second for MaxMessagesPerSecond.
@@ -165,6 +193,14 @@ func (c *client) allowMessage(now int64, limit int) bool {
 // recorded already: the first cause wins.
 func (c *client) setReason(r bus.CloseReason) {
 	c.reason.CompareAndSwap(0, uint32(r))
+}
+
+// end records r as the reason c closes, unless one is recorded already,
+// and closes c's socket with the recorded reason, after last (if not
+// empty): the close code the client sees is the reason workers hear.
+func (c *client) end(r bus.CloseReason, last []byte) {
+	c.setReason(r)
+	c.t.close(last, c.closeReason())
 }
 
 // closing reports whether c's socket is closed or being closed: every path
@@ -205,7 +241,42 @@ func batchOverhead(gatewayID string, c *client, uid string) int {
 	return len(gatewayID) + len(c.reply) + len(c.addr) + len(uid) + len(c.session) + eventOverhead
 }
 
-// isText reports whether data goes to WebSocket clients as a text frame:
-// JSON reaches browsers as strings, and bytes that are not UTF-8 as binary.
-// Callers compute it once per message, not once per recipient.
+// isText reports whether data can go to WebSocket clients as a text frame:
+// a text frame must carry UTF-8, or browsers fail the connection (1007).
 func isText(data []byte) bool { return utf8.Valid(data) }
+
+// framing chooses the frame type of one push for each recipient: the
+// push's own choice, else the recipient's default, else the gateway's. It
+// checks the body for UTF-8 once per push, and only when a recipient's
+// frame may be text.
+type framing struct {
+	body []byte
+	push bus.Frame
+	dflt bus.Frame
+	utf8 int8 // 0 not checked yet, 1 UTF-8, -1 not
+}
+
+func newFraming(body []byte, push, gatewayDefault bus.Frame) framing {
+	return framing{body: body, push: push, dflt: gatewayDefault}
+}
+
+// text reports whether c gets the push as a text frame.
+func (f *framing) text(c *client) bool {
+	ft := f.push
+	if ft == bus.FrameDefault {
+		ft = bus.Frame(c.frame.Load())
+	}
+	if ft == bus.FrameDefault {
+		ft = f.dflt
+	}
+	if ft == bus.FrameBinary {
+		return false
+	}
+	if f.utf8 == 0 {
+		f.utf8 = -1
+		if isText(f.body) {
+			f.utf8 = 1
+		}
+	}
+	return f.utf8 == 1
+}

@@ -88,6 +88,10 @@ func (g *Gateway) execClientCommand(cmd bus.Command) (rep bus.Reply, subscribed 
 		subscribed = g.subj.Group(cmd.Name)
 	case bus.OpBindUID:
 		subscribed = g.subj.UID(cmd.Name)
+	case bus.OpAccept:
+		if cmd.Name != "" {
+			subscribed = g.subj.UID(cmd.Name)
+		}
 	}
 	return last, subscribed
 }
@@ -95,18 +99,40 @@ func (g *Gateway) execClientCommand(cmd bus.Command) (rep bus.Reply, subscribed 
 func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 	switch cmd.Op {
 	case bus.OpSend:
+		if c.t.queued()+len(cmd.Body)+maxFrameHeader > g.cfg.SendQueueLimit {
+			// nbio would refuse it too, but drop the socket without a word.
+			c.end(bus.CloseSlowConsumer, nil)
+			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client closed: the message does not fit its send queue (slow consumer)"}
+		}
 		g.stats.pushesOut.Add(1)
 		g.stats.bytesOut.Add(uint64(len(cmd.Body)))
-		if err := c.t.send(cmd.Body, isText(cmd.Body)); err != nil {
+		fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
+		if err := c.t.send(cmd.Body, fr.text(c)); err != nil {
 			return bus.Reply{Code: bus.ReplyNotFound, Message: "gateway: client is closing: " + err.Error()}
 		}
 	case bus.OpClose, bus.OpDestroy:
-		c.setReason(bus.ClosedByAPI)
 		if cmd.Op == bus.OpDestroy {
-			c.t.close(nil)
+			c.end(bus.ClosedByAPI, nil)
 		} else {
-			c.t.close(cmd.Body)
+			c.end(bus.ClosedByAPI, cmd.Body)
 		}
+	case bus.OpAccept:
+		if c.awaiting.Load() {
+			// Its token decides: accepting it would let a client that
+			// never authenticated receive broadcasts.
+			return bus.Reply{Code: bus.ReplyBadRequest, Message: "gateway: client has not sent its token yet"}
+		}
+		if g.reg.accept(c) {
+			stopAuthTimer(c)
+		}
+		if cmd.Name != "" {
+			return g.execOne(c, bus.Command{Op: bus.OpBindUID, Name: cmd.Name})
+		}
+	case bus.OpReject:
+		if g.auth != nil {
+			g.auth.failures[causeRejected].Add(1)
+		}
+		c.end(bus.CloseUnauthorized, cmd.Body)
 	case bus.OpIsOnline:
 		return bus.Reply{OK: true}
 	case bus.OpGetUID:
@@ -157,6 +183,11 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 		c.mu.Unlock()
 	case bus.OpUpdateSession:
 		return g.updateSession(c, cmd.Body)
+	case bus.OpSetFrame:
+		if cmd.Frame > bus.FrameBinary {
+			return bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown frame type %d", cmd.Frame)}
+		}
+		c.frame.Store(uint32(cmd.Frame))
 	default:
 		return bus.Reply{Code: bus.ReplyBadRequest, Message: fmt.Sprintf("gateway: unknown op %d", cmd.Op)}
 	}
@@ -220,7 +251,7 @@ func (g *Gateway) onBroadcast(m bus.Msg) {
 		g.warnRateLimited("bad broadcast", "subject", m.Subject, "err", err)
 		return
 	}
-	g.fanOut(g.reg.liveClients(nil), cmd)
+	g.fanOut(g.reg.acceptedClients(nil), cmd)
 }
 
 // Query answers are cut into parts of at most queryPartItems ids or

@@ -15,7 +15,7 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 
-// Defaults for [Config]; ARCHITECTURE.md section 7 lists them for users.
+// Defaults for [Config]; docs/configuration.md lists them for users.
 const (
 	DefaultWebSocketPath        = "/"
 	DefaultPingInterval         = 25 * time.Second
@@ -36,8 +36,12 @@ const (
 	DefaultDrainTimeout       = 5 * time.Second
 	DefaultBeatInterval       = time.Second
 	DefaultNATSLossTimeout    = 2500 * time.Millisecond // 2.5 × BeatInterval
-	// MaxBatchBytes bounds one event batch, well under NATS's 1 MiB default payload.
+	// MaxBatchBytes bounds one event batch of several events, well under
+	// NATS's 1 MiB default payload; a larger event goes alone.
 	MaxBatchBytes = 256 << 10
+	// MaxMessageSizeLimit is the highest MaxMessageSize: NATS's own
+	// highest max_payload (64 MiB), less EnvelopeOverhead (512 bytes).
+	MaxMessageSizeLimit = 64<<20 - EnvelopeOverhead
 )
 
 // TLSFiles names a PEM certificate (chain) and its private key.
@@ -72,6 +76,12 @@ type Config struct {
 	// Go's crypto/tls (TLS 1.2 and later). Nil means plain ws://, which
 	// suits a gateway behind a TLS-terminating proxy (see TrustedProxies).
 	WebSocketTLS *TLSFiles
+	// WebSocketType is the frame type of the pushes that choose none, to
+	// clients whose default no worker set (bus.OpSetFrame): GatewayWorker's
+	// websocketType. Zero (bus.FrameDefault) sends bytes that are UTF-8 as
+	// text and others as binary; bus.FrameText does the same (a text frame
+	// must carry UTF-8); bus.FrameBinary sends every push as binary.
+	WebSocketType bus.Frame
 	// WebSocketCompression negotiates permessage-deflate with clients that
 	// ask for it. Off by default: it costs CPU and memory per connection.
 	WebSocketCompression bool
@@ -102,17 +112,23 @@ type Config struct {
 	PingData []byte
 
 	// MaxMessageSize is the largest message a client may send, in bytes.
-	// Zero means DefaultMaxMessageSize (64 KiB). Larger messages close the
-	// client with bus.CloseMessageTooLarge.
+	// Zero means DefaultMaxMessageSize (64 KiB); at most
+	// MaxMessageSizeLimit (64 MiB less EnvelopeOverhead). Larger messages
+	// close the client with bus.CloseMessageTooLarge. Run refuses to start
+	// when MaxMessageSize plus EnvelopeOverhead exceeds the NATS server's
+	// max payload (ErrMaxPayload): raise the server's max_payload first.
 	MaxMessageSize int
 	// SendQueueLimit is how many bytes may wait unsent for one client (in
 	// nbio, and in frames the fanout builds) before it is closed as a slow
 	// consumer (bus.CloseSlowConsumer): the gateway holds at most this plus
-	// one message per client. Zero means DefaultSendQueueLimit (1 MiB).
+	// one message per client. Zero means DefaultSendQueueLimit (1 MiB), or
+	// the NATS server's max payload when that is larger, so that the
+	// largest push fits.
 	SendQueueLimit int
 	// MaxPendingEventBytes is how many bytes of one client's events may wait
 	// for workers before the client is closed with bus.CloseEventQueueFull.
-	// Zero means DefaultMaxPendingEventBytes (1 MiB); at most
+	// Zero means DefaultMaxPendingEventBytes (1 MiB), or twice
+	// MaxMessageSize when that is larger; at most
 	// MaxPendingEventBytesLimit (1 GiB).
 	MaxPendingEventBytes int
 	// MaxBatchesInFlight bounds the event batches this gateway has sent and
@@ -171,6 +187,12 @@ type Config struct {
 	// deadlines about this gateway from it. Zero means DefaultBeatInterval (1s).
 	BeatInterval time.Duration
 
+	// Auth, if set, makes every client authenticate before it receives
+	// anything: with a connection token (JWT) the gateway verifies, or,
+	// with Auth.Pending, by a worker's accept. Nil (the default) trusts
+	// each connection at once. See AuthConfig and docs/clients.md.
+	Auth *AuthConfig
+
 	// Logger receives the gateway's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -198,7 +220,7 @@ func (c Config) withDefaults() Config {
 		c.SendQueueLimit = DefaultSendQueueLimit
 	}
 	if c.MaxPendingEventBytes == 0 {
-		c.MaxPendingEventBytes = DefaultMaxPendingEventBytes
+		c.MaxPendingEventBytes = max(DefaultMaxPendingEventBytes, min(2*c.MaxMessageSize, MaxPendingEventBytesLimit))
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
@@ -269,8 +291,11 @@ func (c Config) validate() error {
 			return fmt.Errorf("gateway: %s must not be negative", name)
 		}
 	}
-	if c.MaxMessageSize > MaxBatchBytes {
-		return fmt.Errorf("gateway: MaxMessageSize (%d) cannot be higher than MaxBatchBytes (%d)", c.MaxMessageSize, MaxBatchBytes)
+	if c.WebSocketType > bus.FrameBinary {
+		return fmt.Errorf("gateway: WebSocketType %d is none of bus.FrameDefault, FrameText, FrameBinary", c.WebSocketType)
+	}
+	if c.MaxMessageSize > MaxMessageSizeLimit {
+		return fmt.Errorf("gateway: MaxMessageSize (%d) cannot be higher than MaxMessageSizeLimit (%d)", c.MaxMessageSize, MaxMessageSizeLimit)
 	}
 	// A client's record keeps these in 32 and 16 bits, to stay small.
 	if c.MaxPendingEventBytes > MaxPendingEventBytesLimit {

@@ -6,5 +6,8 @@
 // reach handlers in order whichever worker takes them, and a batch that a
 // dead worker never acknowledged is sent again (at-least-once). It executes
 // the pushes and commands that workers and API clients send, and answers the
-// cluster-wide queries about its own clients.
+// cluster-wide queries about its own clients. With an AuthConfig it lets a
+// client in only after a connection token it verified, or a worker's
+// accept (auth.go); every close it decides tells a WebSocket client why in
+// the close code of bus.CloseReason.WSCode.
 package gateway

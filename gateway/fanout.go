@@ -118,6 +118,9 @@ func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 	}
 }
 
+// maxFrameHeader is the longest header a server frame has (RFC 6455 §5.2).
+const maxFrameHeader = 10
+
 // maxCoalesced bounds the pushes a shard writes together.
 const maxCoalesced = 64
 
@@ -153,7 +156,7 @@ func (w *coalescer) write(g *Gateway) {
 	limit := g.cfg.SendQueueLimit
 	pushes, bytes := 0, 0
 	for _, job := range w.jobs {
-		text := isText(job.cmd.Body)
+		fr := newFraming(job.cmd.Body, job.cmd.Frame, g.cfg.WebSocketType)
 		for _, c := range job.targets {
 			if c.closing() || len(job.cmd.Exclude) > 0 && slices.Contains(job.cmd.Exclude, c.id) {
 				continue
@@ -168,6 +171,7 @@ func (w *coalescer) write(g *Gateway) {
 				}
 				w.frames[i] = w.frames[i][:0]
 			}
+			text := fr.text(c)
 			if i == uncoalesced {
 				_ = c.t.send(job.cmd.Body, text)
 			} else if built, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); !ok {
@@ -207,24 +211,29 @@ func flushRoom(g *Gateway, c *client, built []byte, last, limit int) []byte {
 		built = append(built[:0], built[last:]...)
 	}
 	if c.closing() || c.t.queued()+len(built) > limit {
-		c.setReason(bus.CloseSlowConsumer)
-		c.t.close(nil)
+		c.end(bus.CloseSlowConsumer, nil)
 		return nil
 	}
 	return built
 }
 
 // write sends cmd's body to targets, skipping the excluded ones and those
-// being closed. nbio refuses a message that would take a client's queue
-// past SendQueueLimit and closes that client.
+// being closed. A client whose queue the message would take past
+// SendQueueLimit is closed as a slow consumer, here, with a close frame:
+// nbio would refuse the message too, but close the socket without a word.
 func (g *Gateway) write(targets []*client, cmd bus.Command) {
-	text := isText(cmd.Body)
+	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
 	sent := 0
+	size := len(cmd.Body) + maxFrameHeader
 	for _, c := range targets {
 		if c.closing() || len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
 			continue
 		}
-		_ = c.t.send(cmd.Body, text)
+		if c.t.queued()+size > g.cfg.SendQueueLimit {
+			c.end(bus.CloseSlowConsumer, nil)
+			continue
+		}
+		_ = c.t.send(cmd.Body, fr.text(c))
 		sent++
 	}
 	g.stats.pushesOut.Add(uint64(sent))

@@ -30,11 +30,28 @@ var ErrAlreadyRunning = errors.New("gateway: already running")
 // ErrIDInUse is returned by [Gateway.Run] when a live gateway has the same ID.
 var ErrIDInUse = errors.New("gateway: id in use")
 
+// ErrMaxPayload is returned by Run when a client message of MaxMessageSize,
+// in its event batch, would not fit the NATS server's max payload.
+var ErrMaxPayload = errors.New("gateway: MaxMessageSize does not fit NATS's max_payload")
+
+// EnvelopeOverhead bounds what an event batch carries besides one
+// message and the client's session: version, keys, gateway and client
+// ids, address, sequence and the longest uid (256 bytes). NATS's
+// max_payload must be at least MaxMessageSize plus this (see Run); a
+// client whose session is S bytes can send messages of up to max_payload
+// less EnvelopeOverhead less S, and a larger one closes it
+// (bus.CloseMessageTooLarge).
+const EnvelopeOverhead = 512
+
 // Gateway holds client connections and bridges them to the bus.
 type Gateway struct {
 	cfg Config
-	log *slog.Logger
-	bus *bus.Conn
+	// autoSendQueue: Config.SendQueueLimit was zero, so Run raises it to
+	// NATS's max payload when that is larger, so that the largest push
+	// does not close its client as slow.
+	autoSendQueue bool
+	log           *slog.Logger
+	bus           *bus.Conn
 	// ctl is a second connection (bus.Conn.Sibling) for heartbeats and
 	// presence: in a connect storm, event batches, acks and claims queue up
 	// in bus's buffers (here, in the NATS server, in workers), and beats
@@ -47,8 +64,11 @@ type Gateway struct {
 	// inbox is the prefix of the reply subjects of event batches; the client
 	// id follows it, so even a no-responders status names its client.
 	inbox string
-	// eventsSubject is where event batches go (g.subj.Events()).
+	// eventsSubject is where event batches go (g.subj.Events()), unless
+	// their client sticks to a worker (client.direct).
 	eventsSubject string
+	// directPrefix is g.subj.WorkerEvents("").
+	directPrefix string
 
 	nextSeq atomic.Uint64
 	running atomic.Bool
@@ -66,6 +86,8 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiting map[*client]struct{}
 
+	// auth is nil when every connection is trusted at once (auth.go).
+	auth     *auth
 	fan      fanout
 	win      window
 	presence presence
@@ -84,7 +106,7 @@ type Gateway struct {
 
 type stats struct {
 	accepted     atomic.Uint64
-	closed       [bus.CloseRateLimited + 1]atomic.Uint64
+	closed       [bus.NumCloseReasons]atomic.Uint64
 	bytesIn      atomic.Uint64
 	bytesOut     atomic.Uint64
 	messagesIn   atomic.Uint64
@@ -99,6 +121,7 @@ type stats struct {
 
 // New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
 func New(cfg Config) (*Gateway, error) {
+	autoSendQueue := cfg.SendQueueLimit == 0
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -107,8 +130,14 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	a, err := newAuth(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
 	return &Gateway{
 		cfg:           cfg,
+		autoSendQueue: autoSendQueue,
+		auth:          a,
 		warns:         ratelog.Limiter{Burst: 10},
 		log:           cfg.Logger.With("gateway_id", cfg.ID),
 		bus:           cfg.Bus,
@@ -117,11 +146,33 @@ func New(cfg Config) (*Gateway, error) {
 		reg:           newRegistry(),
 		inbox:         cfg.Bus.NewInbox() + ".",
 		eventsSubject: subj.Events(),
+		directPrefix:  subj.WorkerEvents(""),
 		ready:         make(chan struct{}),
 		subs:          newSubscriptions(),
 		win:           window{limit: cfg.MaxBatchesInFlight},
 		waiting:       map[*client]struct{}{},
 	}, nil
+}
+
+// checkMaxPayload refuses to start when the largest client message cannot
+// reach workers: its batch would exceed the NATS server's max payload, and
+// every client sending one would be closed (bus.CloseMessageTooLarge)
+// although the gateway accepted it. It also raises a defaulted
+// SendQueueLimit to the max payload, the largest push there can be. It runs
+// before any goroutine reads g.cfg.
+func (g *Gateway) checkMaxPayload() error {
+	limit := g.bus.MaxPayload()
+	if limit <= 0 {
+		return nil // not known: the server did not say
+	}
+	if need := int64(g.cfg.MaxMessageSize) + EnvelopeOverhead; need > limit {
+		return fmt.Errorf("%w: a message of MaxMessageSize %d bytes (--max-message-size) plus %d bytes of envelope needs %d, but the NATS server's max_payload is %d: raise max_payload to at least %d (gatewayworker run or nats: --nats-max-payload; nats-server: max_payload) or lower MaxMessageSize to at most %d",
+			ErrMaxPayload, g.cfg.MaxMessageSize, EnvelopeOverhead, need, limit, need, max(0, limit-EnvelopeOverhead))
+	}
+	if g.autoSendQueue && limit > int64(g.cfg.SendQueueLimit) {
+		g.cfg.SendQueueLimit = int(limit)
+	}
+	return nil
 }
 
 // Stats is a snapshot of a gateway's counters, for metrics.
@@ -154,6 +205,11 @@ type Stats struct {
 	// PushesDropped counts pushes, one per client, dropped because the
 	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
 	PushesDropped uint64
+	// AuthFailures counts clients refused by Config.Auth, by cause:
+	// "missing", "malformed", "invalid" (signature, algorithm, key),
+	// "expired", "not_yet_valid", "claims", "rejected" (by a worker),
+	// "timeout". Nil without Config.Auth.
+	AuthFailures map[string]uint64
 }
 
 // Stats returns the gateway's counters now.
@@ -174,6 +230,7 @@ func (g *Gateway) Stats() Stats {
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
 		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
+		AuthFailures: g.authFailures(),
 	}
 }
 
@@ -199,6 +256,9 @@ func (g *Gateway) TCPAddr() string {
 func (g *Gateway) Run(ctx context.Context) error {
 	if !g.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
+	}
+	if err := g.checkMaxPayload(); err != nil {
+		return err
 	}
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
@@ -273,8 +333,7 @@ func (g *Gateway) shutdown() {
 	live, _, _, _ := g.reg.counts()
 	g.log.Info("gateway stopping", "clients", live)
 	for _, c := range g.reg.liveClients(nil) {
-		c.setReason(bus.CloseGatewayShutdown)
-		c.t.close(nil)
+		c.end(bus.CloseGatewayShutdown, nil)
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
@@ -373,8 +432,17 @@ func unsubscribeAll(subs []*bus.Subscription) {
 // newClient returns a client with a fresh id, registered, or nil when the
 // gateway is full or stopping.
 func (g *Gateway) newClient(addr string, t transport) *client {
+	c, _ := g.admit(addr, t)
+	return c
+}
+
+// admit returns a client with a fresh id, registered, or nil and why
+// (CloseGatewayShutdown, CloseServerFull) when the gateway is stopping or
+// full; a refusal counts as a close for that reason in Stats.Closed.
+func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 	if g.stopping.Load() {
-		return nil
+		g.stats.closed[bus.CloseGatewayShutdown].Add(1)
+		return nil, bus.CloseGatewayShutdown
 	}
 	seq := g.nextSeq.Add(1)
 	// The id is the tail of the batches' reply subject: one string for both.
@@ -385,13 +453,16 @@ func (g *Gateway) newClient(addr string, t transport) *client {
 		addr:  addr,
 		t:     t,
 		shard: uint8(seq % fanoutShards),
+		// Until its token came or a worker accepted it (auth.go).
+		unaccepted: g.auth != nil,
 	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
-		return nil
+		g.stats.closed[bus.CloseServerFull].Add(1)
+		return nil, bus.CloseServerFull
 	}
 	g.stats.accepted.Add(1)
-	return c
+	return c, bus.CloseUnknown
 }
 
 // onSocketClosed ends c's memberships and queues its close event.
@@ -400,6 +471,9 @@ func (g *Gateway) onSocketClosed(c *client) {
 	groups, uid, ok := g.reg.detach(c)
 	if !ok {
 		return
+	}
+	if g.auth != nil {
+		stopAuthTimer(c)
 	}
 	if r := c.closeReason(); int(r) < len(g.stats.closed) {
 		g.stats.closed[r].Add(1)
@@ -425,6 +499,9 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 	}
 	g.stats.messagesIn.Add(1)
 	g.stats.bytesIn.Add(uint64(len(msg)))
+	if g.auth != nil && g.auth.tokens != nil && (c.awaiting.Load() || isTokenMessage(msg)) {
+		return g.onTokenInput(c, msg) // never forwarded
+	}
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: msg})
 	return true
 }
@@ -433,11 +510,25 @@ func (g *Gateway) onInput(c *client, msg []byte) bool {
 // flight, else queues them. What they point to is borrowed (nbio reuses
 // message buffers, and a handshake's headers go with its request): it is
 // copied only when the events have to wait.
-func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
+func (g *Gateway) pushEvent(c *client, evs ...bus.Event) { g.push(c, false, evs) }
+
+// push is pushEvent. While c is holding (auth.go: its connect events wait
+// for its token, then for the subscriptions the token gave it), events are
+// held in c.held, in order; release sends them, evs after them, and ends
+// the holding, under one lock so that nothing overtakes them.
+func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
 		return
+	}
+	if release {
+		if !c.holding {
+			c.mu.Unlock()
+			return
+		}
+		evs = append(c.held, evs...)
+		c.held, c.heldBytes, c.holding = nil, 0, false
 	}
 	announce := false
 	size := 0
@@ -457,15 +548,28 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 		}
 		size += eventSize(ev)
 	}
+	if c.holding {
+		if int(c.heldBytes)+size > g.cfg.MaxPendingEventBytes {
+			c.mu.Unlock()
+			c.end(bus.CloseEventQueueFull, nil)
+			return
+		}
+		for _, ev := range evs {
+			c.held = append(c.held, owned(ev))
+		}
+		c.heldBytes += int32(size)
+		c.mu.Unlock()
+		return
+	}
 	if !c.ended && int(c.queued)+size > g.cfg.MaxPendingEventBytes {
 		c.mu.Unlock()
 		g.warnRateLimited("client closed: events wait for workers past MaxPendingEventBytes", "client_id", c.id)
-		c.setReason(bus.CloseEventQueueFull)
-		c.t.close(nil)
+		c.end(bus.CloseEventQueueFull, nil)
 		return
 	}
 	var batch []byte
 	unsendable := false
+	subject := g.batchSubjectLocked(c)
 	if c.inflight == nil && len(c.queue) == 0 && g.win.take(c) {
 		batch = g.startBatchLocked(c, evs, time.Now())
 		unsendable = batch == nil
@@ -494,7 +598,7 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) {
 	}
 	switch {
 	case batch != nil:
-		g.sendBatch(c, batch)
+		g.sendBatch(c, subject, batch)
 	case unsendable && ended: // its close event: nothing more can go
 		g.log.Error("close event dropped: larger than NATS's max payload", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
 		g.reg.remove(c)
@@ -573,13 +677,33 @@ func (g *Gateway) startBatchLocked(c *client, events []bus.Event, now time.Time)
 // cannot fit a NATS message.
 func (g *Gateway) closeUnsendable(c *client) {
 	g.warnRateLimited("client closed: its events do not fit a NATS message", "client_id", c.id, "nats_max_payload", g.bus.MaxPayload())
-	c.setReason(bus.CloseMessageTooLarge)
-	c.t.close(nil)
+	c.end(bus.CloseMessageTooLarge, nil)
 }
 
-func (g *Gateway) sendBatch(c *client, data []byte) {
+// batchSubjectLocked is where c's next batch goes: its sticky worker's
+// subject, or the queue group's. c.mu must be held.
+func (g *Gateway) batchSubjectLocked(c *client) string {
+	if c.direct != "" {
+		return c.direct
+	}
+	return g.eventsSubject
+}
+
+// stickLocked records the worker that acknowledged c's batch: a sticky
+// worker's id sends c's next batches to that worker alone, none (or one
+// that is not a plain subject token) to the queue group. c.mu must be held.
+func (g *Gateway) stickLocked(c *client, worker string) {
+	switch {
+	case worker == "" || !bus.ValidWorkerID(worker):
+		c.direct = ""
+	case len(c.direct) != len(g.directPrefix)+len(worker) || c.direct[len(g.directPrefix):] != worker:
+		c.direct = g.directPrefix + worker
+	}
+}
+
+func (g *Gateway) sendBatch(c *client, subject string, data []byte) {
 	g.stats.batchesSent.Add(1)
-	if err := g.bus.PublishRequest(g.eventsSubject, c.reply, data); err != nil {
+	if err := g.bus.PublishRequest(subject, c.reply, data); err != nil {
 		// The sweeper sends it again when the ack does not come.
 		g.warnRateLimited("event batch not published", "client_id", c.id, "err", err)
 	}
@@ -599,6 +723,17 @@ func (g *Gateway) onAck(m bus.Msg) {
 	now := time.Now()
 	if m.NoResponders {
 		c.mu.Lock()
+		if c.direct != "" {
+			// Its sticky worker stopped or died: the batch goes to the queue
+			// group at the next sweep, marked resent like any copy sent
+			// again, so it runs only where its gateway grants it.
+			c.direct = ""
+			if c.inflight != nil {
+				c.deadline = now.UnixNano()
+			}
+			c.mu.Unlock()
+			return
+		}
 		if c.inflight != nil {
 			c.deadline = now.Add(g.cfg.NoWorkerRetry).UnixNano()
 		}
@@ -634,6 +769,7 @@ func (g *Gateway) onAck(m bus.Msg) {
 			c.session = ack.Session
 		}
 	}
+	g.stickLocked(c, ack.Worker)
 	c.inflight = nil
 	// The next batch waits in line with the other clients' (window.go).
 	g.win.release(c, len(c.queue) > 0)
@@ -727,12 +863,16 @@ func (g *Gateway) sweep(now time.Time) {
 		data := c.inflight
 		c.claimed = false
 		c.deadline = now.Add(g.cfg.AckTimeout).UnixNano()
+		// Its sticky worker, if any, did not answer in time: the queue
+		// group takes the client, and the worker that runs the batch next
+		// keeps it (its ack names it).
+		c.direct = ""
 		c.mu.Unlock()
 		g.stats.batchResends.Add(1)
 		if g.log.Enabled(context.Background(), slog.LevelDebug) {
 			g.log.Debug("event batch resent", "client_id", c.id)
 		}
-		g.sendBatch(c, data)
+		g.sendBatch(c, g.eventsSubject, data)
 	}
 }
 
@@ -776,8 +916,7 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 			"nats_loss_timeout", g.cfg.NATSLossTimeout, "clients", len(clients))
 	}
 	for _, c := range clients {
-		c.setReason(bus.CloseGatewayLost)
-		c.t.close(nil)
+		c.end(bus.CloseGatewayLost, nil)
 	}
 }
 
@@ -799,16 +938,15 @@ func (g *Gateway) onOwnBeat(m bus.Msg) {
 // heartbeat runs every PingInterval, with GatewayWorker's semantics.
 func (g *Gateway) heartbeat() {
 	limit := int32(g.cfg.PingNotResponseLimit)
-	pingText := isText(g.cfg.PingData)
+	ping := newFraming(g.cfg.PingData, bus.FrameDefault, g.cfg.WebSocketType)
 	for _, c := range g.reg.liveClients(nil) {
 		n := c.silent.Add(1)
 		if limit > 0 && n > limit {
-			c.setReason(bus.CloseHeartbeatTimeout)
-			c.t.close(nil)
+			c.end(bus.CloseHeartbeatTimeout, nil)
 			continue
 		}
 		if len(g.cfg.PingData) > 0 {
-			_ = c.t.send(g.cfg.PingData, pingText)
+			_ = c.t.send(g.cfg.PingData, ping.text(c))
 		} else {
 			c.t.ping()
 		}

@@ -10,7 +10,7 @@ import (
 // and those they are done with (close event acknowledged), and reports them
 // on bus.Subjects.Presence every sweep. Workers keep the list, so when this
 // gateway dies without a word they can still tell its clients' handlers
-// (ARCHITECTURE.md G5). Lock order: presence.mu before registry.mu and
+// (docs/architecture.md, G5). Lock order: presence.mu before registry.mu and
 // client.mu; nothing holds client.mu while calling presence.
 type presence struct {
 	mu             sync.Mutex

@@ -22,7 +22,7 @@ func (nopTransport) appendFrame(dst, _ []byte, _ bool) ([]byte, bool) { return d
 func (nopTransport) writeFrames([]byte) error                         { return nil }
 func (nopTransport) ping()                                            {}
 func (nopTransport) queued() int                                      { return 0 }
-func (nopTransport) close([]byte)                                     {}
+func (nopTransport) close([]byte, bus.CloseReason)                    {}
 
 // runWithClients runs a real gateway on e holding n registered clients
 // (half of them in group "big", each bound to uid "u<i%100>").

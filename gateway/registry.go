@@ -11,6 +11,10 @@ var (
 	ErrClientNotFound = errors.New("gateway: client not found")
 	// ErrTooManyGroups means a client is already in MaxGroupsPerClient groups.
 	ErrTooManyGroups = errors.New("gateway: too many groups for one client")
+	// ErrPending means the client is not accepted yet (a pending
+	// connection, or one whose token has not come): it can join no group
+	// and be bound to no uid until then.
+	ErrPending = errors.New("gateway: client not accepted yet: accept it first")
 )
 
 // registry indexes this gateway's clients, groups and uids. It does no I/O
@@ -93,12 +97,31 @@ func (r *registry) remove(c *client) {
 	}
 }
 
+// accept ends c's unaccepted state; it reports whether c was unaccepted.
+func (r *registry) accept(c *client) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := c.unaccepted
+	c.unaccepted = false
+	return was
+}
+
+// accepted reports whether c is accepted.
+func (r *registry) accepted(c *client) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return !c.unaccepted
+}
+
 // join adds c to group; first reports that c is the group's first member here.
 func (r *registry) join(c *client, group string, maxGroups int) (first bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c.detached {
 		return false, ErrClientNotFound
+	}
+	if c.unaccepted {
+		return false, ErrPending
 	}
 	if _, ok := c.groups[group]; ok {
 		return false, nil
@@ -144,6 +167,9 @@ func (r *registry) bind(c *client, uid string) (first bool, lost string, err err
 	defer r.mu.Unlock()
 	if c.detached {
 		return false, "", ErrClientNotFound
+	}
+	if c.unaccepted {
+		return false, "", ErrPending
 	}
 	if c.uid == uid {
 		return false, "", nil
@@ -221,6 +247,19 @@ func (r *registry) liveClients(dst []*client) []*client {
 	defer r.mu.RUnlock()
 	for _, c := range r.clients {
 		if !c.detached {
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// acceptedClients appends every accepted client with an open socket to
+// dst: those a broadcast reaches.
+func (r *registry) acceptedClients(dst []*client) []*client {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.clients {
+		if !c.detached && !c.unaccepted {
 			dst = append(dst, c)
 		}
 	}

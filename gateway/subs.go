@@ -53,6 +53,8 @@ type waitingReply struct {
 	subject string // the subscription the answer waits for
 	inbox   string // where the answer goes
 	rep     bus.Reply
+	// then, if set, runs instead of an answer (see afterSubscribed).
+	then func()
 }
 
 func newSubscriptions() subscriptions {
@@ -102,6 +104,24 @@ func (g *Gateway) replyWhenSubscribed(subject, inbox string, rep bus.Reply) {
 	s.signal()
 }
 
+// afterSubscribed runs then, on the syncer, once every subscription marked
+// so far (syncGroupSub, syncUIDSub) is confirmed: the syncer takes the
+// marks before the waiting work, so the round that runs then has made,
+// or a round before it made, each of them. Past maxWaitingReplies it runs
+// then at once.
+func (g *Gateway) afterSubscribed(then func()) {
+	s := &g.subs
+	s.mu.Lock()
+	if len(s.waiting) >= maxWaitingReplies {
+		s.mu.Unlock()
+		then()
+		return
+	}
+	s.waiting = append(s.waiting, waitingReply{then: then})
+	s.mu.Unlock()
+	s.signal()
+}
+
 // syncSubs is the syncer: it runs until ctx ends.
 func (g *Gateway) syncSubs(ctx context.Context) {
 	for {
@@ -147,6 +167,10 @@ func (g *Gateway) syncOnce(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, w := range waiting {
+		if w.then != nil {
+			w.then()
+			continue
+		}
 		rep := w.rep
 		if err := failed[w.subject]; err != nil {
 			rep = bus.Reply{Code: bus.ReplyBadRequest, Message: err.Error()}

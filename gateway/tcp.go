@@ -50,7 +50,9 @@ func (t *tcpTransport) writeFrames(frames []byte) error {
 
 func (t *tcpTransport) ping() {}
 
-func (t *tcpTransport) close(last []byte) {
+// close sends last and closes: the text and frame protocols have no close
+// message, so the client sees only the socket close (docs/clients.md).
+func (t *tcpTransport) close(last []byte, _ bus.CloseReason) {
 	if len(last) > 0 {
 		_ = t.send(last, false)
 	}
@@ -106,7 +108,7 @@ func (g *Gateway) tcpHandlers(e *nbio.Engine, codec protocol.Codec) {
 			return
 		}
 		conn.SetSession(c)
-		g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+		g.startClient(c, "", bus.Event{Kind: bus.EventConnect})
 	})
 	// OnData runs on the poller goroutine, and data is the poller's buffer:
 	// everything kept is copied.

@@ -379,7 +379,7 @@ func (g *Gateway) serveTLSTCP(s *tlsSession, codec protocol.Codec) {
 		_ = s.nbc.Close()
 		return
 	}
-	g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
+	g.startClient(c, "", bus.Event{Kind: bus.EventConnect})
 	s.goLive(func(data []byte) error {
 		g.onTCPData(s.nbc, c, t, data)
 		return nil

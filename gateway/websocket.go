@@ -44,11 +44,17 @@ type wsTransport struct {
 }
 
 // Parse checks data's frame headers, then hands data to nbio's parser. A
-// frame that breaks RFC 6455 gets close code 1002, and its error closes the
-// connection (nbio then calls CloseAndClean with it).
+// frame that breaks RFC 6455 gets close code 1002, a message over
+// MaxMessageSize 4503, and the error closes the connection (nbio then
+// calls CloseAndClean with it).
 func (t *wsTransport) Parse(data []byte) error {
 	if err := t.guard.scan(data); err != nil {
-		_ = t.c.WriteClose(1002, err.Error())
+		if errors.Is(err, errMessageTooLarge) {
+			r := bus.CloseMessageTooLarge
+			_ = t.c.WriteClose(r.WSCode(), r.WSText())
+		} else {
+			_ = t.c.WriteClose(1002, err.Error())
+		}
 		return err
 	}
 	return t.c.Parse(data)
@@ -99,11 +105,11 @@ func (t *wsTransport) writeFrames(frames []byte) error {
 
 func (t *wsTransport) ping() { _ = t.c.WriteMessage(websocket.PingMessage, nil) }
 
-func (t *wsTransport) close(last []byte) {
+func (t *wsTransport) close(last []byte, r bus.CloseReason) {
 	if len(last) > 0 {
 		_ = t.send(last, isText(last))
 	}
-	_ = t.c.WriteClose(1000, "")
+	_ = t.c.WriteClose(r.WSCode(), r.WSText())
 	_ = t.c.Close()
 }
 
@@ -126,7 +132,7 @@ func (g *Gateway) listenWebSocket() error {
 		// data goes back to nbio's pool when this returns
 		// (ReleaseWebsocketPayload): onInput copies what it keeps.
 		if !g.onInput(c, data) {
-			_ = conn.Close()
+			c.t.close(nil, c.closeReason()) // onInput recorded why
 		}
 	})
 	up.SetPingHandler(func(conn *websocket.Conn, data string) {
@@ -175,7 +181,7 @@ func (g *Gateway) listenWebSocket() error {
 		if s, ok := nc.Session().(*tlsSession); ok {
 			q = &s.sent
 		}
-		t := &wsTransport{sendQueue: q, c: conn, guard: frameGuard{deflate: g.offersDeflate(r)}}
+		t := &wsTransport{sendQueue: q, c: conn, guard: frameGuard{deflate: g.offersDeflate(r), limit: uint64(g.cfg.MaxMessageSize)}}
 		// From now on t parses the client's input. The upgrade runs inside
 		// the parse of the request, on the goroutine that handles the
 		// connection's input one read at a time (a poller, or a wss://
@@ -202,15 +208,21 @@ func (g *Gateway) listenWebSocket() error {
 			_ = conn.Close()
 			return
 		}
-		c := g.newClient(g.clientAddr(r), t)
+		c, refused := g.admit(g.clientAddr(r), t)
 		if c == nil {
-			_ = conn.WriteClose(1013, "try again later")
-			_ = conn.Close()
+			// After the upgrade, so that the client reads why: an HTTP
+			// status is all a browser's WebSocket shows of a refused
+			// upgrade, and it cannot tell the page.
+			t.close(nil, refused)
 			return
 		}
 		conn.SetSession(c)
+		token := ""
+		if g.auth != nil && g.auth.tokens != nil {
+			token = tokenOfRequest(r)
+		}
 		// One batch for both: one NATS round trip per connection, not two.
-		g.pushEvent(c, bus.Event{Kind: bus.EventConnect}, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
+		g.startClient(c, token, bus.Event{Kind: bus.EventConnect}, bus.Event{Kind: bus.EventWebSocketConnect, WS: &bus.WebSocketInfo{
 			Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header,
 		}})
 	})
@@ -357,7 +369,7 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseEventQueueFull
 	case errors.Is(err, errTLSProtocol):
 		return bus.CloseProtocolError
-	case errors.Is(err, websocket.ErrMessageTooLarge):
+	case errors.Is(err, websocket.ErrMessageTooLarge), errors.Is(err, errMessageTooLarge):
 		return bus.CloseMessageTooLarge
 	case errors.Is(err, errFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
 		return bus.CloseProtocolError

@@ -88,6 +88,7 @@ func (g *Gateway) grantSlots() {
 		if c.inflight == nil {
 			batch, dropped = g.nextBatchLocked(c, time.Now())
 		}
+		subject := g.batchSubjectLocked(c)
 		// Its events that cannot fit a NATS message were dropped: an ended
 		// client has nothing more to send, another is closed.
 		finished := batch == nil && c.inflight == nil && c.ended && !c.finished
@@ -98,7 +99,7 @@ func (g *Gateway) grantSlots() {
 		}
 		c.mu.Unlock()
 		if batch != nil {
-			g.sendBatch(c, batch)
+			g.sendBatch(c, subject, batch)
 		}
 		switch {
 		case finished:

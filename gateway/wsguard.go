@@ -20,6 +20,11 @@ var (
 	// errFrameProtocol means a client frame broke RFC 6455 §5: the gateway
 	// answered with close code 1002; workers hear bus.CloseProtocolError.
 	errFrameProtocol = errors.New("gateway: websocket frame breaks RFC 6455")
+	// errMessageTooLarge means a client's uncompressed message passed
+	// MaxMessageSize, as its frame headers said: the gateway answered
+	// with close code 4503 (bus.CloseMessageTooLarge), before the payload
+	// came.
+	errMessageTooLarge = errors.New("gateway: websocket message over MaxMessageSize")
 	// errHeaderTooLarge means an upgrade request's head passed
 	// MaxHeaderBytes or MaxHeaderCount: the gateway answered 431.
 	errHeaderTooLarge = errors.New("gateway: request header fields too large")
@@ -66,6 +71,13 @@ type frameGuard struct {
 	// deflate is set when permessage-deflate was negotiated: RSV1 then
 	// marks a compressed message.
 	deflate bool
+	// compressed is set inside a compressed message: its frames say
+	// nothing of its size, which nbio checks once inflated (close code
+	// 1009, its own).
+	compressed bool
+	// limit is MaxMessageSize; message counts the current data message's
+	// payload bytes so far.
+	limit, message uint64
 }
 
 // headerLen is the length of a masked client frame header whose second
@@ -144,6 +156,10 @@ func (f *frameGuard) check(h []byte) error {
 			return errReservedBits
 		}
 		f.fragmented = !fin
+		f.message += length
+		if f.limit > 0 && f.message > f.limit && !f.compressed {
+			return errMessageTooLarge
+		}
 	case 0x1, 0x2: // text, binary
 		if f.fragmented {
 			return errUnfinished
@@ -152,6 +168,10 @@ func (f *frameGuard) check(h []byte) error {
 			return errReservedBits
 		}
 		f.fragmented = !fin
+		f.message, f.compressed = length, rsv != 0
+		if f.limit > 0 && f.message > f.limit && !f.compressed {
+			return errMessageTooLarge
+		}
 	case 0x8, 0x9, 0xa: // close, ping, pong
 		switch {
 		case !fin:

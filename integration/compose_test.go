@@ -67,7 +67,7 @@ func TestCompose(t *testing.T) {
 	if exec.Command("docker", "info").Run() != nil {
 		t.Skip("no working Docker engine")
 	}
-	// Not compose.yaml's defaults: a stack left up from the README's
+	// Not compose.yaml's defaults: a stack left up from docs/operations.md's
 	// `docker-compose up -d` keeps its ports and network, and so does this one.
 	const gwNet = "172.28.6"
 	t.Setenv("GWSTACK_NET", gwNet)

@@ -249,11 +249,18 @@ func apiClient(t *testing.T, urls []string, cfg api.Config) *api.Client {
 // disconnected, the events it held are handled again by the other worker
 // (at-least-once: duplicates only for the batches it was running), and
 // echoes resume within 2 s.
-func TestG2WorkerKilled(t *testing.T) {
+func TestG2WorkerKilled(t *testing.T) { testWorkerKilled(t) }
+
+// TestG2StickyWorkerKilled is TestG2WorkerKilled with sticky workers: the
+// dead worker's clients, whose batches went to its own subject, move to
+// the other one.
+func TestG2StickyWorkerKilled(t *testing.T) { testWorkerKilled(t, "--sticky") }
+
+func testWorkerKilled(t *testing.T, flags ...string) {
 	urls, _ := natsCluster(t, 1)
 	_, ws := startGateway(t, urls[0])
-	a := startTier(t, "worker-a", "worker", "--nats", urls[0], "--app", "bench")
-	startTier(t, "worker-b", "worker", "--nats", urls[0], "--app", "bench")
+	a := startTier(t, "worker-a", append([]string{"worker", "--nats", urls[0], "--app", "bench"}, flags...)...)
+	startTier(t, "worker-b", append([]string{"worker", "--nats", urls[0], "--app", "bench"}, flags...)...)
 	l := startLoad(t, ws, 20, 5*time.Millisecond)
 	time.Sleep(time.Second) // load before the kill
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGKILL))
@@ -267,18 +274,26 @@ func TestG2WorkerKilled(t *testing.T) {
 // TestG3RollingRestart: every worker stopped with SIGTERM and replaced,
 // one by one, under load: nothing lost, nothing duplicated, nobody
 // disconnected.
-func TestG3RollingRestart(t *testing.T) {
+func TestG3RollingRestart(t *testing.T) { testRollingRestart(t) }
+
+// TestG3StickyRollingRestart is TestG3RollingRestart with sticky workers:
+// a draining worker's clients go back to the queue group, to stick to the
+// next worker that takes them.
+func TestG3StickyRollingRestart(t *testing.T) { testRollingRestart(t, "--sticky") }
+
+func testRollingRestart(t *testing.T, flags ...string) {
 	urls, _ := natsCluster(t, 1)
 	_, ws := startGateway(t, urls[0])
+	args := append([]string{"worker", "--nats", urls[0], "--app", "bench"}, flags...)
 	workers := []*proc{
-		startTier(t, "worker-a", "worker", "--nats", urls[0], "--app", "bench"),
-		startTier(t, "worker-b", "worker", "--nats", urls[0], "--app", "bench"),
+		startTier(t, "worker-a", args...),
+		startTier(t, "worker-b", args...),
 	}
 	l := startLoad(t, ws, 20, 5*time.Millisecond)
 	for i, w := range workers {
 		time.Sleep(500 * time.Millisecond)
 		require.NoError(t, w.stop(t), "SIGTERM drains and exits cleanly")
-		startTier(t, fmt.Sprintf("worker-%d-new", i), "worker", "--nats", urls[0], "--app", "bench")
+		startTier(t, fmt.Sprintf("worker-%d-new", i), args...)
 	}
 	time.Sleep(500 * time.Millisecond)
 	l.finish("G3 rolling restart", false)

@@ -16,18 +16,19 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
 
-// readmeAuthorization is the nats-server authorization block of README.md's
-// Security section, verbatim.
+// readmeAuthorization is the nats-server authorization block of
+// docs/security.md ("Locking NATS down"), verbatim: the configuration the
+// documents recommend.
 func readmeAuthorization(t *testing.T) string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	doc, err := os.ReadFile("../docs/security.md")
 	require.NoError(t, err)
-	m := regexp.MustCompile("(?s)```\n(authorization \\{\n.*?\n\\})\n```").FindSubmatch(readme)
-	require.NotNil(t, m, "README.md has no authorization block")
+	m := regexp.MustCompile("(?s)```\n(authorization \\{\n.*?\n\\})\n```").FindSubmatch(doc)
+	require.NotNil(t, m, "docs/security.md has no authorization block")
 	return string(m[1])
 }
 
-// TestREADMEPermissions runs a nats-server process with README's
+// TestREADMEPermissions runs a nats-server process with docs/security.md's
 // authorization block and a gateway, a worker and an API client as
 // processes of its users, and holds echo clients for 8 s: past the
 // gateway's 2.5 s NATS-loss timeout and the workers' 3.5 s reaper deadline.
@@ -48,7 +49,7 @@ func TestREADMEPermissions(t *testing.T) {
 	gw := start(t, "gateway", "gateway", "--nats", url, "--nats-user", "gateway", "--nats-password", "gw-secret",
 		"--ws", "127.0.0.1:0", "--tcp", "")
 	ws := "ws://" + gw.waitLine(t, `gateway listening.*websocket=(\S+)`) + "/"
-	startTier(t, "worker", "worker", "--nats", url, "--nats-user", "worker", "--nats-password", "wk-secret", "--app", "bench")
+	startTier(t, "worker", "worker", "--nats", url, "--nats-user", "worker", "--nats-password", "wk-secret", "--app", "bench", "--sticky")
 
 	conn, err := bus.Connect(context.Background(), bus.Config{URLs: []string{url}, User: "webapp", Password: "web-secret",
 		InboxPrefix: bus.Subjects{}.Inbox(bus.RoleAPI)})

@@ -252,13 +252,22 @@ func TestPHPWorkerSIGTERMDrains(t *testing.T) {
 // it runs once, and meanwhile the other process serves the other clients,
 // including the batches that the sleeping process had taken (their
 // gateway sends them again, and the other process claims them).
-func TestPHPWorkerBlockingHandler(t *testing.T) {
+func TestPHPWorkerBlockingHandler(t *testing.T) { testPHPBlockingHandler(t) }
+
+// TestPHPStickyWorkerBlockingHandler is TestPHPWorkerBlockingHandler with
+// $sticky: the clients that stick to the sleeping process move to the
+// other one (their batches, sent to the sleeper's own subject, are resent
+// to the queue group after AckTimeout), and the sleeper's stale copies do
+// not run when it wakes.
+func TestPHPStickyWorkerBlockingHandler(t *testing.T) { testPHPBlockingHandler(t, "STICKY=1") }
+
+func testPHPBlockingHandler(t *testing.T, env ...string) {
 	phpProgram(t) // before any process starts
 	t.Parallel()  // mostly waiting: overlaps the other tests
 	n := startNATS(t)
 	_, ws := startGateway(t, n.url())
 	log := newProbeLog(t)
-	phpWorker(t, n.url(), "tests/workers/probe.php", 2, "GATEWAYWORKER_PROBE_LOG="+log.path)
+	phpWorker(t, n.url(), "tests/workers/probe.php", 2, append(env, "GATEWAYWORKER_PROBE_LOG="+log.path)...)
 
 	sleeper := &numberedClient{conn: dialWS(t, ws)}
 	go sleeper.read()

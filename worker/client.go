@@ -59,6 +59,17 @@ func (c *Client) sessionUpdate() (data []byte, changed bool, err error) {
 	return b, !bytes.Equal(b, c.rawSession), nil
 }
 
+// WithFrame returns a copy of c whose pushes go to WebSocket clients in
+// frames of type f (see api.Client.WithFrame):
+// c.WithFrame(api.FrameBinary).SendToCurrentClient(ctx, msgpackBytes).
+// The copy shares c's session.
+func (c *Client) WithFrame(f api.Frame) *Client {
+	c.Session() // decoded now, so that both hold the same map
+	v := *c
+	v.Client = c.Client.WithFrame(f)
+	return &v
+}
+
 // SendToCurrentClient sends data to this client without waiting for its
 // gateway: messages sent so reach the client in the order they were sent.
 func (c *Client) SendToCurrentClient(ctx context.Context, data []byte) error {

@@ -40,7 +40,7 @@ const reapSeq = math.MaxUint64 - 1
 
 // reaper gives workers GatewayWorker's missing guarantee: when a gateway
 // dies without a word, the handlers still hear of each of its clients'
-// close (ARCHITECTURE.md G5). Every worker follows every gateway's presence
+// close (docs/architecture.md, G5). Every worker follows every gateway's presence
 // reports (bus.Presence), so each knows every gateway's clients; the worker
 // with the smallest id among the live ones sends their close events
 // (reason bus.CloseGatewayLost) to the worker queue group. The decisions

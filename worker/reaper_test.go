@@ -69,7 +69,7 @@ func startGatewayWithClients(t *testing.T, e *bus.Embedded, gwBus *bus.Conn, n i
 
 // TestGatewayLostClientsGetOnClose: a gateway that vanishes (its NATS
 // connection gone, no goodbye) still gets each of its clients an OnClose,
-// exactly once across two workers, within 5 s (ARCHITECTURE.md G5).
+// exactly once across two workers, within 5 s (docs/architecture.md, G5).
 func TestGatewayLostClientsGetOnClose(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}

@@ -52,7 +52,7 @@ func TestRolePermissions(t *testing.T) {
 	}})
 
 	rec := newRecorder()
-	workertest.Start(t, e, worker.Config{Handlers: rec.handlers(),
+	workertest.Start(t, e, worker.Config{Handlers: rec.handlers(), Sticky: true, // its own events subject too
 		Bus: bustest.Connect(t, e, bus.Config{NKeySeedFile: seedFile, InboxPrefix: subj.Inbox(bus.RoleWorker)})})
 	gw := gatewaytest.Start(t, e, gateway.Config{Bus: bustest.Connect(t, e, bus.Config{User: "gw", Password: "gw-pw", InboxPrefix: subj.Inbox(bus.RoleGateway)})})
 	web, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{User: "web", Password: "web-pw", InboxPrefix: subj.Inbox(bus.RoleAPI)})})

@@ -33,7 +33,7 @@ var ErrAlreadyRunning = errors.New("worker: already running")
 // MessageEvent is a message a client sent.
 type MessageEvent struct {
 	// Data is the message; the handler may keep it. It shares memory with
-	// the event batch it came in (up to gateway.MaxBatchBytes): to keep a
+	// the event batch it came in (which may hold other events): to keep a
 	// few bytes of it for long, copy them.
 	Data []byte
 }
@@ -108,6 +108,17 @@ type Config struct {
 	// language and do not reap (the PHP BusinessWorker). Handlers are then
 	// not needed, and not called.
 	ReapOnly bool
+	// Sticky keeps each client's events on the worker process that ran
+	// its last batch, as GatewayWorker's routerBind did, so state kept in
+	// memory per client (or per room of clients) stays where it is
+	// needed. The worker also listens on its own subject
+	// (bus.Subjects.WorkerEvents of its id), and its acks name it
+	// (bus.Ack.Worker): the gateway then sends that client's batches
+	// there. When the worker stops or dies, or does not acknowledge in
+	// time, the gateway falls back to the queue group and the client
+	// sticks to the worker that takes it next: order and at-least-once
+	// hold as without it. Default false: any worker takes any batch.
+	Sticky bool
 }
 
 // Worker runs handlers for client events.
@@ -135,6 +146,9 @@ type Worker struct {
 
 	handled  atomic.Uint64
 	inFlight atomic.Int64
+	// unstuck is set when a sticky worker starts draining: its acks stop
+	// naming it, so its clients go back to the queue group.
+	unstuck atomic.Bool
 	// errLogs limits handler error logs: clients can cause them at will.
 	errLogs ratelog.Limiter
 	// claimLogs limits the logs of batches not run: forged or unclaimed.
@@ -285,14 +299,32 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	sub := events.sub
-	// After a drain this only waits; otherwise it ends the subscription and
-	// leaves what waits in it to the gateways' resends.
-	defer func() { _ = sub.Unsubscribe(); events.abandon(); events.wait() }()
+	subs := []*bus.Subscription{sub.Subscription}
+	// After a drain this only waits; otherwise it ends the subscriptions
+	// and leaves what waits in them to the gateways' resends.
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+		events.abandon()
+		events.wait()
+	}()
 	w.consumers = []*consumers{events, lostConsumers}
-	if err := w.bus.Flush(ctx); err != nil {
+	if w.cfg.Sticky {
+		// Into the same buffer: the batches of the clients that stick here
+		// run on the same consumers as the queue group's.
+		direct, err := w.bus.SubscribeInto(sub, w.subj.WorkerEvents(w.id))
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		subs = append(subs, direct)
+	}
+	// A refused subscription would leave the worker deaf while it seems
+	// to run (a sticky one's clients would all fall back): fail now.
+	if err := w.bus.CheckSubscriptions(ctx, subs...); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	w.log.Info("worker taking events", "subject", w.subj.Events(), "queue", bus.WorkerQueue)
+	w.log.Info("worker taking events", "subject", w.subj.Events(), "queue", bus.WorkerQueue, "sticky", w.cfg.Sticky)
 	close(w.ready)
 
 	forget := time.NewTicker(10 * time.Second)
@@ -317,7 +349,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker draining", "in_flight", w.inFlight.Load())
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
 	defer cancel()
-	if err := w.drain(drainCtx, sub, events); err != nil {
+	if err := w.drain(drainCtx, subs, events); err != nil {
 		w.log.Warn("worker drain incomplete: handler contexts cancelled", "err", err)
 		events.abandon() // batches not started: their gateways resend them elsewhere
 		cancelHandlers()
@@ -347,17 +379,22 @@ func (w *Worker) reapOnly(ctx context.Context) error {
 // drain stops the subscription, waits until NATS delivered what it had
 // routed here, lets the consumers run it, and waits until every batch was
 // handled and acknowledged.
-func (w *Worker) drain(ctx context.Context, sub *bus.Buffered, events *consumers) error {
-	if err := sub.Drain(); err != nil {
-		return err
+func (w *Worker) drain(ctx context.Context, subs []*bus.Subscription, events *consumers) error {
+	w.unstuck.Store(true)
+	for _, sub := range subs {
+		if err := sub.Drain(); err != nil {
+			return err
+		}
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for !sub.Drained() {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return ctx.Err()
+	for _, sub := range subs {
+		for !sub.Drained() {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 	events.finish()
@@ -463,7 +500,7 @@ func (w *Worker) onBatch(e *queued, now time.Time) {
 }
 
 // forged reports, and logs, a batch that only a forger sends. Workers may
-// publish on the lost-events subject (README, Security), but all that
+// publish on the lost-events subject (docs/security.md), but all that
 // belongs there is a reaper's synthesized close: one close event, numbered
 // reapSeq; and such a close belongs nowhere else.
 func (w *Worker) forged(subject string, b bus.EventBatch) bool {
@@ -520,6 +557,9 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 	}
 
 	ack := bus.Ack{Client: b.Client, Seq: b.Seq, Status: bus.AckDone}
+	if w.cfg.Sticky && !closed && !w.unstuck.Load() {
+		ack.Worker = w.id
+	}
 	if s, changed, err := c.sessionUpdate(); err != nil {
 		w.log.Error("session not saved: not encodable", "client_id", b.Client, "err", err)
 	} else if changed {

@@ -44,7 +44,7 @@ func TestUsageErrorsNameFlags(t *testing.T) {
 		{args: []string{"gateway", "--ping-interval", "10"}, want: "--ping-interval: want a duration", usage: true},
 		{args: []string{"gateway", "--rate-limit", "70000"}, want: "--rate-limit 70000: want 0 to 65534"},
 		{args: []string{"gateway", "--tcp", "127.0.0.1:0", "--tcp-protocol", "json"}, want: `--tcp-protocol "json"`},
-		{args: []string{"gateway", "--max-message-size", "1000000"}, want: "--max-message-size"},
+		{args: []string{"gateway", "--max-message-size", "70000000"}, want: "--max-message-size 70000000: want 0 to 67108352"},
 		{args: []string{"gateway"}, env: "GW_PING_INTERVAL=10", want: `GW_PING_INTERVAL="10": want a duration`},
 		{args: []string{"worker", "--app", "nope"}, want: `--app "nope"`},
 		{args: []string{"fly"}, want: `unknown command "fly"`, usage: true},

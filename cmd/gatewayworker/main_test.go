@@ -168,7 +168,7 @@ func TestRunServesTheChat(t *testing.T) {
 
 	require.NoError(t, bob.WriteJSON(map[string]any{"type": "say", "to_client_id": annID, "to_client_name": "Ann", "content": "psst"}))
 	m = read(ann)
-	require.Equal(t, "psst", m["content"])
+	require.Equal(t, "<b>对你说: </b>psst", m["content"], "workerman-chat's private prefix")
 	require.Equal(t, annID, m["to_client_id"])
 
 	_, _, err = websocket.DefaultDialer.Dial(ws, http.Header{"Origin": {"http://evil.example"}})

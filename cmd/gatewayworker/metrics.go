@@ -18,7 +18,7 @@ import (
 // metrics is one process's Prometheus registry. Gateways and workers keep
 // plain counters; this is the only place that knows Prometheus, so the
 // libraries carry no metrics dependency. The metric names are listed in
-// the README ("Metrics").
+// docs/operations.md ("Metrics").
 type metrics struct {
 	reg      *prometheus.Registry
 	handlers *prometheus.HistogramVec
@@ -83,6 +83,24 @@ func (m *metrics) addGateway(g *gateway.Gateway) {
 	m.counter("gatewayworker_gateway_replies_dropped_total", "JoinGroup and BindUID answers dropped because 65,536 waited for NATS to confirm subscriptions.", stat(func(s gateway.Stats) float64 { return float64(s.RepliesDropped) }))
 	closed := prometheus.NewDesc("gatewayworker_gateway_closed_total", "Closed connections by reason (slow consumer, heartbeat timeout, ...).", []string{"reason"}, nil)
 	m.reg.MustRegister(closedCollector{desc: closed, g: g})
+	if g.Stats().AuthFailures != nil {
+		failed := prometheus.NewDesc("gatewayworker_gateway_auth_failures_total", "Clients refused by authentication, by cause (invalid, expired, missing, rejected, timeout, ...).", []string{"cause"}, nil)
+		m.reg.MustRegister(authCollector{desc: failed, g: g})
+	}
+}
+
+// authCollector exports the refusals of a gateway's authentication by cause.
+type authCollector struct {
+	desc *prometheus.Desc
+	g    *gateway.Gateway
+}
+
+func (c authCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c authCollector) Collect(ch chan<- prometheus.Metric) {
+	for cause, n := range c.g.Stats().AuthFailures {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), cause)
+	}
 }
 
 // closedCollector exports the close counters with a reason label.

@@ -24,12 +24,12 @@ func tokenFileOf(t *testing.T, banner string) string {
 	return m[1]
 }
 
-// TestLobbyBesideRunAppNone runs the README's one-box commands verbatim:
+// TestLobbyBesideRunAppNone runs the README's lobby commands verbatim:
 // `run --app none`, then the README's worker (examples/lobby) with `go run`
 // and the token file: the worker must get every event of every client.
 // Beside `run` with its chat worker, the events were split between the two.
 func TestLobbyBesideRunAppNone(t *testing.T) {
-	lines := readmeBlock(t, "lobby")
+	lines := docBlock(t, "lobby")
 	require.Len(t, lines, 2)
 	natsPort, ws, harness := readmeHarness(t)
 	startReadmeCommand(t, parseReadmeCommand(t, lines[0]), harness)
@@ -112,10 +112,10 @@ func TestNATSCommand(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
-// TestReadmeOneBox runs the README's one-box commands verbatim (nats,
+// TestReadmeOneBox runs docs/operations.md's one-box commands verbatim (nats,
 // gateway, worker as separate commands) and logs in to the chat.
 func TestReadmeOneBox(t *testing.T) {
-	lines := readmeBlock(t, "one box")
+	lines := docBlock(t, "one box")
 	require.Len(t, lines, 3)
 	_, ws, harness := readmeHarness(t)
 	harness["GW_NATS"] = "nats://127.0.0.1:" + harness["GW_NATS_PORT"]

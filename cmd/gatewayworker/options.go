@@ -22,7 +22,7 @@ import (
 // natsFlags say how every tier reaches NATS.
 type natsFlags struct {
 	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
-	embeddedPort                                                    int
+	embeddedPort, embeddedMaxPayload                                int
 	wait                                                            time.Duration
 }
 
@@ -49,6 +49,7 @@ func (n *natsFlags) register(c *cli, embedded bool) {
 func (n *natsFlags) registerEmbedded(c *cli, port bool) {
 	if port {
 		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
+		c.int(&n.embeddedMaxPayload, "nats-max-payload", bus.DefaultMaxPayload, "largest NATS message of the embedded server in bytes (its max_payload, at most 64 MiB): at least --max-message-size plus 512 bytes and the largest session")
 	}
 	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run and nats generate one when no credential is given, and other tiers on this host read it)")
 	c.str(&n.user, "nats-user", "", "user name to authenticate with")
@@ -76,11 +77,54 @@ func (n *natsFlags) config(name string, log *slog.Logger) bus.Config {
 type gatewayFlags struct {
 	id, ws, wsPath, origins, tcp, tcpProtocol, pingData string
 	wsCert, wsKey, tcpCert, tcpKey, proxies, advertise  string
+	wsType                                              string
 	wsCompression                                       bool
 	pingInterval                                        time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
 	maxHeader, maxInFlight                              int
 	rateLimit, gogc                                     int
+	auth                                                authFlags
+}
+
+// authFlags configure gateway.AuthConfig (docs/clients.md, "Tokens").
+type authFlags struct {
+	secretFile, publicKeys, jwks, algs, issuer, audience, groupsClaim string
+	leeway, timeout                                                   time.Duration
+	pending                                                           bool
+}
+
+func (a *authFlags) register(c *cli) {
+	c.group("Client authentication (docs/clients.md)")
+	c.str(&a.secretFile, "jwt-secret-file", "", "file holding the HS256 secret of connection tokens (at least 32 bytes); any --jwt-* key makes tokens required")
+	c.str(&a.publicKeys, "jwt-public-key", "", "PEM public key or certificate files of connection tokens, comma-separated: RSA (RS256), EC P-256 (ES256), Ed25519 (EdDSA)")
+	c.str(&a.jwks, "jwt-jwks", "", "JSON Web Key Set file of the public keys of connection tokens")
+	c.str(&a.algs, "jwt-alg", "", "token algorithms accepted, comma-separated (HS256, RS256, ES256, EdDSA); empty: those of the keys given")
+	c.str(&a.issuer, "jwt-issuer", "", "required iss of connection tokens; empty: not checked")
+	c.str(&a.audience, "jwt-audience", "", "required aud of connection tokens; empty: not checked")
+	c.str(&a.groupsClaim, "jwt-groups-claim", gateway.DefaultGroupsClaim, "token claim listing the groups a client joins")
+	c.dur(&a.leeway, "jwt-leeway", 0, "clock skew allowed on a token's exp and nbf")
+	c.boolean(&a.pending, "auth-pending", false, "new connections are pending until a worker accepts or rejects them (excludes --jwt-* keys)")
+	c.dur(&a.timeout, "auth-timeout", gateway.DefaultAuthTimeout, "how long a connection may wait for its first-message token, or stay pending, before it is closed (4502)")
+}
+
+// config returns the AuthConfig of the flags; nil when none asks for
+// authentication (the default: every connection is trusted).
+func (a *authFlags) config() (*gateway.AuthConfig, error) {
+	if a.secretFile == "" && a.publicKeys == "" && a.jwks == "" && !a.pending {
+		if a.algs != "" || a.issuer != "" || a.audience != "" {
+			return nil, usagef("--jwt-alg, --jwt-issuer and --jwt-audience need a key: --jwt-secret-file, --jwt-public-key or --jwt-jwks")
+		}
+		return nil, nil
+	}
+	cfg := &gateway.AuthConfig{
+		Algorithms: splitList(a.algs), HMACSecretFile: a.secretFile, PublicKeyFiles: splitList(a.publicKeys),
+		JWKSFile: a.jwks, Issuer: a.issuer, Audience: a.audience, GroupsClaim: a.groupsClaim,
+		Leeway: a.leeway, Pending: a.pending, Timeout: a.timeout,
+	}
+	if err := cfg.Check(); err != nil {
+		return nil, usagef("client authentication (--jwt-*, --auth-*): %v", err)
+	}
+	return cfg, nil
 }
 
 // register declares the gateway flags; gogc is --gogc's default, which
@@ -98,6 +142,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.str(&g.wsCert, "ws-cert", "", "PEM certificate file: serve wss:// (with --ws-key)")
 	c.str(&g.wsKey, "ws-key", "", "PEM private key file of --ws-cert")
 	c.boolean(&g.wsCompression, "ws-compression", false, "negotiate permessage-deflate with clients that ask")
+	c.str(&g.wsType, "websocket-type", "default", "frame type of pushes whose sender and connection chose none (GatewayWorker's websocketType): text, binary, or default (UTF-8 bytes as text, others as binary)")
 	c.str(&g.advertise, "advertise", "", "URLs clients connect to, comma-separated, shown by status instead of the listeners (ws://chat.example.com/); empty: the listeners, a wildcard one as the host's addresses")
 	c.str(&g.proxies, "trusted-proxies", "", "CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
 	c.int(&g.rateLimit, "rate-limit", 0, "close clients sending more messages per second than this; 0 no limit")
@@ -106,10 +151,11 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.str(&g.pingData, "ping-data", "", "data sent to every client at each heartbeat; empty sends WebSocket pings")
 	c.int(&g.maxMessage, "max-message-size", gateway.DefaultMaxMessageSize, "largest client message in bytes")
 	c.int(&g.maxHeader, "max-header-bytes", gateway.DefaultMaxHeaderBytes, "largest WebSocket upgrade request head (request line and headers) in bytes; larger ones get 431")
-	c.int(&g.sendQueue, "send-queue-limit", gateway.DefaultSendQueueLimit, "unsent bytes per client before it is closed as slow")
+	c.int(&g.sendQueue, "send-queue-limit", 0, "unsent bytes per client before it is closed as slow; 0: 1 MiB, or NATS's max_payload if larger, so that the largest push fits")
 	c.int(&g.maxConns, "max-conns", gateway.DefaultMaxConnections, "most clients on this gateway")
 	c.int(&g.maxInFlight, "max-batches-in-flight", gateway.DefaultMaxBatchesInFlight, "event batches sent and not yet acknowledged by workers; more wait in their clients' queues; negative no limit")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
+	g.auth.register(c)
 }
 
 // GC targets (--gogc). Go lets the heap reach (1 + GOGC/100) times what
@@ -152,7 +198,7 @@ func (g *gatewayFlags) check() error {
 		v, lo, hi int
 	}{
 		{"rate-limit", g.rateLimit, 0, gateway.MaxMessagesPerSecondLimit},
-		{"max-message-size", g.maxMessage, 0, gateway.MaxBatchBytes},
+		{"max-message-size", g.maxMessage, 0, gateway.MaxMessageSizeLimit},
 		{"max-header-bytes", g.maxHeader, 0, math.MaxInt},
 		{"send-queue-limit", g.sendQueue, 0, math.MaxInt},
 		{"max-conns", g.maxConns, 0, math.MaxInt},
@@ -178,6 +224,16 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader, MaxBatchesInFlight: g.maxInFlight,
 		Logger: log,
 	}
+	ft, err := bus.ParseFrame(g.wsType)
+	if err != nil {
+		return cfg, usagef("--websocket-type %q: want text, binary or default", g.wsType)
+	}
+	cfg.WebSocketType = ft
+	auth, err := g.auth.config()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Auth = auth
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
 			return cfg, usagef("--ws-cert and --ws-key go together")

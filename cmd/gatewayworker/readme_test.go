@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,20 +18,31 @@ import (
 	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
-// The README marks the blocks a test runs with <!-- readme-test: NAME -->
-// on the line before the block: TestReadmeHTTPAPISession runs them
-// verbatim, so the README cannot drift from what the binary does.
+// README.md and docs/*.md mark the blocks a test runs with
+// <!-- doc-test: NAME --> on the line before the block: the tests here run
+// them verbatim, so the documents cannot drift from what the binary does.
 
-// readmeBlock returns the lines of the fenced block after the marker NAME.
-func readmeBlock(t *testing.T, name string) []string {
+// docBlock returns the lines of the fenced block after the marker NAME,
+// which exactly one of README.md and docs/*.md holds.
+func docBlock(t *testing.T, name string) []string {
 	t.Helper()
-	readme, err := os.ReadFile("../../README.md")
+	docs, err := filepath.Glob("../../docs/*.md")
 	require.NoError(t, err)
-	_, rest, ok := strings.Cut(string(readme), "<!-- readme-test: "+name+" -->\n```")
-	require.True(t, ok, "README has no block marked %q", name)
-	_, rest, _ = strings.Cut(rest, "\n") // the fence's language
-	block, _, ok := strings.Cut(rest, "\n```\n")
-	require.True(t, ok, "README's block %q is not closed", name)
+	var found []string
+	var block string
+	for _, path := range append([]string{"../../README.md"}, docs...) {
+		text, err := os.ReadFile(path)
+		require.NoError(t, err)
+		_, rest, ok := strings.Cut(string(text), "<!-- doc-test: "+name+" -->\n```")
+		if !ok {
+			continue
+		}
+		found = append(found, path)
+		_, rest, _ = strings.Cut(rest, "\n") // the fence's language
+		block, _, ok = strings.Cut(rest, "\n```\n")
+		require.True(t, ok, "%s: block %q is not closed", path, name)
+	}
+	require.Len(t, found, 1, "README.md and docs/*.md must hold one block marked %q", name)
 	return strings.Split(block, "\n")
 }
 
@@ -113,15 +125,15 @@ func readmeHarness(t *testing.T) (natsPort, ws string, env map[string]string) {
 	return natsPort, ws, map[string]string{"GW_NATS_PORT": natsPort, "GW_WS": ws, "GW_TCP": "127.0.0.1:0", "GW_LOG_LEVEL": "error"}
 }
 
-// TestReadmeHTTPAPISession starts what the README's HTTP API section
-// starts, connects two WebSocket clients, and runs the README's session
+// TestReadmeHTTPAPISession starts what docs/http-api.md's "The same with
+// the binary" starts, connects two WebSocket clients, and runs its session
 // with bash and the real curl: each command's output and status must be
-// the README's (client ids with the live boot; error bodies by code).
+// the document's (client ids with the live boot; error bodies by code).
 func TestReadmeHTTPAPISession(t *testing.T) {
 	bustest.Tool(t, "apt-get install -y curl", "curl")
 	natsPort, ws, harness := readmeHarness(t)
 	api := freeAddr(t)
-	start := readmeBlock(t, "http-api start")
+	start := docBlock(t, "http-api start")
 	require.Len(t, start, 2)
 	startReadmeCommand(t, parseReadmeCommand(t, start[0]), harness)
 	startReadmeCommand(t, parseReadmeCommand(t, start[1]), map[string]string{
@@ -143,7 +155,7 @@ func TestReadmeHTTPAPISession(t *testing.T) {
 		output  []string
 	}
 	var steps []step
-	for _, line := range readmeBlock(t, "http-api session") {
+	for _, line := range docBlock(t, "http-api session") {
 		switch {
 		case strings.HasPrefix(line, "$ export "), strings.HasPrefix(line, "$ gw() "):
 			preamble = append(preamble, line[2:])

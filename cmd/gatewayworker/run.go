@@ -46,6 +46,7 @@ type workerFlags struct {
 	app            string
 	maxConcurrency int
 	drainTimeout   time.Duration
+	sticky         bool
 }
 
 func (w *workerFlags) register(c *cli) {
@@ -53,6 +54,7 @@ func (w *workerFlags) register(c *cli) {
 	c.str(&w.app, "app", "chat", "worker application: chat (the demo), bench (the bench protocol), probe (fault tests: see probe.go); run also takes none (no built-in worker: yours take every event)")
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
+	c.boolean(&w.sticky, "sticky", false, "keep each client's events on the worker process that took them, while it runs (GatewayWorker's routerBind)")
 }
 
 func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (worker.Config, error) {
@@ -61,7 +63,7 @@ func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (work
 		return worker.Config{}, err
 	}
 	return worker.Config{Bus: b, Prefix: prefix, Handlers: h, MaxConcurrency: w.maxConcurrency,
-		DrainTimeout: w.drainTimeout, Logger: log}, nil
+		DrainTimeout: w.drainTimeout, Sticky: w.sticky, Logger: log}, nil
 }
 
 // chatHeartbeat is workerman-chat's: the page answers {"type":"ping"} with
@@ -170,7 +172,11 @@ func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, tokenFile s
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 		n.token = base64.RawURLEncoding.EncodeToString(b[:])
 	}
-	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password})
+	if n.embeddedMaxPayload < 1 || n.embeddedMaxPayload > bus.MaxMaxPayload {
+		return nil, "", nil, usagef("--nats-max-payload %d: want 1 to %d", n.embeddedMaxPayload, bus.MaxMaxPayload)
+	}
+	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
+		MaxPayload: int32(n.embeddedMaxPayload)})
 	if err != nil {
 		return nil, "", nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
 	}
@@ -312,7 +318,13 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer a.Close()
-		h, err := chat.NewWebHandler(chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a})
+		wc := chat.WebConfig{WebSocketURL: gw.Addrs()[0], API: a}
+		if gcfg.PingInterval > 0 && len(gcfg.PingData) > 0 {
+			// The page hears PingData every interval: two and a half
+			// missed ones mean a dead connection.
+			wc.HeartbeatTimeout = gcfg.PingInterval * 5 / 2
+		}
+		h, err := chat.NewWebHandler(wc)
 		if err == nil {
 			mux := newMux(m)
 			mux.Handle("/", h)

@@ -15,12 +15,12 @@ import (
 )
 
 // statusReport is what `status --json` prints; its fields are documented
-// in the README ("gatewayworker status").
+// in docs/operations.md ("gatewayworker status").
 type statusReport struct {
 	Gateways []gatewayStatus `json:"gateways"`
 	Workers  []workerStatus  `json:"workers"`
 	// Missing lists gateways that are alive by their heartbeats but did not answer.
-	// Every list is present, empty rather than null, as the README shows.
+	// Every list is present, empty rather than null, as docs/operations.md shows.
 	Missing []string `json:"missing"`
 }
 

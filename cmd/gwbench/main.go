@@ -1,5 +1,5 @@
-// Command gwbench is the load tool of the bench protocol (ARCHITECTURE.md
-// section 6). It drives any WebSocket server that speaks the protocol, so
+// Command gwbench is the load tool of the bench protocol (docs/architecture.md,
+// "The bench protocol"). It drives any WebSocket server that speaks the protocol, so
 // gatewayworker and its peers are measured with the same load:
 //
 //	gwbench conns  -n 5000 --server-pid 1234   idle connections, server RSS per connection

@@ -1,5 +1,5 @@
-// Package bench is the worker of the bench protocol (ARCHITECTURE.md
-// section 6). The protocol is fixed and deliberately tiny so that
+// Package bench is the worker of the bench protocol (docs/architecture.md,
+// "The bench protocol"). The protocol is fixed and deliberately tiny so that
 // cmd/gwbench can drive this stack and other WebSocket servers (PHP
 // GatewayWorker, centrifuge, plain nbio echo servers) with the same load and
 // compare their numbers. Every frame is one of:

@@ -62,10 +62,19 @@ func chromiumPath(t *testing.T) string {
 // page itself. It returns the page's URL.
 func startChatServer(t *testing.T) string {
 	t.Helper()
+	return startChatServerWith(t, func(e *bus.Embedded) {
+		workertest.Start(t, e, worker.Config{Handlers: chat.Handlers()})
+	})
+}
+
+// startChatServerWith is startChatServer with the worker that startWorker
+// starts on e: the Go chat worker, or the PHP one (browser_php_test.go).
+func startChatServerWith(t *testing.T, startWorker func(e *bus.Embedded)) string {
+	t.Helper()
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	// The worker starts first, so it is still there when the gateway's
 	// cleanup drains its clients' close events.
-	workertest.Start(t, e, worker.Config{Handlers: chat.Handlers()})
+	startWorker(e)
 
 	// The page's port must be known before the gateway starts (its allowed
 	// origin), and the gateway's before the page is served (config.json).

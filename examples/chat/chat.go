@@ -39,6 +39,18 @@ const (
 // toAll is the to_client_id of a message to the whole room.
 const toAll = "all"
 
+// The prefixes workerman-chat puts before a private message's content:
+// the target's copy reads "<b>对你说: </b>" ("said to you: "), the
+// sender's "<b>你对NAME说: </b>" ("you said to NAME: "), NAME being the
+// to_client_name the sender gave, escaped. Pages written for
+// workerman-chat render content as HTML and tell private messages from
+// public ones by them; our page recognises and strips them.
+const (
+	privateToTarget     = "<b>对你说: </b>"
+	privateSenderBefore = "<b>你对"
+	privateSenderAfter  = "说: </b>"
+)
+
 // Replies to client mistakes. They are plain ASCII, so they need no escaping.
 const (
 	errLoginFirst   = "login first"
@@ -93,7 +105,10 @@ type inMessage struct {
 	ClientName *string         `json:"client_name"`
 	RoomID     json.RawMessage `json:"room_id"`
 	ToClientID *string         `json:"to_client_id"`
-	Content    *string         `json:"content"`
+	// ToClientName is the target's name as the sender's page shows it;
+	// only the sender's copy of a private message uses it.
+	ToClientName *string `json:"to_client_name"`
+	Content      *string `json:"content"`
 }
 
 // The messages sent to clients. They are structs, not maps, so the keys
@@ -253,6 +268,8 @@ func say(ctx context.Context, c *worker.Client, in inMessage) error {
 		return nil // the page never sends one; nothing to show
 	case len(*in.Content) > maxContentBytes:
 		return replyError(ctx, c, fmt.Sprintf("say: content is longer than %d bytes", maxContentBytes))
+	case in.ToClientName != nil && utf8.RuneCountInString(*in.ToClientName) > maxNameRunes:
+		return replyError(ctx, c, fmt.Sprintf("say: to_client_name is longer than %d characters", maxNameRunes))
 	}
 	name, _ := sess[sessionName].(string)
 	msg := sayMessage{
@@ -266,10 +283,10 @@ func say(ctx context.Context, c *worker.Client, in inMessage) error {
 	if msg.ToClientID == toAll {
 		return sendTo(ctx, c, room, msg)
 	}
-	if msg.ToClientID == c.ID() {
-		return sendCurrent(ctx, c, msg) // one copy is enough
-	}
-	// Like workerman-chat, the target may be in any room.
+	// Like workerman-chat, the target may be in any room, and a message
+	// to oneself comes twice: as the target's copy and as the sender's.
+	body := msg.Content
+	msg.Content = privateToTarget + body
 	data, err := encode(msg)
 	if err != nil {
 		return err
@@ -280,7 +297,12 @@ func say(ctx context.Context, c *worker.Client, in inMessage) error {
 		}
 		return fmt.Errorf("chat: private message: %w", err)
 	}
-	return c.SendToCurrentClient(ctx, data)
+	toName := ""
+	if in.ToClientName != nil {
+		toName = *in.ToClientName
+	}
+	msg.Content = privateSenderBefore + escape(toName) + privateSenderAfter + body
+	return sendCurrent(ctx, c, msg)
 }
 
 // onClose tells the room that a member left.

@@ -236,16 +236,34 @@ func TestPrivateSay(t *testing.T) {
 	ann.read()
 	bob.read()
 
-	ann.sendJSON(map[string]any{"type": "say", "to_client_id": bob.id, "to_client_name": "Bob", "content": "psst"})
-	want := frame{Type: "say", FromClientID: ann.id, FromClientName: "Ann", ToClientID: bob.id, Content: "psst"}
+	// The contents carry workerman-chat's prefixes, byte for byte as its
+	// Events.php writes them: "said to you: " for the target, "you said
+	// to NAME: " for the sender, NAME escaped like the content.
+	ann.sendJSON(map[string]any{"type": "say", "to_client_id": bob.id, "to_client_name": "Bob <b>", "content": "psst\n<i>"})
+	want := frame{Type: "say", FromClientID: ann.id, FromClientName: "Ann", ToClientID: bob.id}
+	want.Content = "<b>对你说: </b>psst<br />\n&lt;i&gt;"
 	require.Equal(t, want, bob.read())
+	want.Content = "<b>你对Bob &lt;b&gt;说: </b>psst<br />\n&lt;i&gt;"
 	require.Equal(t, want, ann.read(), "the sender gets a copy")
 	cat.expectQuiet()
 	bob.expectQuiet()
 
+	// As in workerman-chat, a message to oneself comes as both copies; a
+	// missing to_client_name is an empty name.
 	ann.sendJSON(map[string]any{"type": "say", "to_client_id": ann.id, "content": "note to self"})
-	require.Equal(t, frame{Type: "say", FromClientID: ann.id, FromClientName: "Ann", ToClientID: ann.id, Content: "note to self"}, ann.read())
-	ann.expectQuiet() // once, not twice
+	want = frame{Type: "say", FromClientID: ann.id, FromClientName: "Ann", ToClientID: ann.id}
+	want.Content = "<b>对你说: </b>note to self"
+	require.Equal(t, want, ann.read())
+	want.Content = "<b>你对说: </b>note to self"
+	require.Equal(t, want, ann.read())
+	ann.expectQuiet()
+
+	// A public message has no prefix.
+	ann.sendJSON(map[string]any{"type": "say", "to_client_id": "all", "to_client_name": "all", "content": "hi"})
+	want = frame{Type: "say", FromClientID: ann.id, FromClientName: "Ann", ToClientID: "all", Content: "hi"}
+	require.Equal(t, want, ann.read())
+	require.Equal(t, want, bob.read())
+	require.Equal(t, want, cat.read())
 }
 
 func TestLogoutOnClose(t *testing.T) {

@@ -11,8 +11,10 @@
 //     ENT_QUOTES does; the original escapes names twice in login notices,
 //     which shows "&amp;lt;" to its own users. The session keeps the raw
 //     name, so other programs reading sessions see what the user typed.
-//   - Private messages carry no "<b>对你说: </b>" prefix: the page renders
-//     text, not HTML, and marks private messages itself.
+//   - Private messages carry the original's prefixes ("<b>对你说: </b>"
+//     for the target, "<b>你对NAME说: </b>" for the sender), so pages
+//     written for workerman-chat tell them from public ones; the page in
+//     web/ renders text, not HTML, and turns the prefixes into its own marks.
 //   - Client mistakes (a say before login, bad JSON, an offline target)
 //     get a {"type":"error","message":...} reply instead of an exception
 //     that the original only logs, so the user learns what went wrong.

@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/gatewayworker/gatewayworker/pkg/api"
+	"github.com/gatewayworker/gatewayworker/pkg/jsclient"
 )
 
 //go:embed web
@@ -36,6 +38,11 @@ type WebConfig struct {
 	// API answers the stats panel (gateways and connections); nil
 	// disables /api/stats (404).
 	API *api.Client
+	// HeartbeatTimeout is how long the page waits without hearing anything
+	// before it takes its connection for dead and reconnects: about 2.5 ×
+	// the gateway's PingInterval, whose PingData ({"type":"ping"}) pages
+	// hear (browsers do not show WebSocket pings). Zero: the page never does.
+	HeartbeatTimeout time.Duration
 }
 
 // wsOrigin returns the origin ("ws://host:port") of a ws:// or wss:// URL.
@@ -56,9 +63,10 @@ type stats struct {
 	Partial bool `json:"partial,omitempty"`
 }
 
-// NewWebHandler returns an http.Handler serving the page at "/", its
+// NewWebHandler returns an http.Handler serving the page at "/", the
+// JavaScript client it uses at "/gatewayworker.js" (pkg/jsclient), its
 // settings at "/config.json" ({"ws_url": ..., "ws_origins": [...]}: the
-// origins ?ws= may name) and, when cfg.API is set,
+// origins ?ws= may name, "heartbeat_timeout_ms": ...) and, when cfg.API is set,
 // the stats panel's counts at "/api/stats" ({"gateways":N,"connections":N}).
 // Other paths are 404. It does no I/O until a request comes.
 func NewWebHandler(cfg WebConfig) (http.Handler, error) {
@@ -78,10 +86,14 @@ func NewWebHandler(cfg WebConfig) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err) // only if the embed pattern is broken
 	}
+	if cfg.HeartbeatTimeout < 0 {
+		return nil, errors.New("chat: WebConfig.HeartbeatTimeout must not be negative")
+	}
 	conf, err := json.Marshal(struct {
-		WSURL     string   `json:"ws_url"`
-		WSOrigins []string `json:"ws_origins"`
-	}{cfg.WebSocketURL, origins})
+		WSURL       string   `json:"ws_url"`
+		WSOrigins   []string `json:"ws_origins"`
+		HeartbeatMS int64    `json:"heartbeat_timeout_ms,omitempty"`
+	}{cfg.WebSocketURL, origins, cfg.HeartbeatTimeout.Milliseconds()})
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
@@ -99,6 +111,8 @@ func NewWebHandler(cfg WebConfig) (http.Handler, error) {
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})
+	// The page's WebSocket client (pkg/jsclient), same origin as the page.
+	mux.Handle("GET "+jsclient.Path, jsclient.Handler())
 	mux.HandleFunc("GET /config.json", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, conf)
 	})

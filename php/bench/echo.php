@@ -1,7 +1,7 @@
 <?php
 
 // The echo of cmd/gwbench's bench protocol, for the PHP BusinessWorker:
-// php bench/echo.php with NATS_URL and WORKERS (default 2).
+// php bench/echo.php with NATS_URL, WORKERS (default 2) and STICKY (empty: off).
 
 use GatewayWorker\Lib\Gateway;
 
@@ -19,4 +19,5 @@ $worker = new GatewayWorker\BusinessWorker();
 $worker->name = 'EchoBusinessWorker';
 $worker->count = (int)(getenv('WORKERS') ?: 2);
 $worker->natsUrls = getenv('NATS_URL') ?: 'nats://127.0.0.1:4222';
+$worker->sticky = (bool)getenv('STICKY');
 GatewayWorker\BusinessWorker::runAll();

@@ -1,7 +1,7 @@
 <?php
 
 // One GatewayClient push from a fresh process: connect, publish, flush,
-// close. For the figure in php/README.md (see there for the command).
+// close. For BENCHMARKS.md (php/bench/push.sh runs it).
 declare(strict_types=1);
 
 require __DIR__ . '/../tests/bootstrap.php';

@@ -22,7 +22,7 @@ func TestLibGateway(t *testing.T) { testStaticGateway(t, "lib") }
 
 // TestGatewayClient does the same with GatewayClient\Gateway, the class
 // web apps use, in a PHP process of its own, on a NATS server that gives
-// each role only its permissions (README, Security): the PHP client gets
+// each role only its permissions (docs/security.md): the PHP client gets
 // its replies under the api role's inbox.
 func TestGatewayClient(t *testing.T) { testStaticGateway(t, "client") }
 
@@ -54,7 +54,7 @@ func testStaticGateway(t *testing.T, class string) {
 	s := runScript(t, env, "gateway_api.php", class)
 	s.waitFor("sent")
 	want := [][]string{
-		{"to-all", "to-ann-42", "to-c0", "to-list", "to-red"},
+		{"binary:to-all", "binary:to-ann-42", "binary:to-c0", "binary:to-list", "binary:to-red"}, // setWebSocketType
 		{"binary:\xff\x00bin", "to-all", "to-bob"},
 		{"to-blue-room", "to-current", "to-current-2"},
 		{"to-all", "to-blue-room", "to-bob", "to-red"},

@@ -22,10 +22,12 @@ $mine = [
     'command-join-group' => Envelope::command(Envelope::OP_JOIN_GROUP, [$id], '房间'),
     'command-set-session' => Envelope::command(Envelope::OP_SET_SESSION, [$id], '', Envelope::encodeSession($session)),
     'command-send-group' => Envelope::command(Envelope::OP_SEND, [], '', 'hi room', ['gw1-mihyrchs-2']),
+    'command-send-binary' => Envelope::command(Envelope::OP_SEND, [$id], '', "\x82\xa1", [], Envelope::FRAME_BINARY),
     'query-group-count' => Envelope::command(0, [], '房间'),
     'session' => Envelope::encodeSession($session),
     'ack-working' => Envelope::ack($id, 2, Envelope::ACK_WORKING),
     'ack-done-session' => Envelope::ack($id, 2, Envelope::ACK_DONE, true, Envelope::encodeSession($session)),
+    'ack-done-sticky' => Envelope::ack($id, 3, Envelope::ACK_DONE, false, '', '0a1b2c3d4e5f'),
 ];
 foreach ($mine as $name => $bytes) {
     check("envelope $name", bin2hex($bytes), bin2hex($dumps[$name] ?? 'missing from docs/protocol.md'));

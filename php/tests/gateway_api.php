@@ -121,7 +121,10 @@ $G::updateSession($c2, ['more' => ['x' => 1]]);
 check('updateSession current', [$_SESSION, $G::getSession($c2)], [['mine' => true, 'more' => ['x' => 1]], ['mine' => true, 'more' => ['x' => 1]]]);
 Context::clear();
 
-// Sends: the test reads what each client receives.
+// Sends: the test reads what each client receives. c0 takes binary frames from now on.
+check('setWebSocketType', $G::setWebSocketType($c0, "\x82"), true);
+check('setWebSocketType gone', $G::setWebSocketType($gone, 'binary'), false);
+check('setWebSocketType bad', str_contains(thrown(fn () => $G::setWebSocketType($c0, 'blob')), 'must be text, binary or default'), true);
 check('sendToClient', $G::sendToClient($c0, 'to-c0'), true);
 check('sendToClient gone', $G::sendToClient($gone, 'x'), false);
 check('sendToClient no gateway', $G::sendToClient($noGateway, 'x'), false);

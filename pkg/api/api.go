@@ -64,6 +64,51 @@ type Client struct {
 	bus      *bus.Conn
 	subj     bus.Subjects
 	gateways *presence
+	// frame is the frame type of this view's pushes (see WithFrame);
+	// derived views share the parent's connection and must not Close it.
+	frame   Frame
+	derived bool
+}
+
+// Frame is the WebSocket frame type of a push; TCP clients get the same
+// bytes whatever it is.
+type Frame = bus.Frame
+
+// Frame types for [Client.WithFrame] and [Client.SetWebSocketType].
+const (
+	// FrameDefault leaves the choice to the connection's default, then the
+	// gateway's (gatewayworker run --websocket-type); where none is set,
+	// UTF-8 bytes go as text, others as binary.
+	FrameDefault = bus.FrameDefault
+	// FrameText sends a text frame (a browser's MessageEvent.data is a
+	// string). Bytes that are not UTF-8 go as binary all the same: browsers
+	// fail a connection on a text frame that is not UTF-8.
+	FrameText = bus.FrameText
+	// FrameBinary sends a binary frame (a Blob or ArrayBuffer in browsers).
+	FrameBinary = bus.FrameBinary
+)
+
+// WithFrame returns a view of c whose pushes (every SendTo* call) go to
+// WebSocket clients in frames of type f: c.WithFrame(api.FrameBinary).
+// SendToGroup(...) sends protobuf or msgpack that a browser receives as
+// binary even when its bytes happen to be UTF-8. The view shares c's
+// connection and state; its Close does nothing. f must be one of the
+// Frame constants.
+func (c *Client) WithFrame(f Frame) *Client {
+	v := *c
+	v.frame, v.derived = f, true
+	return &v
+}
+
+// SetWebSocketType sets the frame type of the pushes to client clientID
+// that choose none (GatewayWorker's $connection->websocketType):
+// FrameText, FrameBinary, or FrameDefault to restore the gateway's.
+func (c *Client) SetWebSocketType(ctx context.Context, clientID string, f Frame) error {
+	if f > FrameBinary {
+		return fmt.Errorf("%w: frame type %d", ErrBadRequest, f)
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSetFrame, Frame: f})
+	return err
 }
 
 // New returns an API client on cfg.Bus. It does no I/O; the first query
@@ -92,7 +137,11 @@ func New(cfg Config) (*Client, error) {
 }
 
 // Close stops following gateway heartbeats. The NATS connection stays open.
-func (c *Client) Close() { c.gateways.stop() }
+func (c *Client) Close() {
+	if !c.derived {
+		c.gateways.stop()
+	}
+}
 
 func (c *Client) bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -175,7 +224,7 @@ func replyErr(rep bus.Reply) error {
 // SendToClient sends data to one client and returns once its gateway has
 // queued it for the socket.
 func (c *Client) SendToClient(ctx context.Context, clientID string, data []byte) error {
-	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Body: data})
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data})
 	return err
 }
 
@@ -184,7 +233,7 @@ func (c *Client) SendToUID(ctx context.Context, uid string, data []byte) error {
 	if err := validName(uid); err != nil {
 		return err
 	}
-	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Body: data})
+	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data})
 }
 
 // SendToGroup sends data to every member of group except the excluded
@@ -193,13 +242,13 @@ func (c *Client) SendToGroup(ctx context.Context, group string, data []byte, exc
 	if err := validName(group); err != nil {
 		return err
 	}
-	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Body: data, Exclude: exclude})
+	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data, Exclude: exclude})
 }
 
 // SendToAll sends data to every client of every gateway except the
 // excluded client ids.
 func (c *Client) SendToAll(ctx context.Context, data []byte, exclude ...string) error {
-	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Body: data, Exclude: exclude})
+	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data, Exclude: exclude})
 }
 
 // SendToClients sends data to each of clientIDs but the excluded ids, on
@@ -223,7 +272,7 @@ func (c *Client) SendToClients(ctx context.Context, clientIDs []string, data []b
 		byGateway[gw] = append(byGateway[gw], id)
 	}
 	for _, gw := range order {
-		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Clients: byGateway[gw], Body: data}); err != nil {
+		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Frame: c.frame, Clients: byGateway[gw], Body: data}); err != nil {
 			return err
 		}
 	}
@@ -315,6 +364,27 @@ func (c *Client) CloseClient(ctx context.Context, clientID string, lastData []by
 	return err
 }
 
+// AcceptClient accepts a pending client (gateway.AuthConfig.Pending): from
+// now on broadcasts reach it, and it may join groups. A uid that is not
+// empty is bound at once, as BindUID would. Accepting a client that is not
+// pending only binds the uid.
+func (c *Client) AcceptClient(ctx context.Context, clientID, uid string) error {
+	if uid != "" {
+		if err := validName(uid); err != nil {
+			return err
+		}
+	}
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpAccept, Name: uid})
+	return err
+}
+
+// RejectClient sends lastData (if any) to a pending client and closes it
+// with close code 4502 (bus.CloseUnauthorized).
+func (c *Client) RejectClient(ctx context.Context, clientID string, lastData []byte) error {
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpReject, Body: lastData})
+	return err
+}
+
 // DestroyClient closes a client at once, sending nothing.
 func (c *Client) DestroyClient(ctx context.Context, clientID string) error {
 	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpDestroy})
@@ -369,5 +439,5 @@ func (c *Client) UpdateSession(ctx context.Context, clientID string, changes map
 // without waiting for an answer: no error says whether the client is
 // there. Workers use it for the current client, whose gateway they know.
 func (c *Client) SendToClientAsync(ctx context.Context, gatewayID, clientID string, data []byte) error {
-	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Clients: []string{clientID}, Body: data})
+	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Frame: c.frame, Clients: []string{clientID}, Body: data})
 }

@@ -10,5 +10,5 @@
 // most once, like GatewayWorker's. Calls that name one client are requests
 // that the client's gateway answers, so they report ErrClientNotFound.
 // Every call takes a context; one without a deadline is bounded by
-// Config.RequestTimeout, so no call waits forever (ARCHITECTURE.md G6).
+// Config.RequestTimeout, so no call waits forever (docs/architecture.md, G6).
 package api

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/pkg/clientid"
 )
@@ -98,10 +99,34 @@ func jsonType(t reflect.Type) string {
 type payload struct {
 	Data       *string `json:"data"`
 	DataBase64 *string `json:"data_base64"`
+	// Frame is the WebSocket frame type: "text", "binary" or "default"
+	// (omitted: the connection's default, see api.FrameDefault).
+	Frame string `json:"frame"`
+}
+
+// frame returns the payload's frame type.
+func (p payload) frame() (api.Frame, error) {
+	f, err := bus.ParseFrame(p.Frame)
+	if err != nil {
+		return f, invalid("frame %q is none of text, binary, default", p.Frame)
+	}
+	return f, nil
+}
+
+// sender returns a with the payload's frame type.
+func (p payload) sender(a *api.Client) *api.Client {
+	f, _ := p.frame() // checked by bytes
+	if f == api.FrameDefault {
+		return a
+	}
+	return a.WithFrame(f)
 }
 
 // bytes returns the payload; required says whether one must be given.
 func (p payload) bytes(required bool) ([]byte, error) {
+	if _, err := p.frame(); err != nil {
+		return nil, err
+	}
 	switch {
 	case p.Data != nil && p.DataBase64 != nil:
 		return nil, invalid("give data or data_base64, not both")

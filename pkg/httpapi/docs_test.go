@@ -39,8 +39,8 @@ func TestDocsCurlSession(t *testing.T) {
 	require.Error(t, c2.Closed(wait))
 }
 
-// The README's shorter session runs against the real binary:
-// cmd/gatewayworker's TestReadmeHTTPAPISession.
+// The document's shorter session ("The same with the binary") runs against
+// the real binary: cmd/gatewayworker's TestReadmeHTTPAPISession.
 
 // runCurlSession runs the first console block of a document, command by
 // command, with the real curl against a real stack holding two WebSocket

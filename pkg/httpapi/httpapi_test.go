@@ -156,3 +156,37 @@ func sorted(ids []string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestPushFrameType: "frame" chooses a push's WebSocket frame type.
+func TestPushFrameType(t *testing.T) {
+	s := newStack(t, stackConfig{})
+	a, aID := s.dial()
+	_, bID := s.dial()
+	s.ok(200, "POST", "/v1/groups/g/join", map[string]any{"client_id": aID})
+	s.ok(200, "POST", "/v1/clients/"+aID+"/uid", map[string]any{"uid": "ann"})
+	expect := func(want string, binary bool) {
+		t.Helper()
+		got, isBinary, err := a.TryReadMessage(wait)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+		require.Equal(t, binary, isBinary, "binary frame of %q", want)
+	}
+	s.ok(202, "POST", "/v1/send/client", map[string]any{"client_id": aID, "data": "unchosen"})
+	expect("unchosen", false)
+	s.ok(202, "POST", "/v1/send/client", map[string]any{"client_id": aID, "data": "b1", "frame": "binary"})
+	expect("b1", true)
+	s.ok(202, "POST", "/v1/send/uid", map[string]any{"uid": "ann", "data": "b2", "frame": "binary"})
+	expect("b2", true)
+	s.ok(202, "POST", "/v1/send/group", map[string]any{"group": "g", "data": "b3", "frame": "binary"})
+	expect("b3", true)
+	s.ok(202, "POST", "/v1/send/all", map[string]any{"data": "b4", "frame": "binary", "exclude": []string{bID}})
+	expect("b4", true)
+	s.ok(202, "POST", "/v1/send/client", map[string]any{"client_id": aID, "data_base64": "aGk=", "frame": "text"})
+	expect("hi", false)
+	s.ok(202, "POST", "/v1/send/client", map[string]any{"client_id": aID, "data": "d", "frame": "default"})
+	expect("d", false)
+
+	msg := s.fails(400, "invalid_argument", "POST", "/v1/send/client", map[string]any{"client_id": aID, "data": "x", "frame": "blob"})
+	require.Contains(t, msg, "frame")
+	s.fails(400, "invalid_argument", "POST", "/v1/clients/"+aID+"/close", map[string]any{"data": "x", "frame": "binary"})
+}

@@ -165,7 +165,7 @@ func routes() []route {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return accepted(a.SendToClient(ctx, req.ClientID, data))
+				return accepted(req.sender(a).SendToClient(ctx, req.ClientID, data))
 			}, nil
 		}},
 		{"POST /v1/send/uid", func(r *http.Request) (call, error) {
@@ -184,7 +184,7 @@ func routes() []route {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return accepted(a.SendToUID(ctx, req.UID, data))
+				return accepted(req.sender(a).SendToUID(ctx, req.UID, data))
 			}, nil
 		}},
 		{"POST /v1/send/group", func(r *http.Request) (call, error) {
@@ -204,7 +204,7 @@ func routes() []route {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return accepted(a.SendToGroup(ctx, req.Group, data, req.Exclude...))
+				return accepted(req.sender(a).SendToGroup(ctx, req.Group, data, req.Exclude...))
 			}, nil
 		}},
 		{"POST /v1/send/all", func(r *http.Request) (call, error) {
@@ -220,7 +220,7 @@ func routes() []route {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return accepted(a.SendToAll(ctx, data, req.Exclude...))
+				return accepted(req.sender(a).SendToAll(ctx, data, req.Exclude...))
 			}, nil
 		}},
 
@@ -255,12 +255,52 @@ func routes() []route {
 			if err := decodeBody(r, &req); err != nil {
 				return nil, err
 			}
+			if req.Frame != "" {
+				return nil, invalid("frame applies to pushes, not to the last data of a close")
+			}
 			data, err := req.bytes(false)
 			if err != nil {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
 				return done(a.CloseClient(ctx, id, data))
+			}, nil
+		}},
+		{"POST /v1/clients/{id}/accept", func(r *http.Request) (call, error) {
+			id, err := pathClientID(r)
+			if err != nil {
+				return nil, err
+			}
+			var req struct {
+				UID string `json:"uid"`
+			}
+			if err := decodeBody(r, &req); err != nil {
+				return nil, err
+			}
+			if req.UID != "" {
+				if err := checkName("uid", req.UID); err != nil {
+					return nil, err
+				}
+			}
+			return func(ctx context.Context, a *api.Client) (int, any, error) {
+				return done(a.AcceptClient(ctx, id, req.UID))
+			}, nil
+		}},
+		{"POST /v1/clients/{id}/reject", func(r *http.Request) (call, error) {
+			id, err := pathClientID(r)
+			if err != nil {
+				return nil, err
+			}
+			var req payload
+			if err := decodeBody(r, &req); err != nil {
+				return nil, err
+			}
+			data, err := req.bytes(false)
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context, a *api.Client) (int, any, error) {
+				return done(a.RejectClient(ctx, id, data))
 			}, nil
 		}},
 		{"POST /v1/clients/{id}/destroy", withClient(func(id string) call {

@@ -46,6 +46,14 @@ class BusinessWorker
     public bool|array $natsTls = false;
     /** The deployment's subject prefix (the gateways' --prefix). */
     public string $prefix = Api::DEFAULT_PREFIX;
+    /**
+     * Keep each client's events on the worker process that took its first
+     * ones, while that process lives, as GatewayWorker's routing did: for
+     * Events.php that keeps per-client or per-room state in static
+     * variables. When the process dies or stops, its clients move to
+     * another process (where that state is not). docs/protocol.md, "Sticky workers".
+     */
+    public bool $sticky = false;
     /** Seconds a stopping worker lets its handlers run before it exits anyway. */
     public float $drainTimeout = 30.0;
     /** Called in each worker process before it takes events, after Events::onWorkerStart. */
@@ -82,6 +90,15 @@ class BusinessWorker
     private array $recent = [];
     /** @var array<string, float> clients whose synthesized close ran here */
     private array $gone = [];
+    /** This process's id on <p>.ev.<id> when $sticky; '' when not, or once it drains. */
+    private string $stickyId = '';
+    /** This process's id in `gatewayworker status` (and, when $sticky, in its subject), its start (Unix ms), its events handled. */
+    private string $workerId = '';
+    private int $boot = 0;
+    private int $handled = 0;
+    private int $inFlight = 0;
+    /** @var list<string> reply subjects of <p>.wk.info requests, answered between batches */
+    private array $infoRequests = [];
     /** @var resource|null the pipe to the master */
     private $pipe = null;
     private int $errors = 0;
@@ -174,8 +191,21 @@ class BusinessWorker
             $this->nc->subscribe("$this->prefix.ev", $enqueue, 'workers'),
             $this->nc->subscribe("$this->prefix.evl", $enqueue, 'workers'),
         ];
+        $this->workerId = bin2hex(random_bytes(6));
+        $this->boot = (int)(microtime(true) * 1000);
+        if ($this->sticky) {
+            $this->stickyId = $this->workerId;
+            $subs[] = $this->nc->subscribe("$this->prefix.ev.$this->stickyId", $enqueue);
+        }
+        // `gatewayworker status` lists each process. The answer waits for
+        // the loop: a callback must not write while a handler's call reads.
+        $subs[] = $this->nc->subscribe("$this->prefix.wk.info", function (Message $m): void {
+            if ($m->reply !== null && count($this->infoRequests) < 100) {
+                $this->infoRequests[] = $m->reply;
+            }
+        });
         $this->nc->flush();
-        self::log("worker $id taking events on $this->prefix.ev");
+        self::log("worker $id taking events on $this->prefix.ev" . ($this->sticky ? " and $this->prefix.ev.$this->stickyId" : ''));
 
         $emptyAt = microtime(true);
         $forgetAt = $emptyAt + 10;
@@ -199,7 +229,9 @@ class BusinessWorker
                 $m = array_shift($this->queue);
                 $now = microtime(true);
                 $this->onBatch($m, $now, $now - $emptyAt > self::CLAIM_AFTER);
+                $this->answerInfo();
             }
+            $this->answerInfo();
             if (microtime(true) > $forgetAt) {
                 $this->forgetOld(microtime(true));
                 $forgetAt = microtime(true) + 10;
@@ -209,6 +241,7 @@ class BusinessWorker
         // Drain: no more batches come once the server has our UNSUBs; run those that did.
         self::log("worker $id draining");
         $deadline = microtime(true) + $this->drainTimeout;
+        $this->stickyId = ''; // its clients go back to the queue group
         foreach ($subs as $sid) {
             $this->nc->unsubscribe($sid);
         }
@@ -228,6 +261,19 @@ class BusinessWorker
         $this->nc->close();
         self::log("worker $id stopped");
         return 0;
+    }
+
+    /** Answers the <p>.wk.info requests that came. */
+    private function answerInfo(): void
+    {
+        foreach ($this->infoRequests as $reply) {
+            try {
+                $this->nc->publish($reply, Envelope::workerInfoReply($this->workerId, $this->boot, $this->handled, $this->inFlight));
+            } catch (NatsException $e) {
+                $this->logError('status request not answered: ' . $e->getMessage());
+            }
+        }
+        $this->infoRequests = [];
     }
 
     /** Runs one batch, or answers it without running it (docs/protocol.md, "Workers in another language"). */
@@ -313,6 +359,7 @@ class BusinessWorker
     private function process(array $b, string $client, int|string $seq, string $reply): void
     {
         $this->tellMaster("R $client $seq $reply");
+        $this->inFlight++;
         $gateway = (string)($b['g'] ?? '');
         $addr = (string)($b['a'] ?? '');
         $sep = strrpos($addr, ':');
@@ -344,6 +391,7 @@ class BusinessWorker
                 4 => $this->call('onClose', [$client]),
                 default => null, // a kind newer than this worker: acknowledged, not run
             };
+            $this->handled++;
             if ($_SESSION !== null && !is_array($_SESSION)) {
                 $this->logError("\$_SESSION of $client must be an array or null, not " . get_debug_type($_SESSION) . ': not saved');
                 $_SESSION = Context::$old_session;
@@ -355,11 +403,12 @@ class BusinessWorker
             $session = (array)($_SESSION ?? []);
         }
         $setSession = $changed && !$closed;
+        $worker = $closed ? '' : $this->stickyId;
         try {
-            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE, $setSession, $setSession ? Envelope::encodeSession($session) : '');
+            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE, $setSession, $setSession ? Envelope::encodeSession($session) : '', $worker);
         } catch (NatsException $e) {
             $this->logError("session of $client not saved: " . $e->getMessage());
-            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE);
+            $ack = Envelope::ack($client, $seq, Envelope::ACK_DONE, false, '', $worker);
         }
         Context::clear();
         $_SESSION = null;
@@ -369,6 +418,7 @@ class BusinessWorker
         if ($closed) {
             unset($this->recent[$client]);
         }
+        $this->inFlight--;
         $this->tellMaster("D $client $seq");
         try {
             $this->nc->publish($reply, $ack);

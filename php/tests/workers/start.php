@@ -11,5 +11,6 @@ $worker = new GatewayWorker\BusinessWorker();
 $worker->name = 'TestBusinessWorker';
 $worker->count = (int)(getenv('WORKERS') ?: 2);
 $worker->natsUrls = (string)getenv('NATS_URL');
+$worker->sticky = (bool)getenv('STICKY');
 
 Workerman\Worker::runAll();

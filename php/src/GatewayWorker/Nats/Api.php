@@ -90,14 +90,14 @@ final class Api
      *
      * @throws NatsException bad client id, limit, bad_request, or no answer in time
      */
-    public function toClient(string $clientId, int $op, string $name = '', string $body = ''): ?array
+    public function toClient(string $clientId, int $op, string $name = '', string $body = '', int $frame = Envelope::FRAME_DEFAULT): ?array
     {
         $gw = self::gatewayOf($clientId);
         if ($gw === null) {
             throw new NatsException("gatewayworker: invalid client id \"$clientId\"");
         }
         try {
-            $m = $this->nc->request("$this->prefix.$gw.cmd", Envelope::command($op, [$clientId], $name, $body), $this->requestTimeout);
+            $m = $this->nc->request("$this->prefix.$gw.cmd", Envelope::command($op, [$clientId], $name, $body, [], $frame), $this->requestTimeout);
         } catch (NoRespondersException) {
             return null; // its gateway is gone, and the client with it
         } catch (TimeoutException $e) {

@@ -30,6 +30,15 @@ final class Envelope
     public const OP_UPDATE_SESSION = 11;
     public const OP_IS_ONLINE = 12;
     public const OP_GET_UID = 13;
+    public const OP_ACCEPT = 15;
+    public const OP_REJECT = 16;
+    /** Sets the clients' default frame type (Command.f); 15 and 16 are the pending-connection ops. */
+    public const OP_SET_FRAME = 17;
+
+    /** Frame types of Command.f: the connection's default, text, binary. */
+    public const FRAME_DEFAULT = 0;
+    public const FRAME_TEXT = 1;
+    public const FRAME_BINARY = 2;
 
     /**
      * A Command envelope; empty fields are left out, as the Go encoder does.
@@ -37,7 +46,7 @@ final class Envelope
      * @param list<string> $clients
      * @param list<string> $exclude
      */
-    public static function command(int $op, array $clients = [], string $name = '', string $body = '', array $exclude = []): string
+    public static function command(int $op, array $clients = [], string $name = '', string $body = '', array $exclude = [], int $frame = self::FRAME_DEFAULT): string
     {
         $fields = [self::str('o') . self::int($op)];
         if ($clients !== []) {
@@ -51,6 +60,9 @@ final class Envelope
         }
         if ($exclude !== []) {
             $fields[] = self::str('x') . self::strList($exclude);
+        }
+        if ($frame !== self::FRAME_DEFAULT) {
+            $fields[] = self::str('f') . self::int($frame);
         }
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
     }
@@ -87,7 +99,7 @@ final class Envelope
      * 2^64-2). With $setSession, $session (encoded; "" clears) replaces the
      * gateway's copy.
      */
-    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = ''): string
+    public static function ack(string $client, int|string $seq, int $status, bool $setSession = false, string $session = '', string $worker = ''): string
     {
         $fields = [self::str('c') . self::str($client), self::str('q') . self::uint($seq), self::str('t') . self::int($status)];
         if ($setSession) {
@@ -96,7 +108,22 @@ final class Envelope
                 $fields[] = self::str('s') . self::bin($session);
             }
         }
+        if ($worker !== '') {
+            // A sticky worker's id: the gateway sends the client's next batches to <p>.ev.<worker>.
+            $fields[] = self::str('w') . self::str($worker);
+        }
         return self::VERSION . self::mapHeader(count($fields)) . implode('', $fields);
+    }
+
+    /**
+     * A worker's answer to <p>.wk.info: a Reply whose b is the WorkerInfo
+     * envelope (id, boot in Unix ms, events handled, batches in flight).
+     */
+    public static function workerInfoReply(string $id, int $boot, int $handled, int $inFlight): string
+    {
+        $info = self::VERSION . self::mapHeader(4) . self::str('id') . self::str($id) . self::str('boot') . self::int($boot)
+            . self::str('handled') . self::uint($handled) . self::str('in_flight') . self::int($inFlight);
+        return self::VERSION . self::mapHeader(1) . self::str('b') . self::bin($info);
     }
 
     /** Decodes any envelope into PHP values. */

@@ -100,6 +100,23 @@ abstract class StaticGateway
         return is_array(self::toClient($client_id, Envelope::OP_SEND, '', (string)$message));
     }
 
+    /**
+     * Sets the WebSocket frame type of what is sent to one client from now on (workerman's
+     * $connection->websocketType): 'binary' or "\x82" (Websocket::BINARY_TYPE_ARRAYBUFFER),
+     * 'text' or "\x81" (BINARY_TYPE_BLOB), 'default' for the gateway's --websocket-type.
+     * True once its gateway has it, false if the client is gone or the id is not one.
+     */
+    public static function setWebSocketType($client_id, $type)
+    {
+        $frame = match ((string)$type) {
+            'text', "\x81" => Envelope::FRAME_TEXT,
+            'binary', "\x82" => Envelope::FRAME_BINARY,
+            'default', '' => Envelope::FRAME_DEFAULT,
+            default => throw new \InvalidArgumentException('gatewayworker: websocket type must be text, binary or default (or "\\x81", "\\x82")'),
+        };
+        return is_array(self::toClient((string)$client_id, Envelope::OP_SET_FRAME, '', '', $frame));
+    }
+
     /** Sends $message to the client whose event runs, without waiting: its messages keep their order. */
     public static function sendToCurrentClient($message, $raw = false)
     {
@@ -285,6 +302,26 @@ abstract class StaticGateway
         return is_array(self::toClient(self::current(__FUNCTION__), Envelope::OP_DESTROY));
     }
 
+    /**
+     * Accepts a pending client (a gateway started with --auth-pending, see
+     * docs/clients.md): broadcasts reach it from now on, and it may join
+     * groups; $uid, if not empty, is bound at once. True if it was connected.
+     */
+    public static function acceptClient($client_id, $uid = '')
+    {
+        $uid = (string)$uid;
+        if ($uid !== '') {
+            Api::checkName($uid);
+        }
+        return is_array(self::toClient((string)$client_id, Envelope::OP_ACCEPT, $uid));
+    }
+
+    /** Sends $message (if not null) to a pending client and closes it with close code 4502: true if it was connected. */
+    public static function rejectClient($client_id, $message = null)
+    {
+        return is_array(self::toClient((string)$client_id, Envelope::OP_REJECT, '', (string)$message));
+    }
+
     /** Binds the client to $uid, replacing its uid. Returns once the gateway has done it. */
     public static function bindUid($client_id, $uid)
     {
@@ -405,12 +442,12 @@ abstract class StaticGateway
     }
 
     /** A command about one client: its Reply, null if the client is gone, false if the id is not a client id. */
-    private static function toClient(string $clientId, int $op, string $name = '', string $body = ''): array|null|false
+    private static function toClient(string $clientId, int $op, string $name = '', string $body = '', int $frame = Envelope::FRAME_DEFAULT): array|null|false
     {
         if (Api::gatewayOf($clientId) === null) {
             return false;
         }
-        return self::call(static fn (Api $a) => $a->toClient($clientId, $op, $name, $body));
+        return self::call(static fn (Api $a) => $a->toClient($clientId, $op, $name, $body, $frame));
     }
 
     private static function membership($client_id, int $op, $name): void
