@@ -69,19 +69,21 @@ type Config struct {
 	// nats.go's "_INBOX"; under role permissions use [Subjects.Inbox].
 	InboxPrefix string
 	// ReconnectWait is the pause between reconnect attempts to one server.
-	// Zero means DefaultReconnectWait (250ms).
+	// Zero means DefaultReconnectWait (250ms); negative is refused.
 	ReconnectWait time.Duration
 	// MaxReconnects bounds reconnect attempts. Zero means forever (a gateway
 	// must ride out any NATS outage); negative values also mean forever.
 	MaxReconnects int
 	// PingInterval is how often the client pings the server; a server that
 	// misses MaxPingsOut pings is dropped, so a frozen node is left after
-	// about PingInterval × (MaxPingsOut+1). Zero means DefaultPingInterval (2s).
+	// about PingInterval × (MaxPingsOut+1). Zero means DefaultPingInterval
+	// (2s); negative is refused.
 	PingInterval time.Duration
-	// MaxPingsOut: zero means DefaultMaxPingsOut (2).
+	// MaxPingsOut: zero means DefaultMaxPingsOut (2); negative is refused.
 	MaxPingsOut int
 	// ReconnectBufSize is how many bytes of publishes are buffered while
-	// disconnected. Zero means DefaultReconnectBufSize (8 MiB).
+	// disconnected. Zero means DefaultReconnectBufSize (8 MiB); negative
+	// buffers nothing (a publish while disconnected fails).
 	ReconnectBufSize int
 	// Logger receives connection state changes. Nil means slog.Default().
 	Logger *slog.Logger
@@ -99,42 +101,59 @@ type TLSConfig struct {
 	Config *tls.Config
 }
 
-func (c Config) options(slow *atomic.Uint64) ([]nats.Option, error) {
+// withDefaults returns c with every zero field that has a default set to it.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ReconnectWait == 0 {
+		c.ReconnectWait = DefaultReconnectWait
+	}
+	if c.MaxReconnects == 0 {
+		c.MaxReconnects = -1 // nats.go's "forever"
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.MaxPingsOut == 0 {
+		c.MaxPingsOut = DefaultMaxPingsOut
+	}
+	if c.ReconnectBufSize == 0 {
+		c.ReconnectBufSize = DefaultReconnectBufSize
+	}
+	return c
+}
+
+// validate checks a Config that withDefaults filled.
+func (c Config) validate() error {
 	if len(c.URLs) == 0 {
-		return nil, errors.New("bus: no NATS URL configured")
+		return errors.New("bus: no NATS URL configured")
 	}
-	log := c.Logger
-	if log == nil {
-		log = slog.Default()
+	switch {
+	case c.ReconnectWait < 0:
+		return fmt.Errorf("bus: ReconnectWait (%v) must not be negative", c.ReconnectWait)
+	case c.PingInterval < 0:
+		return fmt.Errorf("bus: PingInterval (%v) must not be negative", c.PingInterval)
+	case c.MaxPingsOut < 0:
+		return fmt.Errorf("bus: MaxPingsOut (%d) must not be negative", c.MaxPingsOut)
 	}
-	wait := c.ReconnectWait
-	if wait == 0 {
-		wait = DefaultReconnectWait
+	return nil
+}
+
+func (c Config) options(slow *atomic.Uint64) ([]nats.Option, error) {
+	c = c.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
-	maxRe := c.MaxReconnects
-	if maxRe == 0 {
-		maxRe = -1
-	}
-	ping := c.PingInterval
-	if ping == 0 {
-		ping = DefaultPingInterval
-	}
-	pingsOut := c.MaxPingsOut
-	if pingsOut == 0 {
-		pingsOut = DefaultMaxPingsOut
-	}
-	rbuf := c.ReconnectBufSize
-	if rbuf == 0 {
-		rbuf = DefaultReconnectBufSize
-	}
+	log, wait := c.Logger, c.ReconnectWait
 	opts := []nats.Option{
 		nats.Name(c.Name),
-		nats.MaxReconnects(maxRe),
+		nats.MaxReconnects(c.MaxReconnects),
 		nats.ReconnectWait(wait),
 		nats.ReconnectJitter(wait/5, wait/5),
-		nats.PingInterval(ping),
-		nats.MaxPingsOutstanding(pingsOut),
-		nats.ReconnectBufSize(rbuf),
+		nats.PingInterval(c.PingInterval),
+		nats.MaxPingsOutstanding(c.MaxPingsOut),
+		nats.ReconnectBufSize(c.ReconnectBufSize),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {

@@ -3,16 +3,22 @@ package bus
 import (
 	"errors"
 	"fmt"
-	"github.com/nats-io/nats.go"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
-// DefaultEmbeddedHost is where an embedded server listens unless told otherwise.
-const DefaultEmbeddedHost = "127.0.0.1"
+// Defaults for [EmbeddedConfig].
+const (
+	// DefaultEmbeddedHost is where an embedded server listens unless told otherwise.
+	DefaultEmbeddedHost = "127.0.0.1"
+	// DefaultEmbeddedReadyTimeout bounds the wait for a new server to take
+	// clients: a loaded machine needs seconds to start one.
+	DefaultEmbeddedReadyTimeout = 10 * time.Second
+)
 
 // EmbeddedConfig configures the single-node NATS server that `gatewayworker
 // run` starts in-process. Credentials set here are required of every client.
@@ -35,7 +41,8 @@ type EmbeddedConfig struct {
 	// MaxPayload is the largest message in bytes (NATS's max_payload).
 	// Zero means DefaultMaxPayload (1 MiB); at most MaxMaxPayload (64 MiB).
 	MaxPayload int32
-	// ReadyTimeout bounds the wait for the server to accept clients. Zero means 10s.
+	// ReadyTimeout bounds the wait for the server to accept clients. Zero
+	// means DefaultEmbeddedReadyTimeout (10s); negative is refused.
 	ReadyTimeout time.Duration
 	// Logs turns on the server's own log on stderr.
 	Logs bool
@@ -77,24 +84,47 @@ type Embedded struct {
 	srv *server.Server
 }
 
-// StartEmbedded starts a server and waits until it accepts clients.
-func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+func (cfg EmbeddedConfig) withDefaults() EmbeddedConfig {
+	if cfg.Host == "" {
+		cfg.Host = DefaultEmbeddedHost
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = DefaultEmbeddedReadyTimeout
+	}
+	return cfg
+}
+
+func (cfg EmbeddedConfig) validate() error {
 	if cfg.Port < 0 {
-		return nil, fmt.Errorf("bus: embedded NATS port %d is negative", cfg.Port)
+		return fmt.Errorf("bus: embedded NATS port %d is negative", cfg.Port)
+	}
+	if cfg.ReadyTimeout < 0 {
+		return fmt.Errorf("bus: embedded NATS ReadyTimeout (%v) must not be negative", cfg.ReadyTimeout)
 	}
 	if cfg.Token != "" && (cfg.User != "" || cfg.Password != "") {
-		return nil, errors.New("bus: embedded NATS takes a token or a user/password, not both")
+		return errors.New("bus: embedded NATS takes a token or a user/password, not both")
 	}
 	if len(cfg.Users) > 0 && (cfg.Token != "" || cfg.User != "") {
-		return nil, errors.New("bus: embedded NATS takes Users or a token or a user/password, not several")
+		return errors.New("bus: embedded NATS takes Users or a token or a user/password, not several")
+	}
+	for _, u := range cfg.Users {
+		if u.NKey == "" && u.Name == "" {
+			return errors.New("bus: an embedded user needs a Name or an NKey")
+		}
+	}
+	return nil
+}
+
+// StartEmbedded starts a server and waits until it accepts clients.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.MaxPayload < 0 || cfg.MaxPayload > MaxMaxPayload {
 		return nil, fmt.Errorf("bus: embedded NATS MaxPayload %d: want 0 (the default, %d) to %d", cfg.MaxPayload, DefaultMaxPayload, MaxMaxPayload)
 	}
 	host := cfg.Host
-	if host == "" {
-		host = DefaultEmbeddedHost
-	}
 	port := cfg.Port
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -121,10 +151,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		switch {
 		case u.NKey != "":
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: u.permissions()})
-		case u.Name != "":
+		default: // validate refused users with neither
 			opts.Users = append(opts.Users, &server.User{Username: u.Name, Password: u.Password, Permissions: u.permissions()})
-		default:
-			return nil, errors.New("bus: an embedded user needs a Name or an NKey")
 		}
 	}
 	srv, err := server.NewServer(opts)
@@ -144,9 +172,6 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	go srv.Start()
 	wait := cfg.ReadyTimeout
-	if wait == 0 {
-		wait = 10 * time.Second
-	}
 	if !srv.ReadyForConnections(wait) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("bus: embedded NATS on %s:%d not ready after %v", host, port, wait)

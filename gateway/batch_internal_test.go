@@ -40,6 +40,9 @@ func TestQueuedEventThatCannotFitIsDroppedAlone(t *testing.T) {
 	tr := &closeCounter{}
 	c := g.newClient("127.0.0.1:1", tr)
 	require.NotNil(t, c)
+	// Before Run stops (cleanups run last first): no worker would
+	// acknowledge c's close, and Run would wait DrainTimeout (5 s) for it.
+	t.Cleanup(func() { g.reg.remove(c) })
 	g.pushEvent(c, bus.Event{Kind: bus.EventConnect})
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: bytes.Repeat([]byte("b"), 8<<10)})
 	g.pushEvent(c, bus.Event{Kind: bus.EventMessage, Body: []byte("small")})

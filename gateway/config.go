@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -281,13 +282,15 @@ func (c Config) validate() error {
 	if c.WebSocketPath[0] != '/' {
 		return fmt.Errorf("gateway: WebSocketPath %q must start with '/'", c.WebSocketPath)
 	}
-	for name, v := range map[string]int{
+	// Maps name the fields once; sorted, so the error is the same each run.
+	ints := map[string]int{
 		"MaxMessageSize": c.MaxMessageSize, "SendQueueLimit": c.SendQueueLimit,
 		"MaxPendingEventBytes": c.MaxPendingEventBytes, "MaxConnections": c.MaxConnections,
 		"MaxGroupsPerClient": c.MaxGroupsPerClient, "PingNotResponseLimit": c.PingNotResponseLimit + 1,
 		"MaxMessagesPerSecond": c.MaxMessagesPerSecond, "MaxHeaderBytes": c.MaxHeaderBytes,
-	} {
-		if v < 0 {
+	}
+	for _, name := range slices.Sorted(maps.Keys(ints)) {
+		if ints[name] < 0 {
 			return fmt.Errorf("gateway: %s must not be negative", name)
 		}
 	}
@@ -318,11 +321,12 @@ func (c Config) validate() error {
 	if c.AckTimeout < 2*bus.ProgressInterval {
 		return fmt.Errorf("gateway: AckTimeout (%v) must be at least twice bus.ProgressInterval (%v)", c.AckTimeout, bus.ProgressInterval)
 	}
-	for name, d := range map[string]time.Duration{
+	durations := map[string]time.Duration{
 		"NoWorkerRetry": c.NoWorkerRetry, "DrainTimeout": c.DrainTimeout,
 		"BeatInterval": c.BeatInterval, "HandshakeTimeout": c.HandshakeTimeout,
-	} {
-		if d < 0 {
+	}
+	for _, name := range slices.Sorted(maps.Keys(durations)) {
+		if durations[name] < 0 {
 			return fmt.Errorf("gateway: %s must not be negative", name)
 		}
 	}

@@ -326,6 +326,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return nil
 }
 
+// wsShutdownAtLeast is the least time the WebSocket engine is given to
+// stop: several of nbio's 200 ms checks.
+const wsShutdownAtLeast = time.Second
+
 // shutdown closes every client and waits for their close events to be
 // acknowledged, at most DrainTimeout.
 func (g *Gateway) shutdown() {
@@ -338,7 +342,12 @@ func (g *Gateway) shutdown() {
 	stopCtx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
 	if g.ws != nil {
-		_ = g.ws.Shutdown(stopCtx)
+		// nbio's Shutdown looks for its connections gone every 200 ms, and
+		// returns at its ctx's end without stopping its pollers: a shorter
+		// DrainTimeout left them running after Run returned.
+		wsCtx, cancel := context.WithTimeout(context.Background(), max(g.cfg.DrainTimeout, wsShutdownAtLeast))
+		defer cancel()
+		_ = g.ws.Shutdown(wsCtx)
 	}
 	for _, t := range g.tcp {
 		t.engine.Stop()

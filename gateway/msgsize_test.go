@@ -32,7 +32,7 @@ func TestFourMiBMessagesBothWays(t *testing.T) {
 		},
 		OnMessage: func(ctx context.Context, c *worker.Client, m worker.MessageEvent) error {
 			got <- len(m.Data)
-			return c.WithFrame(bus.FrameBinary).SendToCurrentClient(ctx, m.Data)
+			return c.WithFrame(api.FrameBinary).SendToCurrentClient(ctx, m.Data)
 		},
 	}})
 	gw := gatewaytest.Start(t, e, gateway.Config{MaxMessageSize: size})

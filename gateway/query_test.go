@@ -50,6 +50,11 @@ func runGateway(tb testing.TB, e *bus.Embedded, cfg Config) *Gateway {
 	cfg.Bus = bustest.Connect(tb, e, bus.Config{})
 	cfg.WebSocketAddr = "127.0.0.1:0"
 	cfg.Logger = bustest.Logger(tb)
+	if cfg.DrainTimeout == 0 {
+		// No worker acknowledges the close events of its clients at the
+		// end: stopping would wait the default 5 s for nothing.
+		cfg.DrainTimeout = 100 * time.Millisecond
+	}
 	g, err := New(cfg)
 	require.NoError(tb, err)
 	ctx, cancel := context.WithCancel(context.Background())

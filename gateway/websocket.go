@@ -371,10 +371,33 @@ func closeReasonOf(err error) bus.CloseReason {
 		return bus.CloseProtocolError
 	case errors.Is(err, websocket.ErrMessageTooLarge), errors.Is(err, errMessageTooLarge):
 		return bus.CloseMessageTooLarge
-	case errors.Is(err, errFrameProtocol), errors.Is(err, websocket.ErrInvalidUtf8), strings.HasPrefix(err.Error(), "websocket:"):
+	case errors.Is(err, errFrameProtocol), isNbioProtocolError(err):
 		return bus.CloseProtocolError
 	}
 	return bus.CloseClientClosed
+}
+
+// nbioProtocolErrors are the errors nbio closes a connection with when a
+// client broke RFC 6455 in a way frameGuard does not see (a close code or
+// text that is not UTF-8, a bad extension). Matched by identity: nbio also
+// reports a client's own close frame as an error whose text starts with
+// "websocket:", and a browser leaving a page (1001) is no protocol error.
+var nbioProtocolErrors = []error{
+	websocket.ErrInvalidUtf8, websocket.ErrInvalidCloseCode, websocket.ErrInvalidFragmentMessage,
+	websocket.ErrInvalidControlFrame, websocket.ErrReserveBitSet, websocket.ErrReservedMessageType,
+	websocket.ErrControlMessageFragmented, websocket.ErrControlMessageTooBig,
+	websocket.ErrFragmentsShouldNotHaveBinaryOrTextMessage, websocket.ErrInvalidCompression,
+}
+
+func isNbioProtocolError(err error) bool {
+	for _, e := range nbioProtocolErrors {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// A close frame with code 1002 is the client saying we broke the protocol.
+	var ce *websocket.CloseError
+	return errors.As(err, &ce) && ce.Code == 1002
 }
 
 // probeListen reports whether addr can be listened on now.

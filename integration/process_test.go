@@ -6,71 +6,32 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/internal/testbin"
 )
 
-// built builds a main package once per test run, into a temporary
-// directory the OS cleans, and returns the binary's path.
-type built struct {
-	once      sync.Once
-	pkg, name string
-	path      string
-	err       error
-}
+// built is a main package that tests run as a process; testbin builds it
+// once for every package's tests (cmd/gatewayworker's too) and every run
+// of the same sources.
+type built struct{ pkg string }
 
-func (b *built) get(t *testing.T) string {
-	t.Helper()
-	b.once.Do(func() {
-		dir, err := os.MkdirTemp("", "gw-integration-")
-		if err != nil {
-			b.err = err
-			return
-		}
-		b.path = filepath.Join(dir, b.name)
-		noteSources()
-		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	})
-	require.NoError(t, b.err)
-	return b.path
-}
-
-// noteSources stats the module's Go sources, go.mod and go.sum. The go
-// command's test cache remembers the files a test stats and reruns it when
-// one changes; without this, `go test ./...` would replay a cached result
-// after a change to the code these tests build into binaries.
-func noteSources() {
-	_ = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return nil
-		case d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "bin"):
-			return filepath.SkipDir
-		case strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum":
-			_, _ = os.Stat(path)
-		}
-		return nil
-	})
-}
+func (b *built) get(t *testing.T) string { return testbin.Build(t, b.pkg) }
 
 var (
-	gatewayworkerBin = &built{pkg: "../cmd/gatewayworker", name: "gatewayworker"}
+	gatewayworkerBin = &built{pkg: "github.com/gatewayworker/gatewayworker/cmd/gatewayworker"}
 	// natsServerBin is nats-server at the version go.mod pins.
-	natsServerBin = &built{pkg: "github.com/nats-io/nats-server/v2", name: "nats-server"}
+	natsServerBin = &built{pkg: "github.com/nats-io/nats-server/v2"}
 )
 
 // binary returns the gatewayworker binary.

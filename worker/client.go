@@ -9,11 +9,12 @@ import (
 )
 
 // Client is the client whose event a handler is running for. It is valid
-// only during the handler call. It embeds the worker's API client, so a
-// handler writes c.SendToGroup(ctx, ...) as GatewayWorker's code writes
-// Gateway::sendToGroup(...).
+// only during the handler call. It embeds the calls of the worker's API
+// client, so a handler writes c.SendToGroup(ctx, ...) as GatewayWorker's
+// code writes Gateway::sendToGroup(...); not its Close, since every
+// handler of the worker shares that client.
 type Client struct {
-	*api.Client
+	api.Calls
 	id, gateway, addr, uid string
 
 	rawSession []byte
@@ -66,7 +67,7 @@ func (c *Client) sessionUpdate() (data []byte, changed bool, err error) {
 func (c *Client) WithFrame(f api.Frame) *Client {
 	c.Session() // decoded now, so that both hold the same map
 	v := *c
-	v.Client = c.Client.WithFrame(f)
+	v.Calls = c.Calls.WithFrame(f)
 	return &v
 }
 

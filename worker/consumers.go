@@ -39,12 +39,26 @@ const (
 // batch runs, adds a consumer whenever batches have waited backlogDelay (a
 // slow handler, or more work than one goroutine does), up to
 // MaxConcurrency; added consumers end when the buffer is empty.
+//
+// Every claimTick, spill moves what waits in the subscription's buffer to
+// the worker's own queue (q), where it is claimed and reported
+// (claimWaiting) and from which NATS never drops; consumers take from q
+// first (older), then from the buffer.
+//
+// The consumers know nothing of NATS or of the worker: they take batches
+// from a batchSource and hand them to runBatch, so consumers_test.go
+// drives them with an in-memory queue under testing/synctest's clock.
 type consumers struct {
-	w       *Worker
-	subject string
-	sub     *bus.Buffered
+	sub batchSource
 	// q holds the batches spill moved out of sub's buffer: the older ones.
 	q *batchQueue
+	// max bounds the consumer goroutines (Config.MaxConcurrency).
+	max int
+	// runBatch runs one batch taken at now; e.at is when it arrived, at
+	// the latest (see claimAfter).
+	runBatch func(e *queued, now time.Time)
+	// dropped is called for a batch spill found no room for in q.
+	dropped func()
 	// n counts consumer goroutines, busy those running a batch.
 	n, busy atomic.Int32
 	armed   atomic.Bool
@@ -62,25 +76,46 @@ type consumers struct {
 	emptyAt atomic.Int64
 }
 
+// batchSource is where consumers take batches: a *bus.Buffered.
+type batchSource interface {
+	// NextOr waits for a batch until stop is closed or wake signalled
+	// (ok false then).
+	NextOr(stop, wake <-chan struct{}) (m bus.Msg, ok bool)
+	// TryNext takes a batch if one waits.
+	TryNext() (m bus.Msg, ok bool)
+	// Waiting is the number of batches that wait.
+	Waiting() int
+}
+
 // subscribe queue-subscribes to subject and starts the consumers of what
-// comes. Consumers take batches straight from nats.go's buffer while they
-// keep up (no goroutine hand-off: one cost 7 % of the echo rate); every
-// claimTick, spill moves what waits there to the worker's own queue,
-// where it is claimed and reported (claimWaiting) and from which NATS
-// never drops.
-func (w *Worker) subscribe(subject string) (*consumers, error) {
+// comes, and the spill of what waits.
+func (w *Worker) subscribe(subject string) (*consumers, *bus.Buffered, error) {
 	sub, err := w.bus.QueueSubscribeBuffered(subject, bus.WorkerQueue, bufferedBatches)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cs := &consumers{w: w, subject: subject, sub: sub, q: newBatchQueue(), stop: make(chan struct{})}
+	cs := newConsumers(sub, w.cfg.MaxConcurrency, w.onBatch)
+	cs.dropped = func() {
+		w.claimLogs.Log(w.log, slog.LevelError, "event batch dropped: the worker holds too many (its gateway sends it again)", "subject", subject, "waiting", maxQueued)
+	}
+	cs.wg.Add(1)
+	go cs.spillEvery(claimTick)
+	return cs, sub, nil
+}
+
+// startConsumers starts consumers without spill (consumers_test.go): run
+// gets claim true for a batch that waited claimAfter.
+func startConsumers(sub batchSource, max int, run func(m bus.Msg, now time.Time, claim bool)) *consumers {
+	return newConsumers(sub, max, func(e *queued, now time.Time) { run(e.m, now, now.Sub(e.at) > claimAfter) })
+}
+
+func newConsumers(sub batchSource, max int, run func(*queued, time.Time)) *consumers {
+	cs := &consumers{sub: sub, q: newBatchQueue(), max: max, runBatch: run, dropped: func() {}, stop: make(chan struct{})}
 	cs.emptyAt.Store(time.Now().UnixNano())
 	cs.watch = time.AfterFunc(time.Hour, cs.check)
 	cs.watch.Stop()
 	cs.spawn(false)
-	cs.wg.Add(1)
-	go cs.spillEvery(claimTick)
-	return cs, nil
+	return cs
 }
 
 // spillEvery spills until the consumers stop (then they run, or abandon,
@@ -106,7 +141,7 @@ func (cs *consumers) spill() {
 	moved := false
 	for m, ok := cs.sub.TryNext(); ok; m, ok = cs.sub.TryNext() {
 		if !cs.q.push(m, at) {
-			cs.w.claimLogs.Log(cs.w.log, slog.LevelError, "event batch dropped: the worker holds too many (its gateway sends it again)", "subject", cs.subject, "waiting", maxQueued)
+			cs.dropped()
 		}
 		moved = true
 	}
@@ -178,14 +213,14 @@ func (cs *consumers) run(e *queued) {
 	if !cs.armed.Load() && cs.armed.CompareAndSwap(false, true) {
 		cs.watch.Reset(backlogDelay)
 	}
-	cs.w.onBatch(e, time.Now())
+	cs.runBatch(e, time.Now())
 	cs.busy.Add(-1)
 }
 
 // check is the watchdog: it adds a consumer when batches wait, and stays
 // armed while any batch runs.
 func (cs *consumers) check() {
-	if cs.q.len()+cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.w.cfg.MaxConcurrency {
+	if cs.q.len()+cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.max {
 		cs.mu.Lock()
 		if !cs.stopping {
 			cs.spawn(true)

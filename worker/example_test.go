@@ -37,7 +37,12 @@ func Example() {
 		}
 	}()
 	gw, _ := gateway.New(gateway.Config{Bus: connect(), WebSocketAddr: "127.0.0.1:0", Logger: quiet})
-	running.Go(func() { _ = gw.Run(ctx) })
+	gwCtx, stopGateway := context.WithCancel(ctx)
+	gwDone := make(chan struct{})
+	go func() { defer close(gwDone); _ = gw.Run(gwCtx) }()
+	// Stopped first, while the worker runs: it acknowledges the close
+	// events of the gateway's clients, which the gateway waits for.
+	defer func() { stopGateway(); <-gwDone }()
 	<-gw.Ready()
 
 	// The worker: this is all the code an application writes.

@@ -49,8 +49,15 @@ type reaper struct {
 	w     *Worker
 	inbox string
 
+	// ctx is run's: it ends the syncs when run returns.
+	ctx context.Context
+	// syncs are the client-list requests in flight; run waits for them.
+	syncs sync.WaitGroup
+
 	mu   sync.Mutex
 	core *reapCore
+	// stopped is set when run returns: no sync starts after it.
+	stopped bool
 	// reconnects is the bus's reconnect count at the last tick.
 	reconnects uint64
 }
@@ -66,6 +73,17 @@ func newReaper(w *Worker) *reaper {
 // beats would make gateways look lost. So this worker hears NATS while ctl
 // is connected and its own beats come back on it.
 func (r *reaper) run(ctx context.Context, ctl *bus.Conn) error {
+	// Deferred first, so it runs last: after the subscriptions ended and
+	// ctx was cancelled, no sync starts and those running end soon.
+	defer func() {
+		r.mu.Lock()
+		r.stopped = true
+		r.mu.Unlock()
+		r.syncs.Wait()
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.ctx = ctx
 	w := r.w
 	r.inbox = w.bus.NewInbox() + "."
 	r.reconnects = ctl.Reconnects()
@@ -145,10 +163,17 @@ func (r *reaper) decide(gw string, boot int64, core func(now time.Time) (gone []
 	now := time.Now()
 	r.mu.Lock()
 	gone, sync := core(now)
+	sync = sync && !r.stopped
+	if sync {
+		r.syncs.Add(1) // under r.mu, so never after run's Wait began
+	}
 	r.mu.Unlock()
 	r.w.gone.addAll(gone, now, false)
 	if sync {
-		go r.sync(gw, boot)
+		go func() {
+			defer r.syncs.Done()
+			r.sync(gw, boot)
+		}()
 	}
 }
 
@@ -161,7 +186,7 @@ func (r *reaper) send(batch []closeSend) {
 
 // sync asks gateway gw for its client list.
 func (r *reaper) sync(gw string, boot int64) {
-	ctx, cancel := context.WithTimeout(r.w.handlerCtx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
 	data := bus.MarshalCommand(&bus.Command{Op: bus.OpClientList})
 	var ids []string

@@ -73,11 +73,11 @@ func startGatewayWithClients(t *testing.T, e *bus.Embedded, gwBus *bus.Conn, n i
 func TestGatewayLostClientsGetOnClose(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
-	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
-	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	w1, _ := workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	w2, _ := workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
 	gwBus := bustest.Connect(t, e, bus.Config{})
 	ids := startGatewayWithClients(t, e, gwBus, 5)
-	time.Sleep(1500 * time.Millisecond) // let presence reports and a beat reach the workers
+	reapersKnow(t, "doomed", 5, w1, w2)
 
 	gwBus.Close()
 	start := time.Now()
@@ -95,7 +95,7 @@ func TestGatewayLostClientsGetOnClose(t *testing.T) {
 func TestGatewayStopIsNotALoss(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	cc := &closeCounter{reasons: map[string][]bus.CloseReason{}}
-	workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
+	w, _ := workertest.Start(t, e, worker.Config{Handlers: cc.handlers()})
 	stopCtx, stop := context.WithCancel(context.Background())
 	g, err := gateway.New(gateway.Config{Bus: bustest.Connect(t, e, bus.Config{}), WebSocketAddr: "127.0.0.1:0", Logger: bustest.Logger(t)})
 	require.NoError(t, err)
@@ -107,13 +107,27 @@ func TestGatewayStopIsNotALoss(t *testing.T) {
 		c := gatewaytest.DialWS(t, g, "/", nil)
 		ids = append(ids, strings.TrimPrefix(c.Read(wait), "id:"))
 	}
-	time.Sleep(1500 * time.Millisecond)
+	reapersKnow(t, g.ID(), 3, w)
 	stop()
 	require.NoError(t, <-done)
 	time.Sleep(gatewayQuietPeriod)
 	for _, id := range ids {
 		require.Equal(t, []bus.CloseReason{bus.CloseGatewayShutdown}, cc.of(id), id)
 	}
+}
+
+// reapersKnow waits until each worker's reaper holds the n clients of
+// gateway gw: the presence reports reached it.
+func reapersKnow(t *testing.T, gw string, n int, ws ...*worker.Worker) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, w := range ws {
+			if worker.ReaperKnows(w, gw) != n {
+				return false
+			}
+		}
+		return true
+	}, wait, 10*time.Millisecond, "the reapers never learnt gateway %s's %d clients", gw, n)
 }
 
 // gatewayQuietPeriod is longer than the reaper needs to notice a gateway.
@@ -237,7 +251,7 @@ func (fw *foreignWorker) counts() (connects, closes map[string]int) {
 func TestReapOnlyWorker(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	fw := startForeignWorker(t, e)
-	workertest.Start(t, e, worker.Config{ReapOnly: true})
+	reaper, _ := workertest.Start(t, e, worker.Config{ReapOnly: true})
 	gwBus := bustest.Connect(t, e, bus.Config{})
 	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus, ID: "doomed"})
 	const n = 5
@@ -246,7 +260,7 @@ func TestReapOnlyWorker(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { c, _ := fw.counts(); return len(c) == n }, wait, 10*time.Millisecond,
 		"the other worker takes every connect: the reaper takes none")
-	time.Sleep(1500 * time.Millisecond) // presence reports and a beat reach the reaper
+	reapersKnow(t, "doomed", n, reaper)
 	gwBus.Close()
 	require.Eventually(t, func() bool { _, c := fw.counts(); return len(c) == n }, 15*time.Second, 50*time.Millisecond,
 		"a synthesized close for each client")

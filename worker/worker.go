@@ -49,7 +49,7 @@ type WebSocketConnectEvent struct {
 
 // CloseEvent says why a client left. It is the client's last event.
 type CloseEvent struct {
-	Reason bus.CloseReason
+	Reason CloseReason
 }
 
 // Handlers are the user's callbacks. Nil means "not interested", except
@@ -98,7 +98,7 @@ type Config struct {
 	// ObserveHandler, if set, is called after every handler with the event
 	// kind, how long the handler ran and what it returned (a recovered panic
 	// counts as an error): the hook for latency metrics. It must be fast.
-	ObserveHandler func(kind bus.EventKind, took time.Duration, err error)
+	ObserveHandler func(kind EventKind, took time.Duration, err error)
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// ReapOnly makes a worker that takes no events: it follows the
@@ -161,6 +161,9 @@ type Worker struct {
 	// claims sent for them.
 	consumers []*consumers
 	claims    claims
+	// reaper is Run's, for tests that wait until it knows a gateway's
+	// clients (export_test.go).
+	reaper atomic.Pointer[reaper]
 }
 
 // clientState remembers the last batch of a client handled here, so that a
@@ -174,36 +177,49 @@ type clientState struct {
 	reply string
 }
 
-// New checks cfg and returns a worker; it does no I/O.
+func (c Config) withDefaults() Config {
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.API.Bus, c.API.Prefix = c.Bus, c.Prefix
+	if c.API.Logger == nil {
+		c.API.Logger = c.Logger
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("worker: Config.Bus is required")
+	case c.Handlers.OnMessage == nil && !c.ReapOnly:
+		return errors.New("worker: Config.Handlers.OnMessage is required")
+	case c.MaxConcurrency < 0:
+		return fmt.Errorf("worker: MaxConcurrency (%d) must not be negative", c.MaxConcurrency)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("worker: DrainTimeout (%v) must not be negative", c.DrainTimeout)
+	}
+	return nil
+}
+
+// New checks cfg and returns a worker; it does no I/O. It copies cfg and
+// never changes the caller's value.
 func New(cfg Config) (*Worker, error) {
-	if cfg.Bus == nil {
-		return nil, errors.New("worker: Config.Bus is required")
-	}
-	if cfg.Handlers.OnMessage == nil && !cfg.ReapOnly {
-		return nil, errors.New("worker: Config.Handlers.OnMessage is required")
-	}
-	if cfg.MaxConcurrency == 0 {
-		cfg.MaxConcurrency = DefaultMaxConcurrency
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
-	}
-	if cfg.MaxConcurrency < 0 || cfg.DrainTimeout < 0 {
-		return nil, errors.New("worker: MaxConcurrency and DrainTimeout must not be negative")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	subj, err := bus.NewSubjects(cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	apiCfg := cfg.API
-	apiCfg.Bus, apiCfg.Prefix = cfg.Bus, cfg.Prefix
-	if apiCfg.Logger == nil {
-		apiCfg.Logger = cfg.Logger
-	}
-	a, err := api.New(apiCfg)
+	a, err := api.New(cfg.API)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -221,16 +237,18 @@ func New(cfg Config) (*Worker, error) {
 		gone:      goneSet{ids: map[string]goneClient{}},
 		sem:       make(chan struct{}, cfg.MaxConcurrency),
 		recent:    map[string]*clientState{},
-		claims:    claims{inbox: cfg.Bus.NewInbox() + ".", ask: map[string]*queued{}},
+		claims:    claims{ask: map[string]*queued{}},
 	}, nil
 }
 
 // ID returns the worker's random id.
 func (w *Worker) ID() string { return w.id }
 
-// API returns the worker's API client, for use outside handlers (timers
-// started in OnWorkerStart, for example).
-func (w *Worker) API() *api.Client { return w.api }
+// API returns the calls of the worker's API client, for use outside
+// handlers (timers started in OnWorkerStart, for example). The worker
+// closes the client when Run returns; a program that needs a client of
+// its own (pkg/httpapi takes one) makes it with api.New.
+func (w *Worker) API() api.Calls { return w.api }
 
 // Ready is closed once the worker takes events.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
@@ -279,26 +297,28 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer ctl.Close()
 	reapCtx, stopReaper := context.WithCancel(hctx)
 	reaperDone := make(chan error, 1)
-	go func() { reaperDone <- newReaper(w).run(reapCtx, ctl) }()
+	r := newReaper(w)
+	w.reaper.Store(r)
+	go func() { reaperDone <- r.run(reapCtx, ctl) }()
 	defer func() { stopReaper(); <-reaperDone }()
 	if w.cfg.ReapOnly {
 		return w.reapOnly(ctx)
 	}
+	w.claims.inbox = w.bus.NewInbox() + "." // before any claim is sent
 	answers, err := w.bus.Subscribe(w.claims.inbox+"*", w.onClaimAnswer)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer func() { _ = answers.Unsubscribe() }()
-	lostConsumers, err := w.subscribe(w.subj.LostEvents())
+	lostConsumers, lost, err := w.subscribe(w.subj.LostEvents())
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	defer func() { _ = lostConsumers.sub.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
-	events, err := w.subscribe(w.subj.Events())
+	defer func() { _ = lost.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
+	events, sub, err := w.subscribe(w.subj.Events())
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	sub := events.sub
 	subs := []*bus.Subscription{sub.Subscription}
 	// After a drain this only waits; otherwise it ends the subscriptions
 	// and leaves what waits in them to the gateways' resends.
@@ -548,7 +568,7 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 		w.resendAck(reply, b, nil) // its synthesized close ran here already
 		return
 	}
-	c := &Client{Client: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
+	c := &Client{Calls: w.api, id: b.Client, gateway: b.Gateway, addr: b.Addr, uid: b.UID, rawSession: b.Session}
 	closed := false
 	for _, ev := range b.Events {
 		w.dispatch(c, ev)

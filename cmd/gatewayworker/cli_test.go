@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
 // TestHelpAndVersion: --help lists the commands and the flags of run;
@@ -76,7 +78,7 @@ func TestWaitsForNATS(t *testing.T) {
 	addr := freeAddr(t)
 	port := addr[len("127.0.0.1:"):]
 	status := make(chan error, 1)
-	var out syncBuffer
+	var out bustest.LogBuffer
 	go func() {
 		status <- dispatch(context.Background(), append([]string{"status", "--nats", "nats://" + addr, "--nats-wait", "30s"}, quietLogs...), &out, io.Discard)
 	}()

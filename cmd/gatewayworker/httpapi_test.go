@@ -13,6 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"go.uber.org/goleak"
 )
 
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) {
 func startAPI(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out bustest.LogBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- dispatch(ctx, append(append([]string{"api"}, quietLogs...), args...), &out, io.Discard)
@@ -80,19 +82,7 @@ func TestAPICommandPushesToAChatClient(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
-	read := func() map[string]any {
-		t.Helper()
-		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
-		for {
-			_, b, err := c.ReadMessage()
-			require.NoError(t, err)
-			var m map[string]any
-			require.NoError(t, json.Unmarshal(b, &m), string(b))
-			if m["type"] != "ping" {
-				return m
-			}
-		}
-	}
+	read := func() map[string]any { return readJSON(t, c) }
 	m := read()
 	for m["client_list"] == nil {
 		m = read()

@@ -8,39 +8,23 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/internal/testbin"
 )
 
-var (
-	binaryOnce sync.Once
-	binaryPath string
-	binaryErr  error
-)
-
-// binary builds this command once per test run and returns its path, for
-// tests that need what only a process shows (its stderr, its exit code).
+// binary returns this command's binary, for tests that need what only a
+// process shows (its stderr, its exit code); testbin builds it once for
+// this package's tests and integration's.
 func binary(t *testing.T) string {
 	t.Helper()
-	binaryOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gatewayworker-test-")
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		binaryPath = filepath.Join(dir, "gatewayworker")
-		if out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput(); err != nil {
-			binaryErr = &exec.ExitError{Stderr: out}
-		}
-	})
-	require.NoError(t, binaryErr)
-	return binaryPath
+	return testbin.Build(t, "github.com/gatewayworker/gatewayworker/cmd/gatewayworker")
 }
 
 // jsonLines checks that every line of out is one JSON object and returns them.
@@ -69,7 +53,7 @@ func TestEveryLineFollowsLogFormat(t *testing.T) {
 	cmd := exec.Command(bin, "run", "--app", "none", "--nats-port", "0", "--ws", "127.0.0.1:0", "--tcp", tcp,
 		"--max-conns", "1", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
-	var stderr syncBuffer
+	var stderr bustest.LogBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	defer func() { _ = cmd.Process.Kill() }()

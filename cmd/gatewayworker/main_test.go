@@ -10,31 +10,14 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
-
-// syncBuffer collects what a command writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // quietLogs keeps the commands' logs out of the test output.
 var quietLogs = []string{"--log-level", "error"}
@@ -49,7 +32,7 @@ func startRun(t *testing.T, args ...string) (banner string, stop func() error) {
 func startCommand(t *testing.T, args ...string) (banner string, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out bustest.LogBuffer
 	done := make(chan error, 1)
 	go func() { done <- dispatch(ctx, args, io.Discard, &out) }()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, 15*time.Second, 10*time.Millisecond)
@@ -133,19 +116,7 @@ func TestRunServesTheChat(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
-	read := func(c *websocket.Conn) map[string]any {
-		t.Helper()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for {
-			_, b, err := c.ReadMessage()
-			require.NoError(t, err)
-			var m map[string]any
-			require.NoError(t, json.Unmarshal(b, &m), string(b))
-			if m["type"] != "ping" {
-				return m
-			}
-		}
-	}
+	read := func(c *websocket.Conn) map[string]any { return readJSON(t, c) }
 	ann, bob := dial(), dial()
 	require.NoError(t, ann.WriteJSON(map[string]any{"type": "login", "client_name": "Ann", "room_id": 1}))
 	m := read(ann)
@@ -289,4 +260,20 @@ func TestHealth(t *testing.T) {
 	err = dispatch(context.Background(), []string{"health", "--addr", freeAddr(t)}, io.Discard, io.Discard)
 	require.ErrorContains(t, err, "unhealthy")
 	require.ErrorContains(t, dispatch(context.Background(), []string{"health"}, io.Discard, io.Discard), "--addr is required")
+}
+
+// readJSON returns c's next JSON message that is not the chat's
+// {"type":"ping"}, waiting at most 5 s.
+func readJSON(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for {
+		_, b, err := c.ReadMessage()
+		require.NoError(t, err)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(b, &m), string(b))
+		if m["type"] != "ping" {
+			return m
+		}
+	}
 }

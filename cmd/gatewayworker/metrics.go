@@ -63,60 +63,82 @@ func (m *metrics) counter(name, help string, f func() float64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 }
 
+// gatewayStats are the series a gateway's Stats give, one a field.
+var gatewayStats = []struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(gateway.Stats) float64
+}{
+	{"gatewayworker_gateway_connections", "Connected clients.", prometheus.GaugeValue, func(s gateway.Stats) float64 { return float64(s.Connections) }},
+	{"gatewayworker_gateway_groups", "Groups with a member on this gateway.", prometheus.GaugeValue, func(s gateway.Stats) float64 { return float64(s.Groups) }},
+	{"gatewayworker_gateway_uids", "Uids with a client on this gateway.", prometheus.GaugeValue, func(s gateway.Stats) float64 { return float64(s.UIDs) }},
+	{"gatewayworker_gateway_pending_acks", "Clients whose event batch waits for a worker.", prometheus.GaugeValue, func(s gateway.Stats) float64 { return float64(s.PendingAcks) }},
+	{"gatewayworker_gateway_waiting_for_workers", "Clients whose events wait because MaxBatchesInFlight batches wait for workers.", prometheus.GaugeValue, func(s gateway.Stats) float64 { return float64(s.WaitingForWorkers) }},
+	{"gatewayworker_gateway_connections_accepted_total", "Connections accepted.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.Accepted) }},
+	{"gatewayworker_gateway_messages_in_total", "Messages received from clients.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.MessagesIn) }},
+	{"gatewayworker_gateway_bytes_in_total", "Message bytes received from clients.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.BytesIn) }},
+	{"gatewayworker_gateway_pushes_total", "Messages written to clients.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.PushesOut) }},
+	{"gatewayworker_gateway_bytes_out_total", "Message bytes written to clients.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.BytesOut) }},
+	{"gatewayworker_gateway_event_batches_total", "Event batches sent to workers.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.Batches) }},
+	{"gatewayworker_gateway_event_resends_total", "Event batches sent again (a worker died or none ran).", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.Resends) }},
+	{"gatewayworker_gateway_nats_reconnects_total", "Reconnections to NATS.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.NATSReconnects) }},
+	{"gatewayworker_gateway_pushes_dropped_total", "Pushes (one per client) dropped because the gateway's writers fell 64 MiB or 4,096 pushes per shard behind.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.PushesDropped) }},
+	{"gatewayworker_gateway_replies_dropped_total", "JoinGroup and BindUID answers dropped because 65,536 waited for NATS to confirm subscriptions.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.RepliesDropped) }},
+}
+
 // addGateway exports a gateway's counters.
 func (m *metrics) addGateway(g *gateway.Gateway) {
-	stat := func(f func(gateway.Stats) float64) func() float64 { return func() float64 { return f(g.Stats()) } }
-	m.gauge("gatewayworker_gateway_connections", "Connected clients.", stat(func(s gateway.Stats) float64 { return float64(s.Connections) }))
-	m.gauge("gatewayworker_gateway_groups", "Groups with a member on this gateway.", stat(func(s gateway.Stats) float64 { return float64(s.Groups) }))
-	m.gauge("gatewayworker_gateway_uids", "Uids with a client on this gateway.", stat(func(s gateway.Stats) float64 { return float64(s.UIDs) }))
-	m.gauge("gatewayworker_gateway_pending_acks", "Clients whose event batch waits for a worker.", stat(func(s gateway.Stats) float64 { return float64(s.PendingAcks) }))
-	m.gauge("gatewayworker_gateway_waiting_for_workers", "Clients whose events wait because MaxBatchesInFlight batches wait for workers.", stat(func(s gateway.Stats) float64 { return float64(s.WaitingForWorkers) }))
-	m.counter("gatewayworker_gateway_connections_accepted_total", "Connections accepted.", stat(func(s gateway.Stats) float64 { return float64(s.Accepted) }))
-	m.counter("gatewayworker_gateway_messages_in_total", "Messages received from clients.", stat(func(s gateway.Stats) float64 { return float64(s.MessagesIn) }))
-	m.counter("gatewayworker_gateway_bytes_in_total", "Message bytes received from clients.", stat(func(s gateway.Stats) float64 { return float64(s.BytesIn) }))
-	m.counter("gatewayworker_gateway_pushes_total", "Messages written to clients.", stat(func(s gateway.Stats) float64 { return float64(s.PushesOut) }))
-	m.counter("gatewayworker_gateway_bytes_out_total", "Message bytes written to clients.", stat(func(s gateway.Stats) float64 { return float64(s.BytesOut) }))
-	m.counter("gatewayworker_gateway_event_batches_total", "Event batches sent to workers.", stat(func(s gateway.Stats) float64 { return float64(s.Batches) }))
-	m.counter("gatewayworker_gateway_event_resends_total", "Event batches sent again (a worker died or none ran).", stat(func(s gateway.Stats) float64 { return float64(s.Resends) }))
-	m.counter("gatewayworker_gateway_nats_reconnects_total", "Reconnections to NATS.", stat(func(s gateway.Stats) float64 { return float64(s.NATSReconnects) }))
-	m.counter("gatewayworker_gateway_pushes_dropped_total", "Pushes (one per client) dropped because the gateway's writers fell 64 MiB or 4,096 pushes per shard behind.", stat(func(s gateway.Stats) float64 { return float64(s.PushesDropped) }))
-	m.counter("gatewayworker_gateway_replies_dropped_total", "JoinGroup and BindUID answers dropped because 65,536 waited for NATS to confirm subscriptions.", stat(func(s gateway.Stats) float64 { return float64(s.RepliesDropped) }))
-	closed := prometheus.NewDesc("gatewayworker_gateway_closed_total", "Closed connections by reason (slow consumer, heartbeat timeout, ...).", []string{"reason"}, nil)
-	m.reg.MustRegister(closedCollector{desc: closed, g: g})
-	if g.Stats().AuthFailures != nil {
-		failed := prometheus.NewDesc("gatewayworker_gateway_auth_failures_total", "Clients refused by authentication, by cause (invalid, expired, missing, rejected, timeout, ...).", []string{"cause"}, nil)
-		m.reg.MustRegister(authCollector{desc: failed, g: g})
+	m.reg.MustRegister(newGatewayCollector(g.Stats, g.Stats().AuthFailures != nil))
+}
+
+// gatewayCollector exports a gateway's Stats: one call a scrape, so the
+// series of one scrape agree with each other, and the registry's lock is
+// taken once, not once a series.
+type gatewayCollector struct {
+	stats  func() gateway.Stats
+	descs  []*prometheus.Desc
+	closed *prometheus.Desc
+	// auth, for a gateway with Config.Auth, counts its refusals by cause.
+	auth *prometheus.Desc
+}
+
+func newGatewayCollector(stats func() gateway.Stats, auth bool) *gatewayCollector {
+	c := &gatewayCollector{stats: stats,
+		closed: prometheus.NewDesc("gatewayworker_gateway_closed_total", "Closed connections by reason (slow consumer, heartbeat timeout, ...).", []string{"reason"}, nil)}
+	if auth {
+		c.auth = prometheus.NewDesc("gatewayworker_gateway_auth_failures_total", "Clients refused by authentication, by cause (invalid, expired, missing, rejected, timeout, ...).", []string{"cause"}, nil)
+	}
+	for _, s := range gatewayStats {
+		c.descs = append(c.descs, prometheus.NewDesc(s.name, s.help, nil, nil))
+	}
+	return c
+}
+
+func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+	ch <- c.closed
+	if c.auth != nil {
+		ch <- c.auth
 	}
 }
 
-// authCollector exports the refusals of a gateway's authentication by cause.
-type authCollector struct {
-	desc *prometheus.Desc
-	g    *gateway.Gateway
-}
-
-func (c authCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c authCollector) Collect(ch chan<- prometheus.Metric) {
-	for cause, n := range c.g.Stats().AuthFailures {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), cause)
+func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	for i, st := range gatewayStats {
+		ch <- prometheus.MustNewConstMetric(c.descs[i], st.kind, st.value(s))
 	}
-}
-
-// closedCollector exports the close counters with a reason label.
-type closedCollector struct {
-	desc *prometheus.Desc
-	g    *gateway.Gateway
-}
-
-func (c closedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c closedCollector) Collect(ch chan<- prometheus.Metric) {
-	for reason, n := range c.g.Stats().Closed {
+	for reason, n := range s.Closed {
 		if reason == int(bus.CloseUnknown) {
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), bus.CloseReason(reason).String())
+		ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(n), bus.CloseReason(reason).String())
+	}
+	if c.auth != nil {
+		for cause, n := range s.AuthFailures {
+			ch <- prometheus.MustNewConstMetric(c.auth, prometheus.CounterValue, float64(n), cause)
+		}
 	}
 }
 

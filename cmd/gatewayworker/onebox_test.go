@@ -14,6 +14,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
 )
 
 // tokenFileOf is the token file a banner names.
@@ -41,7 +43,7 @@ func TestLobbyBesideRunAppNone(t *testing.T) {
 	cmd.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+natsPort)
 	// Its own process group, like a terminal job, for Ctrl-C below.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var logs syncBuffer
+	var logs bustest.LogBuffer
 	cmd.Stderr = &logs
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
@@ -98,15 +100,15 @@ func TestNATSCommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 	natsURL := field(t, banner, "nats")
-	var out syncBuffer
+	var out bustest.LogBuffer
 	require.NoError(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL}, quietLogs...), &out, io.Discard))
 	require.Contains(t, out.String(), "GATEWAYS (0)")
-	var js syncBuffer
+	var js bustest.LogBuffer
 	require.NoError(t, dispatch(context.Background(), append([]string{"status", "--json", "--nats", natsURL}, quietLogs...), &js, io.Discard))
 	require.JSONEq(t, `{"gateways": [], "workers": [], "missing": []}`, js.String(), "every list present, empty")
 
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir()) // no token file: refused
-	require.Error(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL}, quietLogs...), io.Discard, io.Discard))
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir()) // no token file: refused (at once: not --nats-wait's 30 s of retries)
+	require.Error(t, dispatch(context.Background(), append([]string{"status", "--nats", natsURL, "--nats-wait", "0s"}, quietLogs...), io.Discard, io.Discard))
 	require.NoError(t, stop())
 	_, err = os.Stat(file)
 	require.ErrorIs(t, err, os.ErrNotExist)

@@ -89,7 +89,7 @@ func startReadmeCommand(t *testing.T, c readmeCommand, harness map[string]string
 		"gateway": "", "worker": ""}[c.args[0]]
 	require.True(t, known, "no readiness line known for %q", c.args[0])
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out bustest.LogBuffer
 	done := make(chan error, 1)
 	go func() { done <- dispatch(ctx, c.args, &out, &out) }()
 	t.Cleanup(func() {

@@ -13,6 +13,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/bus/bustest"
+
 	"github.com/gatewayworker/gatewayworker/bus"
 )
 
@@ -49,7 +51,7 @@ func TestEmbeddedNATSRequiresTheLocalToken(t *testing.T) {
 		workerDone <- dispatch(ctx, append([]string{"worker", "--nats", natsURL, "--app", "chat"}, quietLogs...), io.Discard, io.Discard)
 	}()
 	require.Eventually(t, func() bool {
-		out := &syncBuffer{}
+		out := &bustest.LogBuffer{}
 		if dispatch(context.Background(), append([]string{"status", "--json", "--nats", natsURL}, quietLogs...), out, io.Discard) != nil {
 			return false
 		}
@@ -118,6 +120,6 @@ func TestEmbeddedNATSWithAGivenToken(t *testing.T) {
 	status := func(args ...string) error {
 		return dispatch(context.Background(), append(append([]string{"status", "--nats", natsURL}, args...), quietLogs...), io.Discard, io.Discard)
 	}
-	require.Error(t, status(), "without the token")
+	require.Error(t, status("--nats-wait", "0s"), "without the token (refused at once, not after --nats-wait's 30 s of retries)")
 	require.NoError(t, status("--nats-token", "given-token-0123456789"))
 }

@@ -25,12 +25,12 @@ type statusReport struct {
 }
 
 type gatewayStatus struct {
-	bus.GatewayInfo
+	api.GatewayInfo
 	UptimeSeconds float64 `json:"uptime_seconds"`
 }
 
 type workerStatus struct {
-	bus.WorkerInfo
+	api.WorkerInfo
 	UptimeSeconds float64 `json:"uptime_seconds"`
 }
 

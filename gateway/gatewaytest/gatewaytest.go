@@ -5,7 +5,6 @@ package gatewaytest
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -42,27 +41,7 @@ func Start(t testing.TB, e *bus.Embedded, cfg gateway.Config) *gateway.Gateway {
 	if err != nil {
 		t.Fatalf("gatewaytest: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gatewaytest: Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("gatewaytest: gateway did not stop")
-		}
-	})
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("gatewaytest: Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gatewaytest: gateway not ready")
-	}
+	bustest.Run(t, "gatewaytest: gateway", g.Run, g.Ready(), 10*time.Second)
 	return g
 }
 

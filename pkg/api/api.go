@@ -71,30 +71,30 @@ type Client struct {
 }
 
 // Frame is the WebSocket frame type of a push; TCP clients get the same
-// bytes whatever it is.
-type Frame = bus.Frame
+// bytes whatever it is. Its values are the wire's (TestFrameValuesAreTheWires).
+type Frame uint8
 
 // Frame types for [Client.WithFrame] and [Client.SetWebSocketType].
 const (
 	// FrameDefault leaves the choice to the connection's default, then the
 	// gateway's (gatewayworker run --websocket-type); where none is set,
 	// UTF-8 bytes go as text, others as binary.
-	FrameDefault = bus.FrameDefault
+	FrameDefault Frame = iota
 	// FrameText sends a text frame (a browser's MessageEvent.data is a
 	// string). Bytes that are not UTF-8 go as binary all the same: browsers
 	// fail a connection on a text frame that is not UTF-8.
-	FrameText = bus.FrameText
+	FrameText
 	// FrameBinary sends a binary frame (a Blob or ArrayBuffer in browsers).
-	FrameBinary = bus.FrameBinary
+	FrameBinary
 )
 
 // WithFrame returns a view of c whose pushes (every SendTo* call) go to
 // WebSocket clients in frames of type f: c.WithFrame(api.FrameBinary).
 // SendToGroup(...) sends protobuf or msgpack that a browser receives as
 // binary even when its bytes happen to be UTF-8. The view shares c's
-// connection and state; its Close does nothing. f must be one of the
-// Frame constants.
-func (c *Client) WithFrame(f Frame) *Client {
+// connection and state, and has no Close. f must be one of the Frame
+// constants.
+func (c *Client) WithFrame(f Frame) Calls {
 	v := *c
 	v.frame, v.derived = f, true
 	return &v
@@ -107,27 +107,41 @@ func (c *Client) SetWebSocketType(ctx context.Context, clientID string, f Frame)
 	if f > FrameBinary {
 		return fmt.Errorf("%w: frame type %d", ErrBadRequest, f)
 	}
-	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSetFrame, Frame: f})
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSetFrame, Frame: bus.Frame(f)})
 	return err
+}
+
+func (c Config) withDefaults() Config {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = DefaultQueryTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("api: Config.Bus is required")
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("api: RequestTimeout (%v) must not be negative", c.RequestTimeout)
+	case c.QueryTimeout < 0:
+		return fmt.Errorf("api: QueryTimeout (%v) must not be negative", c.QueryTimeout)
+	}
+	return nil
 }
 
 // New returns an API client on cfg.Bus. It does no I/O; the first query
 // starts following gateway heartbeats. Call Close when done.
 func New(cfg Config) (*Client, error) {
-	if cfg.Bus == nil {
-		return nil, errors.New("api: Config.Bus is required")
-	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.QueryTimeout == 0 {
-		cfg.QueryTimeout = DefaultQueryTimeout
-	}
-	if cfg.RequestTimeout < 0 || cfg.QueryTimeout < 0 {
-		return nil, errors.New("api: timeouts must not be negative")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	subj, err := bus.NewSubjects(cfg.Prefix)
 	if err != nil {
@@ -175,7 +189,7 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 	if err := c.Available(); err != nil {
 		return err
 	}
-	return c.bus.Publish(subject, bus.MarshalCommand(cmd))
+	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
 }
 
 // toClient sends cmd to the gateway of client id and waits for its answer.
@@ -198,13 +212,13 @@ func (c *Client) toClient(ctx context.Context, id string, cmd *bus.Command) (bus
 	}
 	if err != nil {
 		if cerr := c.Available(); cerr != nil { // lost while waiting
-			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, err)
+			return bus.Reply{}, fmt.Errorf("%w: %w", cerr, ofBus(err))
 		}
-		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, err)
+		return bus.Reply{}, fmt.Errorf("%w: %s: %w", ErrGatewayUnavailable, gw, ofBus(err))
 	}
 	var rep bus.Reply
 	if err := bus.Unmarshal(answer, &rep); err != nil {
-		return bus.Reply{}, err
+		return bus.Reply{}, ofBus(err)
 	}
 	return rep, replyErr(rep)
 }
@@ -224,7 +238,7 @@ func replyErr(rep bus.Reply) error {
 // SendToClient sends data to one client and returns once its gateway has
 // queued it for the socket.
 func (c *Client) SendToClient(ctx context.Context, clientID string, data []byte) error {
-	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data})
+	_, err := c.toClient(ctx, clientID, &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data})
 	return err
 }
 
@@ -233,7 +247,7 @@ func (c *Client) SendToUID(ctx context.Context, uid string, data []byte) error {
 	if err := validName(uid); err != nil {
 		return err
 	}
-	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data})
+	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data})
 }
 
 // SendToGroup sends data to every member of group except the excluded
@@ -242,13 +256,13 @@ func (c *Client) SendToGroup(ctx context.Context, group string, data []byte, exc
 	if err := validName(group); err != nil {
 		return err
 	}
-	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data, Exclude: exclude})
+	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data, Exclude: exclude})
 }
 
 // SendToAll sends data to every client of every gateway except the
 // excluded client ids.
 func (c *Client) SendToAll(ctx context.Context, data []byte, exclude ...string) error {
-	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Frame: c.frame, Body: data, Exclude: exclude})
+	return c.publish(ctx, c.subj.All(), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data, Exclude: exclude})
 }
 
 // SendToClients sends data to each of clientIDs but the excluded ids, on
@@ -272,7 +286,7 @@ func (c *Client) SendToClients(ctx context.Context, clientIDs []string, data []b
 		byGateway[gw] = append(byGateway[gw], id)
 	}
 	for _, gw := range order {
-		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Frame: c.frame, Clients: byGateway[gw], Body: data}); err != nil {
+		if err := c.publish(ctx, c.subj.Gateway(gw), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Clients: byGateway[gw], Body: data}); err != nil {
 			return err
 		}
 	}
@@ -439,5 +453,5 @@ func (c *Client) UpdateSession(ctx context.Context, clientID string, changes map
 // without waiting for an answer: no error says whether the client is
 // there. Workers use it for the current client, whose gateway they know.
 func (c *Client) SendToClientAsync(ctx context.Context, gatewayID, clientID string, data []byte) error {
-	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Frame: c.frame, Clients: []string{clientID}, Body: data})
+	return c.publish(ctx, c.subj.Gateway(gatewayID), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Clients: []string{clientID}, Body: data})
 }

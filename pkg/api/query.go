@@ -144,7 +144,7 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each f
 		return err
 	}
 	if err := c.gateways.start(); err != nil {
-		return err
+		return ofBus(err)
 	}
 	expected, fresh := c.gateways.live()
 	if fresh {
@@ -185,7 +185,7 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each f
 	case fault != nil:
 		return fault
 	case err != nil && c.Available() != nil:
-		return fmt.Errorf("%w: %w", ErrNATSUnavailable, err) // lost while gathering
+		return fmt.Errorf("%w: %w", ErrNATSUnavailable, ofBus(err)) // lost while gathering
 	case errors.Is(err, bus.ErrNoResponders):
 		return nil // no gateway is running: nobody is online
 	case err != nil:
@@ -199,7 +199,7 @@ func (c *Client) gather(ctx context.Context, op string, cmd *bus.Command, each f
 			return nil // nobody was expected: all who answered in time
 		}
 		slices.Sort(missing)
-		return &QueryError{Missing: missing, Err: err}
+		return &QueryError{Missing: missing, Err: ofBus(err)}
 	}
 	return nil
 }
@@ -251,7 +251,7 @@ func (c *Client) sessions(ctx context.Context, op string, cmd *bus.Command) (map
 		}
 	})
 	if err == nil && len(bad) > 0 {
-		err = fmt.Errorf("%w: undecodable sessions of %s", bus.ErrBadEnvelope, strings.Join(bad, ","))
+		err = fmt.Errorf("%w: sessions of %s", ErrBadReply, strings.Join(bad, ","))
 	}
 	return out, err
 }
@@ -467,19 +467,43 @@ func (c *Client) GetGatewayIDs(ctx context.Context) ([]string, error) {
 	return ids, err
 }
 
+// GatewayInfo is what a gateway says about itself.
+type GatewayInfo struct {
+	ID string `json:"id"`
+	// Boot is the start time, Unix milliseconds.
+	Boot        int64    `json:"boot_unix_ms"`
+	Addrs       []string `json:"addrs"`
+	Connections int64    `json:"connections"`
+	Groups      int64    `json:"groups"`
+	UIDs        int64    `json:"uids"`
+	MessagesIn  uint64   `json:"messages_in"`
+	BytesIn     uint64   `json:"bytes_in"`
+	PushesOut   uint64   `json:"pushes_out"`
+	BytesOut    uint64   `json:"bytes_out"`
+}
+
+// WorkerInfo is what a worker says about itself.
+type WorkerInfo struct {
+	ID string `json:"id"`
+	// Boot is the start time, Unix milliseconds.
+	Boot     int64  `json:"boot_unix_ms"`
+	Handled  uint64 `json:"events_handled"`
+	InFlight int64  `json:"in_flight"`
+}
+
 // GetGatewayInfos returns what every live gateway says about itself.
-func (c *Client) GetGatewayInfos(ctx context.Context) ([]bus.GatewayInfo, error) {
-	var infos []bus.GatewayInfo
+func (c *Client) GetGatewayInfos(ctx context.Context) ([]GatewayInfo, error) {
+	var infos []GatewayInfo
 	var decodeErr error
 	err := c.gather(ctx, bus.QueryInfo, nil, func(r bus.Reply) {
 		var info bus.GatewayInfo
 		if derr := bus.Unmarshal(r.Body, &info); derr != nil {
-			decodeErr = derr
+			decodeErr = ofBus(derr)
 			return
 		}
-		infos = append(infos, info)
+		infos = append(infos, GatewayInfo(info))
 	})
-	slices.SortFunc(infos, func(a, b bus.GatewayInfo) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(infos, func(a, b GatewayInfo) int { return strings.Compare(a.ID, b.ID) })
 	if err == nil {
 		err = decodeErr
 	}
@@ -488,24 +512,24 @@ func (c *Client) GetGatewayInfos(ctx context.Context) ([]bus.GatewayInfo, error)
 
 // GetWorkerInfos asks every worker about itself and returns the answers that
 // came within wait (workers are not counted in advance: they may come and go).
-func (c *Client) GetWorkerInfos(ctx context.Context, wait time.Duration) ([]bus.WorkerInfo, error) {
+func (c *Client) GetWorkerInfos(ctx context.Context, wait time.Duration) ([]WorkerInfo, error) {
 	if err := c.Available(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	var infos []bus.WorkerInfo
+	var infos []WorkerInfo
 	err := c.bus.Gather(ctx, c.subj.WorkerInfo(), nil, func(m bus.Msg) bool {
 		var rep bus.Reply
 		var info bus.WorkerInfo
 		if bus.Unmarshal(m.Data, &rep) == nil && bus.Unmarshal(rep.Body, &info) == nil {
-			infos = append(infos, info)
+			infos = append(infos, WorkerInfo(info))
 		}
 		return false
 	})
-	slices.SortFunc(infos, func(a, b bus.WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(infos, func(a, b WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
 	if errors.Is(err, bus.ErrTimeout) || errors.Is(err, bus.ErrNoResponders) {
 		err = nil // the window closed, or no worker runs: both are answers
 	}
-	return infos, err
+	return infos, ofBus(err)
 }

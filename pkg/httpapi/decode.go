@@ -108,13 +108,13 @@ type payload struct {
 func (p payload) frame() (api.Frame, error) {
 	f, err := bus.ParseFrame(p.Frame)
 	if err != nil {
-		return f, invalid("frame %q is none of text, binary, default", p.Frame)
+		return api.FrameDefault, invalid("frame %q is none of text, binary, default", p.Frame)
 	}
-	return f, nil
+	return api.Frame(f), nil
 }
 
 // sender returns a with the payload's frame type.
-func (p payload) sender(a *api.Client) *api.Client {
+func (p payload) sender(a *api.Client) api.Calls {
 	f, _ := p.frame() // checked by bytes
 	if f == api.FrameDefault {
 		return a

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
 
@@ -245,8 +244,8 @@ func tooLarge(limit int64) *apiError {
 	return errorf(http.StatusRequestEntityTooLarge, codeBodyTooLarge, "request body over %d bytes", limit)
 }
 
-// classify maps an error of a call to its answer. Errors of pkg/api and
-// bus are matched with errors.Is, never by their text.
+// classify maps an error of a call to its answer. Errors of pkg/api are
+// matched with errors.Is, never by their text.
 func classify(err error) *apiError {
 	var ae *apiError
 	var tooBig *http.MaxBytesError
@@ -255,7 +254,7 @@ func classify(err error) *apiError {
 		return ae
 	case errors.As(err, &tooBig):
 		return tooLarge(tooBig.Limit)
-	case errors.Is(err, bus.ErrMaxPayload):
+	case errors.Is(err, api.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, codeBodyTooLarge, "%v", err)
 	case errors.Is(err, api.ErrClientNotFound):
 		return errorf(http.StatusNotFound, codeClientNotFound, "%v", err)
@@ -263,12 +262,12 @@ func classify(err error) *apiError {
 		return invalid("%v", err)
 	case errors.Is(err, api.ErrLimit):
 		return errorf(http.StatusConflict, codeLimitExceeded, "%v", err)
-	case errors.Is(err, api.ErrNATSUnavailable), errors.Is(err, bus.ErrClosed):
+	case errors.Is(err, api.ErrNATSUnavailable):
 		// Before the gateway's cases: a query during an outage must not
 		// look like an empty deployment, nor a push like a slow gateway.
 		return errorf(http.StatusServiceUnavailable, codeNATSUnavailable, "%v", err)
-	case errors.Is(err, api.ErrGatewayUnavailable), errors.Is(err, bus.ErrTimeout),
-		errors.Is(err, bus.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, api.ErrGatewayUnavailable), errors.Is(err, api.ErrTimeout),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errorf(http.StatusServiceUnavailable, codeGatewayUnavailable, "%v", err)
 	}
 	return errorf(http.StatusInternalServerError, codeInternal, "internal error (logged by the server)")

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
 
@@ -62,11 +61,11 @@ type (
 		partial
 	}
 	gatewaysBody struct {
-		Gateways []bus.GatewayInfo `json:"gateways"`
+		Gateways []api.GatewayInfo `json:"gateways"`
 		partial
 	}
 	workersBody struct {
-		Workers []bus.WorkerInfo `json:"workers"`
+		Workers []api.WorkerInfo `json:"workers"`
 	}
 	sessionBody struct {
 		Session map[string]any `json:"session"`
@@ -437,7 +436,7 @@ func routes() []route {
 		{"GET /v1/gateways", noBody(func(ctx context.Context, a *api.Client) (int, any, error) {
 			infos, err := a.GetGatewayInfos(ctx)
 			if infos == nil {
-				infos = []bus.GatewayInfo{}
+				infos = []api.GatewayInfo{}
 			}
 			return queried(&gatewaysBody{Gateways: infos}, err)
 		})},
@@ -456,7 +455,7 @@ func routes() []route {
 					return 0, nil, err
 				}
 				if infos == nil {
-					infos = []bus.WorkerInfo{}
+					infos = []api.WorkerInfo{}
 				}
 				return http.StatusOK, workersBody{Workers: infos}, nil
 			}, nil

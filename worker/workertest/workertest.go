@@ -28,34 +28,7 @@ func Start(t testing.TB, e *bus.Embedded, cfg worker.Config) (w *worker.Worker, 
 	if err != nil {
 		t.Fatalf("workertest: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("workertest: Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("workertest: worker did not stop")
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case <-w.Ready():
-	case err := <-done:
-		t.Fatalf("workertest: Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("workertest: worker not ready")
-	}
-	return w, stop
+	return w, bustest.Run(t, "workertest: worker", w.Run, w.Ready(), 15*time.Second)
 }
 
 // Greeter tells each client its id on connect, so that a test can name
