@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -213,6 +215,40 @@ type Conn struct {
 	nc *nats.Conn
 	// slow counts slow-consumer reports (see PendingMsgs).
 	slow *atomic.Uint64
+	// url and opts dialled nc: Sibling dials them again.
+	url  string
+	opts []nats.Option
+	// siblings are closed with the connection that dialled them.
+	siblings *siblings
+}
+
+// siblings are the connections Sibling dialled from one Conn: they end when
+// it does (closed by its owner, or by nats.go after MaxReconnects), so a
+// process whose connection is gone does not seem alive on another.
+type siblings struct {
+	mu     sync.Mutex
+	closed bool
+	conns  []*nats.Conn
+}
+
+func (s *siblings) add(nc *nats.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns = append(s.conns, nc)
+	return true
+}
+
+func (s *siblings) close() {
+	s.mu.Lock()
+	conns := s.conns
+	s.closed, s.conns = true, nil
+	s.mu.Unlock()
+	for _, nc := range conns {
+		nc.Close()
+	}
 }
 
 // Msg is a received message. Data belongs to the receiver.
@@ -233,7 +269,41 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	url := strings.Join(cfg.URLs, ",")
+	sib := &siblings{}
+	opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { sib.close() }))
+	c, err := dial(ctx, strings.Join(cfg.URLs, ","), opts, slow)
+	if err != nil {
+		return nil, err
+	}
+	c.siblings = sib
+	return c, nil
+}
+
+// Sibling dials a second connection with c's configuration (servers,
+// credentials, inbox prefix; the name gets suffix), sharing c's
+// slow-consumer count. Gateways and workers send and hear heartbeats and
+// presence on one, so that those never wait behind event traffic in a
+// connection's buffers, in either process or in the NATS server. The
+// caller closes it.
+//
+// The sibling is closed when c is, and cannot dial siblings of its own.
+func (c *Conn) Sibling(ctx context.Context, suffix string) (*Conn, error) {
+	if c.siblings == nil {
+		return nil, errors.New("bus: a sibling connection has no siblings")
+	}
+	opts := append(slices.Clip(c.opts), nats.Name(c.nc.Opts.Name+suffix), nats.ClosedHandler(nil))
+	s, err := dial(ctx, c.url, opts, c.slow)
+	if err != nil {
+		return nil, err
+	}
+	if !c.siblings.add(s.nc) {
+		s.Close()
+		return nil, ErrClosed
+	}
+	return s, nil
+}
+
+func dial(ctx context.Context, url string, opts []nats.Option, slow *atomic.Uint64) (*Conn, error) {
 	type result struct {
 		nc  *nats.Conn
 		err error
@@ -248,7 +318,7 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("bus: connect %s: %w", redact(url), r.err)
 		}
-		return &Conn{nc: r.nc, slow: slow}, nil
+		return &Conn{nc: r.nc, slow: slow, url: url, opts: opts}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.nc != nil {
@@ -363,6 +433,18 @@ func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
 	case nm := <-b.ch:
 		return msgOf(nm), true
 	case <-stop:
+		return Msg{}, false
+	}
+}
+
+// NextOr is Next that also gives up, ok false, when wake is signalled.
+func (b *Buffered) NextOr(stop, wake <-chan struct{}) (m Msg, ok bool) {
+	select {
+	case nm := <-b.ch:
+		return msgOf(nm), true
+	case <-stop:
+		return Msg{}, false
+	case <-wake:
 		return Msg{}, false
 	}
 }

@@ -176,3 +176,33 @@ func TestFloodEndsInACountedDrop(t *testing.T) {
 	require.LessOrEqual(t, handled.Load(), int64(bus.PendingMsgs+2), "at most PendingMsgs waited (plus the one in the handler and the last)")
 	require.Less(t, handled.Load(), int64(flood), "the rest was dropped")
 }
+
+// TestSiblingSharesCredentialsAndEndsWithItsParent: a sibling connection
+// authenticates as its parent did, carries messages on its own, and is
+// closed when the parent is, so a process whose connection is gone does
+// not seem alive on its sibling (gateways beat on one).
+func TestSiblingSharesCredentialsAndEndsWithItsParent(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{Token: "s3cret"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	parent, err := bus.Connect(ctx, bus.Config{URLs: []string{e.URL()}, Token: "s3cret", Name: "gw"})
+	require.NoError(t, err)
+	defer parent.Close()
+	sib, err := parent.Sibling(ctx, " control")
+	require.NoError(t, err)
+	defer sib.Close()
+	_, err = sib.Sibling(ctx, " again")
+	require.Error(t, err, "a sibling dials no siblings")
+
+	got := make(chan string, 1)
+	_, err = sib.Subscribe("beat", func(m bus.Msg) { got <- string(m.Data) })
+	require.NoError(t, err)
+	require.NoError(t, sib.Flush(ctx))
+	require.NoError(t, parent.Publish("beat", []byte("b1")))
+	require.Equal(t, "b1", <-got)
+
+	parent.Close()
+	require.Eventually(t, func() bool { return !sib.Connected() }, 5*time.Second, 10*time.Millisecond, "the sibling ends with its parent")
+	_, err = parent.Sibling(ctx, " late")
+	require.Error(t, err)
+}

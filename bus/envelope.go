@@ -254,6 +254,19 @@ type Presence struct {
 	Removed []string `msgpack:"r,omitempty"`
 }
 
+// HeldSuffix ends the subject of a [Held] report: the reply subject of a
+// gateway's batches with HeldSuffix in place of the client id (client ids
+// never hold a '~').
+const HeldSuffix = "~held"
+
+// Held is a worker's progress report for many batches of one gateway at
+// once: the batches waiting in the worker that their gateway granted it
+// (an AckWorking for each, in one message). Clients[i] goes with Seqs[i].
+type Held struct {
+	Clients []string `msgpack:"c"`
+	Seqs    []uint64 `msgpack:"q"`
+}
+
 // WorkerBeat is a worker's heartbeat on [Subjects.WorkerBeat].
 type WorkerBeat struct {
 	ID string `msgpack:"id"`

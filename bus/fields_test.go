@@ -19,7 +19,7 @@ import (
 // TestEveryFieldCrossesTheWire.
 var envelopes = []any{
 	&Event{}, &WebSocketInfo{}, &EventBatch{}, &Ack{}, &Command{}, &Reply{},
-	&Presence{}, &WorkerBeat{}, &GatewayInfo{}, &WorkerInfo{}, &Beat{},
+	&Presence{}, &WorkerBeat{}, &GatewayInfo{}, &WorkerInfo{}, &Beat{}, &Held{},
 }
 
 // notEnvelopes are the package's other exported structs: they never cross

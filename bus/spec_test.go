@@ -105,7 +105,7 @@ func named(pairs ...any) map[string]string {
 var specStructs = map[string]any{
 	"EventBatch": bus.EventBatch{}, "Event": bus.Event{}, "WebSocketInfo": bus.WebSocketInfo{}, "Ack": bus.Ack{},
 	"Command": bus.Command{}, "Reply": bus.Reply{}, "Beat": bus.Beat{}, "GatewayInfo": bus.GatewayInfo{},
-	"WorkerInfo": bus.WorkerInfo{}, "Presence": bus.Presence{}, "WorkerBeat": bus.WorkerBeat{},
+	"WorkerInfo": bus.WorkerInfo{}, "Presence": bus.Presence{}, "WorkerBeat": bus.WorkerBeat{}, "Held": bus.Held{},
 }
 
 // spec is what the test reads out of the document.

@@ -52,9 +52,15 @@ type Gateway struct {
 	autoSendQueue bool
 	log           *slog.Logger
 	bus           *bus.Conn
-	subj          bus.Subjects
-	boot          time.Time
-	reg           *registry
+	// ctl is a second connection (bus.Conn.Sibling) for heartbeats and
+	// presence: in a connect storm, event batches, acks and claims queue up
+	// in bus's buffers (here, in the NATS server, in workers), and beats
+	// behind them came back too late, so the gateway took itself for cut
+	// off and closed its clients. Set by Run.
+	ctl  *bus.Conn
+	subj bus.Subjects
+	boot time.Time
+	reg  *registry
 	// inbox is the prefix of the reply subjects of event batches; the client
 	// id follows it, so even a no-responders status names its client.
 	inbox string
@@ -264,13 +270,29 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.checkIDFree(ctx); err != nil {
 		return err
 	}
+	ctl, err := g.bus.Sibling(ctx, " control")
+	if err != nil {
+		return fmt.Errorf("gateway: heartbeat connection: %w", err)
+	}
+	defer ctl.Close()
+	g.ctl = ctl
 	fixed, err := g.subscribeFixed()
 	if err != nil {
 		return err
 	}
+	ownBeats, err := g.ctl.Subscribe(g.subj.Heartbeat(), g.onOwnBeat)
+	if err != nil {
+		unsubscribeAll(fixed)
+		return fmt.Errorf("gateway: %w", err)
+	}
+	fixed = append(fixed, ownBeats)
 	// A refused subscription would leave the gateway deaf (to its own beats,
 	// its commands or its acks) while it seems to run: fail now instead.
-	if err := g.bus.CheckSubscriptions(ctx, fixed...); err != nil {
+	err = g.bus.CheckSubscriptions(ctx, fixed[:len(fixed)-1]...)
+	if err == nil {
+		err = g.ctl.CheckSubscriptions(ctx, ownBeats)
+	}
+	if err != nil {
 		unsubscribeAll(fixed)
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -300,6 +322,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	_ = g.bus.Flush(flushCtx)
+	_ = g.ctl.Flush(flushCtx)
 	return nil
 }
 
@@ -373,7 +396,6 @@ func (g *Gateway) subscribeFixed() ([]*bus.Subscription, error) {
 		{g.subj.Gateway(g.cfg.ID), g.onCommand},
 		{g.subj.All(), g.onBroadcast},
 		{g.subj.Query("*"), g.onQuery},
-		{g.subj.Heartbeat(), g.onOwnBeat},
 		{g.subj.GatewayClaim(g.cfg.ID), g.onClaim},
 	} {
 		sub, err := g.bus.Subscribe(s.subject, s.h)
@@ -698,7 +720,12 @@ func (g *Gateway) sendBatch(c *client, subject string, data []byte) {
 
 // onAck handles a worker's answer to a batch.
 func (g *Gateway) onAck(m bus.Msg) {
-	c := g.reg.get(m.Subject[len(g.inbox):])
+	suffix := m.Subject[len(g.inbox):]
+	if suffix == bus.HeldSuffix {
+		g.onHeld(m)
+		return
+	}
+	c := g.reg.get(suffix)
 	if c == nil {
 		return
 	}
@@ -765,6 +792,28 @@ func (g *Gateway) onAck(m bus.Msg) {
 	if finished {
 		g.reg.remove(c)
 		g.presence.remove(c.id)
+	}
+}
+
+// onHeld takes a worker's report on many batches waiting in it that were
+// granted to it: each counts as an AckWorking for its batch.
+func (g *Gateway) onHeld(m bus.Msg) {
+	var h bus.Held
+	if err := bus.Unmarshal(m.Data, &h); err != nil || len(h.Clients) != len(h.Seqs) {
+		g.warnRateLimited("bad held report from a worker", "err", err)
+		return
+	}
+	deadline := time.Now().Add(g.cfg.AckTimeout).UnixNano()
+	for i, id := range h.Clients {
+		c := g.reg.get(id)
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		if c.inflight != nil && h.Seqs[i] == c.seq {
+			c.claimed, c.deadline = true, deadline
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -848,11 +897,24 @@ func (g *Gateway) checkBusLiveness(now time.Time) {
 	if g.cfg.NATSLossTimeout < 0 {
 		return
 	}
-	if silent >= g.cfg.NATSLossTimeout/2 && g.bus.Connected() && g.reconnectForced.CompareAndSwap(false, true) {
+	if silent >= g.cfg.NATSLossTimeout/2 && g.ctl.Connected() && g.reconnectForced.CompareAndSwap(false, true) {
 		// The server may be frozen: NATS's own pings would take seconds to
-		// say so. Try another node before the clients have to go.
-		g.log.Warn("own heartbeats do not come back: reconnecting to NATS", "silent_for", silent.Round(time.Millisecond))
-		_ = g.bus.ForceReconnect()
+		// say so. Ask it (a flush is a ping), and if it does not answer
+		// soon, try another node before the clients have to go. A server
+		// that answers is only slow (a connect storm on a busy machine):
+		// a reconnect would drop the beat that is on its way, and the
+		// clients would go for nothing. Only the heartbeat connection: a
+		// reconnect of the event connection would drop what is in flight.
+		g.loops.Add(1)
+		go func() {
+			defer g.loops.Done()
+			ctx, cancel := context.WithTimeout(g.life, g.cfg.NATSLossTimeout/4)
+			defer cancel()
+			if err := g.ctl.Flush(ctx); err != nil && g.life.Err() == nil {
+				g.log.Warn("own heartbeats do not come back and NATS does not answer: reconnecting", "silent_for", silent.Round(time.Millisecond), "err", err)
+				_ = g.ctl.ForceReconnect()
+			}
+		}()
 	}
 	if silent < g.cfg.NATSLossTimeout {
 		return
@@ -996,7 +1058,7 @@ func (g *Gateway) beat(leaving bool) {
 	data, err := bus.Marshal(&bus.Beat{Gateway: g.cfg.ID, Boot: g.boot.UnixMilli(), Leaving: leaving, Addrs: g.AdvertisedAddrs(), Conns: int64(live),
 		Interval: g.cfg.BeatInterval.Milliseconds()})
 	if err == nil {
-		_ = g.bus.Publish(g.subj.Heartbeat(), data)
+		_ = g.ctl.Publish(g.subj.Heartbeat(), data)
 	}
 }
 

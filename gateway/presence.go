@@ -44,7 +44,7 @@ func (g *Gateway) flushPresence() {
 	g.presence.mu.Unlock()
 	data, err := bus.Marshal(&report)
 	if err == nil {
-		err = g.bus.Publish(g.subj.Presence(g.cfg.ID), data)
+		err = g.ctl.Publish(g.subj.Presence(g.cfg.ID), data)
 	}
 	if err != nil {
 		g.warnRateLimited("presence report not published", "err", err)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,16 +13,23 @@ const (
 	// backlogDelay is how long batches may wait behind busy consumers
 	// before another consumer starts.
 	backlogDelay = time.Millisecond
-	// claimAfter: a batch taken when the buffer has not been empty for
-	// this long may have waited so long that its gateway sent it again
-	// (AckTimeout is at least 500 ms, and the first progress report comes
-	// up to 375 ms after a batch starts), so it is claimed before it runs.
+	// claimAfter: a batch that has waited this long may have waited so
+	// long that its gateway sent it again (AckTimeout is at least 500 ms,
+	// and the first progress report comes up to 375 ms after a batch
+	// starts), so it is claimed before it runs: while it waits, by
+	// claimWaiting, or when it is taken.
 	claimAfter = 100 * time.Millisecond
-	// bufferedBatches bounds the batches waiting in a worker (nats.go's
-	// own default for pulled subscriptions). A batch that finds the buffer
-	// full is dropped by NATS; its gateway resends it when no ack comes
-	// (at-least-once), so it is late, not lost.
-	bufferedBatches = 1 << 16
+	// claimTick is how often the batches waiting in nats.go's buffer are
+	// moved to the worker's queue (spill), and those that waited
+	// claimAfter are claimed.
+	claimTick = 50 * time.Millisecond
+	// bufferedBatches bounds nats.go's buffer of a worker's subscription:
+	// it holds what came since the last spill (claimTick; its own
+	// goroutine, which never waits on the network). A batch that finds it
+	// full is dropped by NATS (a slow consumer): 262,144 is what gateways
+	// at the default window may have in flight, 64 of them, and costs
+	// memory only when used.
+	bufferedBatches = maxQueued
 )
 
 // consumers run the batches of one subscription. One consumer takes
@@ -32,16 +40,25 @@ const (
 // slow handler, or more work than one goroutine does), up to
 // MaxConcurrency; added consumers end when the buffer is empty.
 //
+// Every claimTick, spill moves what waits in the subscription's buffer to
+// the worker's own queue (q), where it is claimed and reported
+// (claimWaiting) and from which NATS never drops; consumers take from q
+// first (older), then from the buffer.
+//
 // The consumers know nothing of NATS or of the worker: they take batches
 // from a batchSource and hand them to runBatch, so consumers_test.go
 // drives them with an in-memory queue under testing/synctest's clock.
 type consumers struct {
 	sub batchSource
+	// q holds the batches spill moved out of sub's buffer: the older ones.
+	q *batchQueue
 	// max bounds the consumer goroutines (Config.MaxConcurrency).
 	max int
-	// runBatch runs one batch taken at now; claim says it may have
-	// waited long enough to have been resent (see claimAfter).
-	runBatch func(m bus.Msg, now time.Time, claim bool)
+	// runBatch runs one batch taken at now; e.at is when it arrived, at
+	// the latest (see claimAfter).
+	runBatch func(e *queued, now time.Time)
+	// dropped is called for a batch spill found no room for in q.
+	dropped func()
 	// n counts consumer goroutines, busy those running a batch.
 	n, busy atomic.Int32
 	armed   atomic.Bool
@@ -54,32 +71,99 @@ type consumers struct {
 	// abandoned: batches not started are left to their gateways, which
 	// resend them when no ack comes.
 	abandoned atomic.Bool
-	// emptyAt (Unix nanoseconds) is when a consumer last found the buffer
+	// emptyAt (Unix nanoseconds) is when sub's buffer was last seen
 	// empty: every batch in it arrived later, so none waited longer.
 	emptyAt atomic.Int64
 }
 
 // batchSource is where consumers take batches: a *bus.Buffered.
 type batchSource interface {
-	// Next waits for a batch until stop is closed (ok false then).
-	Next(stop <-chan struct{}) (m bus.Msg, ok bool)
+	// NextOr waits for a batch until stop is closed or wake signalled
+	// (ok false then).
+	NextOr(stop, wake <-chan struct{}) (m bus.Msg, ok bool)
 	// TryNext takes a batch if one waits.
 	TryNext() (m bus.Msg, ok bool)
 	// Waiting is the number of batches that wait.
 	Waiting() int
 }
 
-func (w *Worker) startConsumers(sub *bus.Buffered) *consumers {
-	return startConsumers(sub, w.cfg.MaxConcurrency, w.onBatch)
+// subscribe queue-subscribes to subject and starts the consumers of what
+// comes, and the spill of what waits.
+func (w *Worker) subscribe(subject string) (*consumers, *bus.Buffered, error) {
+	sub, err := w.bus.QueueSubscribeBuffered(subject, bus.WorkerQueue, bufferedBatches)
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := newConsumers(sub, w.cfg.MaxConcurrency, w.onBatch)
+	cs.dropped = func() {
+		w.claimLogs.Log(w.log, slog.LevelError, "event batch dropped: the worker holds too many (its gateway sends it again)", "subject", subject, "waiting", maxQueued)
+	}
+	cs.wg.Add(1)
+	go cs.spillEvery(claimTick)
+	return cs, sub, nil
 }
 
-func startConsumers(sub batchSource, max int, run func(bus.Msg, time.Time, bool)) *consumers {
-	cs := &consumers{sub: sub, max: max, runBatch: run, stop: make(chan struct{})}
+// startConsumers starts consumers without spill (consumers_test.go): run
+// gets claim true for a batch that waited claimAfter.
+func startConsumers(sub batchSource, max int, run func(m bus.Msg, now time.Time, claim bool)) *consumers {
+	return newConsumers(sub, max, func(e *queued, now time.Time) { run(e.m, now, now.Sub(e.at) > claimAfter) })
+}
+
+func newConsumers(sub batchSource, max int, run func(*queued, time.Time)) *consumers {
+	cs := &consumers{sub: sub, q: newBatchQueue(), max: max, runBatch: run, dropped: func() {}, stop: make(chan struct{})}
 	cs.emptyAt.Store(time.Now().UnixNano())
 	cs.watch = time.AfterFunc(time.Hour, cs.check)
 	cs.watch.Stop()
 	cs.spawn(false)
 	return cs
+}
+
+// spillEvery spills until the consumers stop (then they run, or abandon,
+// what is left).
+func (cs *consumers) spillEvery(d time.Duration) {
+	defer cs.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			cs.spill()
+		case <-cs.stop:
+			return
+		}
+	}
+}
+
+// spill moves the batches waiting in sub's buffer to q, oldest first.
+func (cs *consumers) spill() {
+	// They all came after the buffer was last seen empty.
+	at := time.Unix(0, cs.emptyAt.Load())
+	moved := false
+	for m, ok := cs.sub.TryNext(); ok; m, ok = cs.sub.TryNext() {
+		if !cs.q.push(m, at) {
+			cs.dropped()
+		}
+		moved = true
+	}
+	cs.emptyAt.Store(time.Now().UnixNano())
+	if moved {
+		select {
+		case cs.q.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns a waiting batch: from q first (spill put older ones there).
+func (cs *consumers) take() (*queued, bool) {
+	if e, ok := cs.q.pop(); ok {
+		return e, true
+	}
+	m, ok := cs.sub.TryNext()
+	if !ok {
+		return nil, false
+	}
+	return &queued{m: m, at: time.Unix(0, cs.emptyAt.Load())}, true
 }
 
 func (cs *consumers) spawn(extra bool) {
@@ -92,46 +176,51 @@ func (cs *consumers) consume(extra bool) {
 	defer cs.wg.Done()
 	defer cs.n.Add(-1)
 	for {
-		m, ok := cs.sub.TryNext()
+		e, ok := cs.take()
 		if !ok {
 			cs.emptyAt.Store(time.Now().UnixNano())
 			if extra {
 				return
 			}
-			m, ok = cs.sub.Next(cs.stop)
+			m, ok := cs.sub.NextOr(cs.stop, cs.q.notify)
 			// The buffer was empty until this batch came.
 			cs.emptyAt.Store(time.Now().UnixNano())
 			if !ok {
+				select {
+				case <-cs.stop:
+				default:
+					continue // spill queued batches: take them
+				}
 				// Stopping: the subscription ended; run what is left.
-				for m, ok := cs.sub.TryNext(); ok && !cs.abandoned.Load(); m, ok = cs.sub.TryNext() {
-					cs.run(m)
+				for e, ok := cs.take(); ok && !cs.abandoned.Load(); e, ok = cs.take() {
+					cs.run(e)
 				}
 				return
 			}
+			e = &queued{m: m, at: time.Now()}
 		}
 		if cs.abandoned.Load() {
 			return
 		}
-		cs.run(m)
+		cs.run(e)
 	}
 }
 
-func (cs *consumers) run(m bus.Msg) {
+func (cs *consumers) run(e *queued) {
 	cs.busy.Add(1)
 	// Load first: while batches keep coming the watchdog stays armed, and
 	// a failed CompareAndSwap would still take the cache line for writing.
 	if !cs.armed.Load() && cs.armed.CompareAndSwap(false, true) {
 		cs.watch.Reset(backlogDelay)
 	}
-	now := time.Now()
-	cs.runBatch(m, now, now.UnixNano()-cs.emptyAt.Load() > int64(claimAfter))
+	cs.runBatch(e, time.Now())
 	cs.busy.Add(-1)
 }
 
 // check is the watchdog: it adds a consumer when batches wait, and stays
 // armed while any batch runs.
 func (cs *consumers) check() {
-	if cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.max {
+	if cs.q.len()+cs.sub.Waiting() > 0 && int(cs.n.Load()) < cs.max {
 		cs.mu.Lock()
 		if !cs.stopping {
 			cs.spawn(true)

@@ -33,6 +33,17 @@ func (q *memQueue) Next(stop <-chan struct{}) (bus.Msg, bool) {
 	}
 }
 
+func (q *memQueue) NextOr(stop, wake <-chan struct{}) (bus.Msg, bool) {
+	select {
+	case m := <-q.ch:
+		return m, true
+	case <-stop:
+		return bus.Msg{}, false
+	case <-wake:
+		return bus.Msg{}, false
+	}
+}
+
 func (q *memQueue) TryNext() (bus.Msg, bool) {
 	select {
 	case m := <-q.ch:

@@ -67,7 +67,12 @@ func newReaper(w *Worker) *reaper {
 }
 
 // run follows presence, gateway and worker beats until ctx ends.
-func (r *reaper) run(ctx context.Context) error {
+//
+// Beats and presence come and go on ctl, a connection of their own
+// (bus.Conn.Sibling), so that they never wait behind event batches: late
+// beats would make gateways look lost. So this worker hears NATS while ctl
+// is connected and its own beats come back on it.
+func (r *reaper) run(ctx context.Context, ctl *bus.Conn) error {
 	// Deferred first, so it runs last: after the subscriptions ended and
 	// ctx was cancelled, no sync starts and those running end soon.
 	defer func() {
@@ -81,18 +86,19 @@ func (r *reaper) run(ctx context.Context) error {
 	r.ctx = ctx
 	w := r.w
 	r.inbox = w.bus.NewInbox() + "."
-	r.reconnects = w.bus.Reconnects()
+	r.reconnects = ctl.Reconnects()
 	subs := []struct {
+		conn    *bus.Conn
 		subject string
 		h       bus.Handler
 	}{
-		{w.subj.AllPresence(), r.onPresence},
-		{w.subj.Heartbeat(), r.onGatewayBeat},
-		{w.subj.WorkerBeat(), r.onWorkerBeat},
-		{r.inbox + "*", r.onAck},
+		{ctl, w.subj.AllPresence(), r.onPresence},
+		{ctl, w.subj.Heartbeat(), r.onGatewayBeat},
+		{ctl, w.subj.WorkerBeat(), r.onWorkerBeat},
+		{w.bus, r.inbox + "*", r.onAck},
 	}
 	for _, s := range subs {
-		sub, err := w.bus.Subscribe(s.subject, s.h)
+		sub, err := s.conn.Subscribe(s.subject, s.h)
 		if err != nil {
 			return err
 		}
@@ -102,7 +108,7 @@ func (r *reaper) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_ = w.bus.Publish(w.subj.WorkerBeat(), beat)
+	_ = ctl.Publish(w.subj.WorkerBeat(), beat)
 	beats := time.NewTicker(workerBeatEvery)
 	defer beats.Stop()
 	tick := time.NewTicker(reaperTick)
@@ -112,11 +118,11 @@ func (r *reaper) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-beats.C:
-			_ = w.bus.Publish(w.subj.WorkerBeat(), beat)
+			_ = ctl.Publish(w.subj.WorkerBeat(), beat)
 		case now := <-tick.C:
 			// A reconnect between two ticks is a cut too: beats were missed.
-			n := w.bus.Reconnects()
-			connected := w.bus.Connected() && n == r.reconnects
+			n := ctl.Reconnects()
+			connected := ctl.Connected() && n == r.reconnects
 			r.reconnects = n
 			r.mu.Lock()
 			out, gone := r.core.check(now, connected)

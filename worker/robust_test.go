@@ -433,3 +433,46 @@ func TestSlowHandlerDoesNotHoldUpOtherClients(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitingBatchesAreClaimedNotResent: 60 clients connect to a worker
+// that runs one 40 ms OnConnect at a time, so the last ones wait ~2.4 s,
+// more than twice AckTimeout. The worker claims the batches that wait and
+// reports them, so the gateway sends none of them again (before: every
+// batch waiting past AckTimeout was resent each second, and at 100,000
+// connections the copies overflowed the worker), and each OnConnect runs
+// once.
+func TestWaitingBatchesAreClaimedNotResent(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	var mu sync.Mutex
+	connects := map[string]int{}
+	h := worker.Handlers{
+		OnConnect: func(ctx context.Context, c *worker.Client) error {
+			time.Sleep(40 * time.Millisecond)
+			mu.Lock()
+			connects[c.ID()]++
+			mu.Unlock()
+			return c.SendToCurrentClient(ctx, []byte("hi"))
+		},
+		OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
+	}
+	workertest.Start(t, e, worker.Config{Handlers: h, MaxConcurrency: 1})
+	gw := gatewaytest.Start(t, e, gateway.Config{})
+	const clients = 60
+	var peers []*gatewaytest.WS
+	for range clients {
+		peers = append(peers, gatewaytest.DialWS(t, gw, "/", nil))
+	}
+	for _, p := range peers {
+		require.Equal(t, "hi", p.Read(10*time.Second))
+	}
+	time.Sleep(1500 * time.Millisecond) // past AckTimeout: a copy would run now
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, connects, clients)
+	for id, n := range connects {
+		require.Equal(t, 1, n, "OnConnect runs of %s", id)
+	}
+	// None is sent again unless the machine stalls for a second (40 of
+	// 60 were before the fix).
+	require.Less(t, gw.Stats().Resends, uint64(clients/10), "batches sent again")
+}

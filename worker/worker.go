@@ -155,6 +155,11 @@ type Worker struct {
 	// gone holds the clients whose synthesized close ran or was decided
 	// here (their gateway taken for lost): their later events are dropped.
 	gone goneSet
+	// consumers take the batches of the subscriptions; their queues hold
+	// those that wait (set by Run before it takes any); claims are the
+	// claims sent for them.
+	consumers []*consumers
+	claims    claims
 	// reaper is Run's, for tests that wait until it knows a gateway's
 	// clients (export_test.go).
 	reaper atomic.Pointer[reaper]
@@ -231,6 +236,7 @@ func New(cfg Config) (*Worker, error) {
 		gone:      goneSet{ids: map[string]goneClient{}},
 		sem:       make(chan struct{}, cfg.MaxConcurrency),
 		recent:    map[string]*clientState{},
+		claims:    claims{ask: map[string]*queued{}},
 	}, nil
 }
 
@@ -283,37 +289,36 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer func() { _ = info.Unsubscribe() }()
+	ctl, err := w.bus.Sibling(ctx, " control")
+	if err != nil {
+		return fmt.Errorf("worker: heartbeat connection: %w", err)
+	}
+	defer ctl.Close()
 	reapCtx, stopReaper := context.WithCancel(hctx)
 	reaperDone := make(chan error, 1)
 	r := newReaper(w)
 	w.reaper.Store(r)
-	go func() { reaperDone <- r.run(reapCtx) }()
+	go func() { reaperDone <- r.run(reapCtx, ctl) }()
 	defer func() { stopReaper(); <-reaperDone }()
 	if w.cfg.ReapOnly {
 		return w.reapOnly(ctx)
 	}
-	lost, err := w.bus.QueueSubscribeBuffered(w.subj.LostEvents(), bus.WorkerQueue, bufferedBatches)
+	w.claims.inbox = w.bus.NewInbox() + "." // before any claim is sent
+	answers, err := w.bus.Subscribe(w.claims.inbox+"*", w.onClaimAnswer)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	lostConsumers := w.startConsumers(lost)
+	defer func() { _ = answers.Unsubscribe() }()
+	lostConsumers, lost, err := w.subscribe(w.subj.LostEvents())
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	defer func() { _ = lost.Unsubscribe(); lostConsumers.abandon(); lostConsumers.wait() }()
-	sub, err := w.bus.QueueSubscribeBuffered(w.subj.Events(), bus.WorkerQueue, bufferedBatches)
+	events, sub, err := w.subscribe(w.subj.Events())
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	subs := []*bus.Subscription{sub.Subscription}
-	if w.cfg.Sticky {
-		// Into the same buffer: the batches of the clients that stick here
-		// run on the same consumers as the queue group's.
-		direct, err := w.bus.SubscribeInto(sub, w.subj.WorkerEvents(w.id))
-		if err != nil {
-			_ = sub.Unsubscribe()
-			return fmt.Errorf("worker: %w", err)
-		}
-		subs = append(subs, direct)
-	}
-	events := w.startConsumers(sub)
 	// After a drain this only waits; otherwise it ends the subscriptions
 	// and leaves what waits in them to the gateways' resends.
 	defer func() {
@@ -323,6 +328,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		events.abandon()
 		events.wait()
 	}()
+	w.consumers = []*consumers{events, lostConsumers}
+	if w.cfg.Sticky {
+		// Into the same buffer: the batches of the clients that stick here
+		// run on the same consumers as the queue group's.
+		direct, err := w.bus.SubscribeInto(sub, w.subj.WorkerEvents(w.id))
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		subs = append(subs, direct)
+	}
 	// A refused subscription would leave the worker deaf while it seems
 	// to run (a sticky one's clients would all fall back): fail now.
 	if err := w.bus.CheckSubscriptions(ctx, subs...); err != nil {
@@ -335,12 +350,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer forget.Stop()
 	progress := time.NewTicker(bus.ProgressInterval)
 	defer progress.Stop()
+	claims := time.NewTicker(claimTick)
+	defer claims.Stop()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case now := <-progress.C:
 			w.reportProgress(now)
+		case now := <-claims.C:
+			w.claimAll(now)
 		case now := <-forget.C:
 			w.forgetOld(now)
 		}
@@ -402,15 +421,26 @@ func (w *Worker) drain(ctx context.Context, subs []*bus.Subscription, events *co
 	go func() { events.wait(); w.batches.Wait(); close(done) }()
 	progress := time.NewTicker(bus.ProgressInterval)
 	defer progress.Stop()
+	claims := time.NewTicker(claimTick)
+	defer claims.Stop()
 	for {
 		select {
 		case <-done:
 			return w.bus.Flush(ctx)
 		case now := <-progress.C:
 			w.reportProgress(now)
+		case now := <-claims.C:
+			w.claimAll(now)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// claimAll claims the batches that waited (claimWaiting) in every queue.
+func (w *Worker) claimAll(now time.Time) {
+	for _, cs := range w.consumers {
+		w.claimWaiting(cs.q, now)
 	}
 }
 
@@ -428,10 +458,12 @@ func (w *Worker) onInfo(m bus.Msg) {
 	}
 }
 
-// onBatch runs one batch a consumer took off a subscription at now. It
-// waits while MaxConcurrency batches run. waited says the batch may have
-// sat in the buffer long enough for its gateway to send it again.
-func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
+// onBatch runs one batch a consumer took off a queue at now. It waits
+// while MaxConcurrency batches run.
+func (w *Worker) onBatch(e *queued, now time.Time) {
+	m := e.m
+	// It may have waited long enough for its gateway to send it again.
+	waited := now.Sub(e.at) > claimAfter
 	var b bus.EventBatch
 	if err := bus.UnmarshalBatch(m.Data, &b); err != nil || b.Client == "" || m.Reply == "" {
 		w.log.Error("event batch dropped: undecodable", "err", err)
@@ -467,7 +499,7 @@ func (w *Worker) onBatch(m bus.Msg, now time.Time, waited bool) {
 		claim = true
 	}
 	w.mu.Unlock()
-	if claim && !w.claim(b, m.Reply) {
+	if claim && !w.claimed(e, b) {
 		return
 	}
 	w.mu.Lock()
@@ -570,11 +602,12 @@ func (w *Worker) process(b bus.EventBatch, reply string) {
 // while that its handlers still run (bus.AckWorking), so a slow handler is
 // not mistaken for a dead worker. Called every bus.ProgressInterval, it
 // reports a batch at most 2 × ProgressInterval after it started.
+//
+// It reports the batches waiting here that their gateways granted as well
+// (claimWaiting): in a storm, a batch waits for seconds, and a gateway
+// that hears nothing sends it again; the copies then piled up in the
+// queues and their claims in NATS.
 func (w *Worker) reportProgress(now time.Time) {
-	type report struct {
-		client, reply string
-		seq           uint64
-	}
 	var due []report
 	w.mu.Lock()
 	for id, st := range w.recent {
@@ -583,9 +616,32 @@ func (w *Worker) reportProgress(now time.Time) {
 		}
 	}
 	w.mu.Unlock()
+	// The batches that wait, one report per gateway: a storm leaves
+	// thousands waiting here, and one message each, four times a second,
+	// buried the NATS server.
+	held := map[string]*bus.Held{}
+	for _, cs := range w.consumers {
+		cs.q.granted(held)
+	}
+	for to, h := range held {
+		for len(h.Clients) > 0 {
+			n := min(len(h.Clients), heldPerReport)
+			data, err := bus.Marshal(&bus.Held{Clients: h.Clients[:n], Seqs: h.Seqs[:n]})
+			if err == nil {
+				_ = w.bus.Publish(to, data)
+			}
+			h.Clients, h.Seqs = h.Clients[n:], h.Seqs[n:]
+		}
+	}
 	for _, r := range due {
 		_ = w.bus.Publish(r.reply, bus.MarshalAck(&bus.Ack{Client: r.client, Seq: r.seq, Status: bus.AckWorking}))
 	}
+}
+
+// report is an AckWorking to send.
+type report struct {
+	client, reply string
+	seq           uint64
 }
 
 func (w *Worker) dispatch(c *Client, ev bus.Event) {

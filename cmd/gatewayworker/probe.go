@@ -15,17 +15,22 @@ import (
 // probeLogEnv, so that a test can count, across worker processes, events
 // handled twice, handlers of one client that overlapped, and events after
 // a client's close. OnMessage sleeps probeDelayEnv (a Go duration, default
-// none) to overload workers. Lines are single O_APPEND writes, so the
+// none) to overload workers, OnConnect probeConnectDelayEnv (a connect
+// storm against slow workers). Lines are single O_APPEND writes, so the
 // file's order is the order the handlers ran in.
 const (
-	probeLogEnv   = "GATEWAYWORKER_PROBE_LOG"
-	probeDelayEnv = "GATEWAYWORKER_PROBE_DELAY"
+	probeLogEnv          = "GATEWAYWORKER_PROBE_LOG"
+	probeDelayEnv        = "GATEWAYWORKER_PROBE_DELAY"
+	probeConnectDelayEnv = "GATEWAYWORKER_PROBE_CONNECT_DELAY"
 )
 
 func probeHandlers() worker.Handlers {
-	var delay time.Duration
+	var delay, connectDelay time.Duration
 	if d, err := time.ParseDuration(os.Getenv(probeDelayEnv)); err == nil {
 		delay = d
+	}
+	if d, err := time.ParseDuration(os.Getenv(probeConnectDelayEnv)); err == nil {
+		connectDelay = d
 	}
 	f, err := os.OpenFile(os.Getenv(probeLogEnv), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -45,7 +50,9 @@ func probeHandlers() worker.Handlers {
 		return err
 	}
 	return worker.Handlers{
-		OnConnect: func(_ context.Context, c *worker.Client) error { return record(c, "connect", "", nil) },
+		OnConnect: func(_ context.Context, c *worker.Client) error {
+			return record(c, "connect", "", func() { time.Sleep(connectDelay) })
+		},
 		OnMessage: func(_ context.Context, c *worker.Client, e worker.MessageEvent) error {
 			return record(c, "message", string(e.Data), func() { time.Sleep(delay) })
 		},

@@ -40,7 +40,13 @@ for i in $(seq 1 "$gateways"); do
   echo "## gateway $i (ws://127.0.0.1:$((7400 + i))/):"
   grep -vE "level=|^$" "$out/$i" || true
 done
-opened=$(grep -hoE "sample echo: [0-9]+ of [0-9]+ ok" "$out"/* | awk '{ok+=$3; n+=$5} END {print ok+0, "of", n+0}')
-echo "## total: $((per * gateways)) connections over $gateways gateway processes; every one echoed once: $opened answered"
+# The run fails (exit 1) unless every connection opened, none was closed
+# during the hold, and every one answered its echo.
+read -r opened lost answered <<<"$(grep -hoE "connections: [0-9]+ of [0-9]+ opened, [0-9]+ failed, [0-9]+ lost" "$out"/* |
+  awk '{o+=$2; l+=$8} END {printf "%d %d ", o, l}'; grep -hoE "sample echo: [0-9]+ of [0-9]+ ok" "$out"/* | awk '{ok+=$3} END {print ok+0}')"
+want=$((per * gateways))
+echo "## total: $want connections over $gateways gateway processes: $opened opened, $lost closed during the hold, $answered of $want answered an echo"
 rm -rf "$out"
+if [ "$opened" -ne "$want" ] || [ "$lost" -ne 0 ] || [ "$answered" -ne "$want" ]; then fail=1; fi
+[ "$fail" -eq 0 ] && echo "## PASS" || echo "## FAIL"
 exit "$fail"
