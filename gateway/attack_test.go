@@ -12,10 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"
 )

@@ -22,7 +22,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // DefaultAuthTimeout is how long a connection may stay unauthenticated

@@ -9,7 +9,7 @@ import (
 
 	"github.com/lesismal/nbio"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // transport writes to one client's socket. Implementations never block:

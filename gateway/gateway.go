@@ -16,9 +16,9 @@ import (
 
 	"github.com/lesismal/nbio/nbhttp"
 
-	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/pkg/clientid"
-	"github.com/gatewayworker/gatewayworker/pkg/ratelog"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/clientid"
+	"github.com/gatewayworker/gatewayworker/internal/ratelog"
 )
 
 // MaxSessionBytes bounds one client's encoded session.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/lesismal/nbio/logging"
 
-	"github.com/gatewayworker/gatewayworker/pkg/ratelog"
+	"github.com/gatewayworker/gatewayworker/internal/ratelog"
 )
 
 // nbio's logger is process-wide and logs at INFO to stderr by default. The

@@ -3,7 +3,7 @@ package gateway
 import (
 	"sync"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // presence collects the clients workers have heard of (connect event sent)

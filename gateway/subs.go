@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // maxWaitingReplies bounds the answers to JoinGroup and BindUID that wait

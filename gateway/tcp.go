@@ -7,7 +7,7 @@ import (
 
 	"github.com/lesismal/nbio"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"

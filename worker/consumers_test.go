@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // memQueue is a batchSource in memory: what bus.Buffered is around a

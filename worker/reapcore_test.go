@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // beats is a periodic beat heard by the worker from..until (until 0: to

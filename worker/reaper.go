@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // Timing of the reaper. A gateway is dead after bus.GatewayDeadAfter of

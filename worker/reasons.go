@@ -1,6 +1,6 @@
 package worker
 
-import "github.com/gatewayworker/gatewayworker/bus"
+import "github.com/gatewayworker/gatewayworker/internal/bus"
 
 // CloseReason says why a client left: [CloseEvent.Reason]. Its String is
 // the reason in words ("slow consumer"), as metrics label it.

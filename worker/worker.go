@@ -13,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/ratelog"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
-	"github.com/gatewayworker/gatewayworker/pkg/ratelog"
 )
 
 // Defaults for [Config].

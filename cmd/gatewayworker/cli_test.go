@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
 // TestHelpAndVersion: --help lists the commands and the flags of run;

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 )

@@ -13,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
-	"github.com/gatewayworker/gatewayworker/pkg/clientid"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/clientid"
 	"github.com/gatewayworker/gatewayworker/pkg/protocol"
 )
 

@@ -15,10 +15,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/examples/bench"
 	"github.com/gatewayworker/gatewayworker/examples/chat"
 	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/worker"
 )

@@ -6,8 +6,8 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/gatewayworker/gatewayworker/bus"
 	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/worker"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
 // startPHPChatWorker runs workerman-chat's Events.php (php/examples/chat)

@@ -17,9 +17,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/worker"
 	"github.com/gatewayworker/gatewayworker/worker/workertest"

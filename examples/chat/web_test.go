@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
 // TestPageConnectsOnlyToItsGateways: the page's CSP lets it connect only to

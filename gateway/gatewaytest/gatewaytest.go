@@ -13,9 +13,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
 // Start runs a gateway on e until the test ends. Empty listener addresses

@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
 // phpBin returns the php binary with the msgpack extension, or skips
@@ -181,7 +181,7 @@ func TestNATSClientReconnect(t *testing.T) {
 }
 
 // TestEnvelopesMatchProtocolDoc: the PHP encoder writes the hex dumps and
-// tokens of docs/protocol.md byte for byte (bus/spec_test.go checks the Go
+// tokens of docs/protocol.md byte for byte (internal/bus/spec_test.go checks the Go
 // encoder against the same dumps), and decodes the Go side's.
 func TestEnvelopesMatchProtocolDoc(t *testing.T) {
 	runScript(t, nil, "envelope.php").pass()

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
-	"github.com/gatewayworker/gatewayworker/pkg/clientid"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/clientid"
 )
 
 // Errors returned by the API, for errors.Is.

@@ -3,7 +3,7 @@ package api
 import (
 	"errors"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // Errors of the NATS connection under the API, for errors.Is. The API

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // QueryError says which gateways did not answer a query in time. The

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
+	"github.com/gatewayworker/gatewayworker/internal/clientid"
 	"github.com/gatewayworker/gatewayworker/pkg/api"
-	"github.com/gatewayworker/gatewayworker/pkg/clientid"
 )
 
 // decodeBody reads r's body as one JSON object into dst. An empty body is

@@ -13,8 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 	"github.com/gatewayworker/gatewayworker/pkg/httpapi"
 )
 

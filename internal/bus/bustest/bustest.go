@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // RunServer starts an embedded server on a free loopback port and stops it

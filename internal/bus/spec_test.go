@@ -13,11 +13,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatewayworker/gatewayworker/bus"
+	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
 // specPath is the wire spec this test keeps true.
-const specPath = "../docs/protocol.md"
+const specPath = "../../docs/protocol.md"
 
 // specSession is the session of the spec's examples.
 func specSession() []byte {
