@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -243,8 +242,7 @@ func TestSlowConsumerIsClosedAndMemoryBounded(t *testing.T) {
 	require.NoError(t, err)
 	stuckID := string(idBytes)
 
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 	payload := []byte(strings.Repeat("storm ", 2000)) // 12 KB
 	ctx := context.Background()
 	// 12 MB in paced rounds: past the kernel buffers of the stuck socket
@@ -260,10 +258,14 @@ func TestSlowConsumerIsClosedAndMemoryBounded(t *testing.T) {
 			require.Equal(t, string(payload), reader.Read(wait))
 		}
 	}
+	// Live heap after a GC: HeapInuse without one also counts the garbage
+	// of 1,000 pushes through the in-process NATS (81 MB seen once on a
+	// loaded machine). The sharp bound per client is
+	// TestSendQueueLimitHoldsForEveryClient's; this one catches copies
+	// multiplying.
+	grown := int64(heapNow()) - int64(before)
 	require.Equal(t, bus.CloseSlowConsumer, <-closed)
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	require.Less(t, int64(after.HeapInuse)-int64(before.HeapInuse), int64(64<<20),
+	require.Less(t, grown, int64(64<<20),
 		"the stuck client's queue is bounded by SendQueueLimit, not by what was sent")
 	on, err := s.api.IsOnline(ctx, readerID)
 	require.NoError(t, err)
