@@ -245,6 +245,38 @@ func apiClient(t *testing.T, urls []string, cfg api.Config) *api.Client {
 	return a
 }
 
+// waitReapersKnow waits until n workers' reapers know `clients` clients
+// (reaper_clients in `gatewayworker status`): the gateways' presence
+// reports reached them, so a gateway that dies from now on has its
+// clients' close sent. Instead of sleeping "until presence reports
+// arrive"; generous, as the machine may be loaded. Its connection is its
+// own and closed on return: the test's NATS may be killed next.
+func waitReapersKnow(t *testing.T, urls []string, n int, clients int64) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := bus.Connect(ctx, bus.Config{URLs: urls})
+	require.NoError(t, err)
+	defer conn.Close()
+	a, err := api.New(api.Config{Bus: conn})
+	require.NoError(t, err)
+	defer a.Close()
+	var infos []api.WorkerInfo
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		infos, err = a.GetWorkerInfos(ctx, 300*time.Millisecond)
+		require.NoError(t, err)
+		know := 0
+		for _, i := range infos {
+			if i.ReaperClients == clients {
+				know++
+			}
+		}
+		if know >= n {
+			return
+		}
+	}
+	t.Fatalf("%d workers' reapers do not know the %d clients within 30 s: %+v", n, clients, infos)
+}
+
 // TestG2WorkerKilled: a worker SIGKILLed under load. No client is
 // disconnected, the events it held are handled again by the other worker
 // (at-least-once: duplicates only for the batches it was running), and
@@ -347,7 +379,7 @@ func TestG5GatewayKilled(t *testing.T) {
 	}
 	// A WebSocket client makes two events: connect and websocket-connect.
 	require.Eventually(t, func() bool { return handled() == 2*clients }, 10*time.Second, 50*time.Millisecond, "every connect handled")
-	time.Sleep(1500 * time.Millisecond) // presence reports reach the workers
+	waitReapersKnow(t, urls, 2, clients)
 
 	require.NoError(t, doomed.cmd.Process.Signal(syscall.SIGKILL))
 	start := time.Now()

@@ -314,7 +314,7 @@ func TestPHPWorkersHearLostGatewaysClientsLeave(t *testing.T) {
 	const clients = 6
 	dialIdle(t, ws, clients)
 	require.Eventually(t, func() bool { return len(log.count(t).connects) == clients }, 20*time.Second, 20*time.Millisecond)
-	time.Sleep(1500 * time.Millisecond) // the presence reports reach the reaper
+	waitReapersKnow(t, []string{n.url()}, 1, clients) // the reaper; PHP workers do not reap
 
 	require.NoError(t, gw.cmd.Process.Signal(syscall.SIGKILL))
 	require.Eventually(t, func() bool { all, _ := log.count(t).closedOnce(); return all }, 30*time.Second, 100*time.Millisecond,

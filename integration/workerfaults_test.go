@@ -231,7 +231,7 @@ func TestNATSOutageClosesEachClientOnce(t *testing.T) {
 		}()
 	}
 	require.Eventually(t, func() bool { return len(log.count(t).connects) == clients }, 20*time.Second, 50*time.Millisecond)
-	time.Sleep(2 * time.Second) // load, presence reports and beats reach the workers
+	waitReapersKnow(t, []string{n.url()}, 2, clients)
 
 	n.kill()
 	time.Sleep(5 * time.Second) // past the gateway's NATSLossTimeout (2.5 s) and the workers' 3.5 s
@@ -268,7 +268,7 @@ func TestGatewayAndLeaderKilled(t *testing.T) {
 		dialWS(t, ws)
 	}
 	require.Eventually(t, func() bool { return len(log.count(t).connects) == clients }, 20*time.Second, 50*time.Millisecond)
-	time.Sleep(2 * time.Second) // presence reports reach the workers
+	waitReapersKnow(t, urls, 2, clients)
 
 	require.NoError(t, doomed.cmd.Process.Signal(syscall.SIGKILL))
 	time.Sleep(1500 * time.Millisecond)

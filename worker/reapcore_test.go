@@ -200,3 +200,27 @@ func TestReapCoreRestartWithTheLeaderDead(t *testing.T) {
 	require.ElementsMatch(t, []string{"old1", "old2"}, sent, "sent once a's beats stopped for 3 s")
 	require.Equal(t, map[string]struct{}{"new1": {}}, c.gateways["gw"].clients)
 }
+
+// TestReapCoreKnown: what `gatewayworker status` shows as reaper_clients
+// counts the clients of live gateways whose list the reaper holds: not
+// before the list came, not after reports were missed, not those of a
+// gateway's previous (lost) process.
+func TestReapCoreKnown(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newReapCore("a", slog.New(slog.DiscardHandler), now)
+	require.Zero(t, c.known(), "no gateway")
+	_, _ = c.gatewayBeat(bus.Beat{Gateway: "gw", Boot: 1}, now)
+	_, _ = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 2, Added: []string{"c2"}}, now)
+	require.Zero(t, c.known(), "reports before the list")
+	c.synced("gw", 1, []string{"c1"}, 1, true)
+	require.EqualValues(t, 2, c.known(), "the list and the report that came meanwhile")
+	_, _ = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 3, Added: []string{"c3"}, Removed: []string{"c1"}}, now)
+	require.EqualValues(t, 2, c.known())
+	_, _ = c.gatewayBeat(bus.Beat{Gateway: "other", Boot: 1}, now)
+	c.synced("other", 1, []string{"o1"}, 1, true)
+	require.EqualValues(t, 3, c.known(), "every gateway's clients")
+	_, _ = c.presence(bus.Presence{Gateway: "gw", Boot: 1, Seq: 9, Added: []string{"c9"}}, now)
+	require.EqualValues(t, 1, c.known(), "reports were missed: gw's table waits for its list again")
+	_, _ = c.gatewayBeat(bus.Beat{Gateway: "other", Boot: 2}, now)
+	require.Zero(t, c.known(), "a new boot: the old process's clients are lost, the new one's list not in yet")
+}

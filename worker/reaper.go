@@ -184,6 +184,15 @@ func (r *reaper) send(batch []closeSend) {
 	}
 }
 
+// known returns how many clients of live gateways the reaper knows, for
+// `gatewayworker status`: operators (and the integration tests, which
+// wait for it instead of sleeping) see whether presence reaches it.
+func (r *reaper) known() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.core.known()
+}
+
 // sync asks gateway gw for its client list.
 func (r *reaper) sync(gw string, boot int64) {
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
@@ -373,6 +382,17 @@ func (c *reapCore) synced(gw string, boot int64, ids []string, seq uint64, ok bo
 		}
 	}
 	t.early = nil
+}
+
+// known counts the clients of the synced tables of live gateways.
+func (c *reapCore) known() int64 {
+	var n int64
+	for _, t := range c.gateways {
+		if t.synced && t.lost.IsZero() {
+			n += int64(len(t.clients))
+		}
+	}
+	return n
 }
 
 // leader returns the smallest live worker id (this one included).

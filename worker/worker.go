@@ -449,7 +449,11 @@ func (w *Worker) onInfo(m bus.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	body, err := bus.Marshal(&bus.WorkerInfo{ID: w.id, Boot: w.start.UnixMilli(), Handled: w.handled.Load(), InFlight: w.inFlight.Load()})
+	info := bus.WorkerInfo{ID: w.id, Boot: w.start.UnixMilli(), Handled: w.handled.Load(), InFlight: w.inFlight.Load()}
+	if r := w.reaper.Load(); r != nil {
+		info.ReaperClients = r.known()
+	}
+	body, err := bus.Marshal(&info)
 	if err != nil {
 		return
 	}

@@ -104,9 +104,9 @@ func printStatus(w io.Writer, r statusReport) {
 	}
 	fmt.Fprintf(tw, "total\t\t%d\n\n", conns)
 	fmt.Fprintf(tw, "WORKERS (%d)\n", len(r.Workers))
-	fmt.Fprintln(tw, "ID\tUPTIME\tEVENTS HANDLED\tIN FLIGHT")
+	fmt.Fprintln(tw, "ID\tUPTIME\tEVENTS HANDLED\tIN FLIGHT\tREAPER CLIENTS")
 	for _, wk := range r.Workers {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", wk.ID, time.Duration(wk.UptimeSeconds)*time.Second, wk.Handled, wk.InFlight)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", wk.ID, time.Duration(wk.UptimeSeconds)*time.Second, wk.Handled, wk.InFlight, wk.ReaperClients)
 	}
 	_ = tw.Flush()
 }

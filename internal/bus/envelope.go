@@ -294,6 +294,10 @@ type WorkerInfo struct {
 	Boot     int64  `msgpack:"boot" json:"boot_unix_ms"`
 	Handled  uint64 `msgpack:"handled" json:"events_handled"`
 	InFlight int64  `msgpack:"in_flight" json:"in_flight"`
+	// ReaperClients is how many clients of live gateways the worker's
+	// reaper knows: those whose OnClose it would see sent if their gateway
+	// died. Workers that do not reap (PHP's BusinessWorker) leave it out.
+	ReaperClients int64 `msgpack:"reaper_clients" json:"reaper_clients"`
 }
 
 // Beat is a gateway's presence message on [Subjects.Heartbeat].

@@ -489,6 +489,11 @@ type WorkerInfo struct {
 	Boot     int64  `json:"boot_unix_ms"`
 	Handled  uint64 `json:"events_handled"`
 	InFlight int64  `json:"in_flight"`
+	// ReaperClients is how many clients of live gateways the worker's
+	// reaper knows (synced from their presence reports): those whose
+	// OnClose it would see sent if their gateway died. Zero from workers
+	// that do not reap (PHP's BusinessWorker).
+	ReaperClients int64 `json:"reaper_clients"`
 }
 
 // GetGatewayInfos returns what every live gateway says about itself.
