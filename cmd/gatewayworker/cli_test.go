@@ -78,11 +78,12 @@ func TestWaitsForNATS(t *testing.T) {
 	addr := freeAddr(t)
 	port := addr[len("127.0.0.1:"):]
 	status := make(chan error, 1)
-	var out bustest.LogBuffer
+	var out, logs bustest.LogBuffer
 	go func() {
-		status <- dispatch(context.Background(), append([]string{"status", "--nats", "nats://" + addr, "--nats-wait", "30s"}, quietLogs...), &out, io.Discard)
+		status <- dispatch(context.Background(), []string{"status", "--nats", "nats://" + addr, "--nats-wait", "30s", "--log-level", "warn"}, &out, &logs)
 	}()
-	time.Sleep(1500 * time.Millisecond) // status is retrying now
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "nats: not reachable yet; retrying") }, 20*time.Second, 10*time.Millisecond,
+		"status says it waits for NATS")
 	_, stop := startCommand(t, append([]string{"nats", "--nats-port", port}, quietLogs...)...)
 	select {
 	case err := <-status:

@@ -23,7 +23,7 @@ const minKeyBytes = 16
 
 // runAPI serves the HTTP API (pkg/httpapi) against an external NATS until
 // ctx ends: pushes and queries from any language, with API keys.
-func runAPI(ctx context.Context, args []string, stdout io.Writer) error {
+func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		n       natsFlags
 		l       logFlags
@@ -38,7 +38,7 @@ func runAPI(ctx context.Context, args []string, stdout io.Writer) error {
 	c.str(&keys, "keys", "", "accepted API keys, comma-separated (prefer the environment variable: the command line is visible to other users); empty: no authentication, loopback only")
 	c.int(&maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest request body in bytes, a batch's included")
 	l.register(c)
-	log, err := parseWithLogger(c, &l, args, stdout)
+	log, err := parseWithLogger(c, &l, args, stdout, stderr)
 	if err != nil {
 		return err
 	}

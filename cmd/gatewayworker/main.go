@@ -99,28 +99,28 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "nats":
 		return runNATS(ctx, args, stdout, stderr)
 	case "gateway":
-		return runGateway(ctx, args, stdout)
+		return runGateway(ctx, args, stdout, stderr)
 	case "worker":
-		return runWorker(ctx, args, stdout)
+		return runWorker(ctx, args, stdout, stderr)
 	case "reaper":
-		return runReaper(ctx, args, stdout)
+		return runReaper(ctx, args, stdout, stderr)
 	case "status":
-		return runStatus(ctx, args, stdout)
+		return runStatus(ctx, args, stdout, stderr)
 	case "api":
-		return runAPI(ctx, args, stdout)
+		return runAPI(ctx, args, stdout, stderr)
 	case "health":
 		return runHealth(ctx, args, stdout)
 	}
 	return &usageError{err: fmt.Errorf("unknown command %q", cmd), usage: usage + "\n"}
 }
 
-// parseWithLogger parses args (printing the grouped flags on --help) and
-// builds the logger the logging flags ask for.
-func parseWithLogger(c *cli, l *logFlags, args []string, stdout io.Writer) (*slog.Logger, error) {
+// parseWithLogger parses args (printing the grouped flags on --help to
+// stdout) and builds the logger the logging flags ask for, on stderr.
+func parseWithLogger(c *cli, l *logFlags, args []string, stdout, stderr io.Writer) (*slog.Logger, error) {
 	if err := parseOrHelp(c, args, stdout); err != nil {
 		return nil, err
 	}
-	return l.logger()
+	return l.logger(stderr)
 }
 
 // parseOrHelp parses args; on --help it prints the grouped flags and

@@ -18,7 +18,7 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	c.group("NATS")
 	n.registerEmbedded(c, true)
 	l.register(c)
-	log, err := parseWithLogger(c, &l, args, stdout)
+	log, err := parseWithLogger(c, &l, args, stdout, stderr)
 	if err != nil {
 		return err
 	}

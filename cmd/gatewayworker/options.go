@@ -297,7 +297,9 @@ func (l *logFlags) register(c *cli) {
 	c.str(&l.format, "log-format", "text", "text or json")
 }
 
-func (l *logFlags) logger() (*slog.Logger, error) {
+// logger builds the logger the flags ask for, writing to w (the stderr
+// dispatch was given: os.Stderr in main, a buffer in tests).
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
 		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
@@ -306,9 +308,9 @@ func (l *logFlags) logger() (*slog.Logger, error) {
 	var log *slog.Logger
 	switch l.format {
 	case "text":
-		log = slog.New(slog.NewTextHandler(os.Stderr, opts))
+		log = slog.New(slog.NewTextHandler(w, opts))
 	case "json":
-		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		log = slog.New(slog.NewJSONHandler(w, opts))
 	default:
 		return nil, usagef("--log-format %q: want text or json", l.format)
 	}

@@ -211,7 +211,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var metricsAddr string
 	metricsFlag(c, &metricsAddr)
 	l.register(c)
-	log, err := parseWithLogger(c, &l, args, stdout)
+	log, err := parseWithLogger(c, &l, args, stdout, stderr)
 	if err != nil {
 		return err
 	}

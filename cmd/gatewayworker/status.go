@@ -35,13 +35,13 @@ type workerStatus struct {
 }
 
 // runStatus prints the live gateways and workers, like `php start.php status`.
-func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		s       singleTier
 		asJSON  bool
 		timeout time.Duration
 	)
-	log, b, err := s.start(ctx, "status", bus.RoleAPI, "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, func(c *cli) {
+	log, b, err := s.start(ctx, "status", bus.RoleAPI, "gatewayworker status: the live gateways and workers of a deployment.", args, stdout, stderr, func(c *cli) {
 		c.group("Output")
 		c.commandScoped()
 		c.boolean(&asJSON, "json", false, "print one JSON object instead of tables")

@@ -23,7 +23,7 @@ type singleTier struct {
 // when withMetrics, and the logging flags; parses args; runs check, if
 // any, so that bad values are refused before NATS is waited for; and
 // connects to NATS. The caller closes the connection.
-func (s *singleTier) start(ctx context.Context, name string, role bus.Role, title string, args []string, stdout io.Writer,
+func (s *singleTier) start(ctx context.Context, name string, role bus.Role, title string, args []string, stdout, stderr io.Writer,
 	own func(*cli), withMetrics bool, check func() error) (*slog.Logger, *bus.Conn, error) {
 	c := newCLI(name, title)
 	s.nats.register(c, false)
@@ -32,7 +32,7 @@ func (s *singleTier) start(ctx context.Context, name string, role bus.Role, titl
 		metricsFlag(c, &s.metrics)
 	}
 	s.logs.register(c)
-	log, err := parseWithLogger(c, &s.logs, args, stdout)
+	log, err := parseWithLogger(c, &s.logs, args, stdout, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -49,12 +49,12 @@ func (s *singleTier) start(ctx context.Context, name string, role bus.Role, titl
 }
 
 // runGateway runs one gateway against an external NATS until ctx ends.
-func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
+func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		s singleTier
 		g gatewayFlags
 	)
-	log, b, err := s.start(ctx, "gateway", bus.RoleGateway, "gatewayworker gateway: a gateway against an external NATS.", args, stdout,
+	log, b, err := s.start(ctx, "gateway", bus.RoleGateway, "gatewayworker gateway: a gateway against an external NATS.", args, stdout, stderr,
 		func(c *cli) { g.register(c, defaultGOGC) }, true, g.check)
 	if err != nil {
 		return err
@@ -84,12 +84,12 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // runWorker runs one worker against an external NATS until ctx ends, then drains.
-func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		s singleTier
 		w workerFlags
 	)
-	log, b, err := s.start(ctx, "worker", bus.RoleWorker, "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, w.register, true,
+	log, b, err := s.start(ctx, "worker", bus.RoleWorker, "gatewayworker worker: a worker of --app against an external NATS.", args, stdout, stderr, w.register, true,
 		func() error { _, err := appHandlers(w.app); return err })
 	if err != nil {
 		return err
@@ -120,11 +120,11 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 
 // runReaper runs a worker that takes no events and only reaps (worker.Config.ReapOnly):
 // the close events of a lost gateway's clients, for workers in another language.
-func runReaper(ctx context.Context, args []string, stdout io.Writer) error {
+func runReaper(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var s singleTier
 	log, b, err := s.start(ctx, "reaper", bus.RoleWorker,
 		"gatewayworker reaper: sends the close events of the clients of gateways that died, for workers that do not (the PHP BusinessWorker); run one or two beside them.",
-		args, stdout, func(*cli) {}, false, nil)
+		args, stdout, stderr, func(*cli) {}, false, nil)
 	if err != nil {
 		return err
 	}
