@@ -261,7 +261,8 @@ func waitReapersKnow(t *testing.T, urls []string, n int, clients int64) {
 	require.NoError(t, err)
 	defer a.Close()
 	var infos []api.WorkerInfo
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	start := time.Now()
+	for deadline := start.Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		infos, err = a.GetWorkerInfos(ctx, 300*time.Millisecond)
 		require.NoError(t, err)
 		know := 0
@@ -271,6 +272,7 @@ func waitReapersKnow(t *testing.T, urls []string, n int, clients int64) {
 			}
 		}
 		if know >= n {
+			t.Logf("%d workers' reapers know the %d clients after %v", n, clients, time.Since(start).Round(time.Millisecond))
 			return
 		}
 	}
