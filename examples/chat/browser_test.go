@@ -76,16 +76,21 @@ func startChatServerWith(t *testing.T, startWorker func(e *bus.Embedded)) string
 	// cleanup drains its clients' close events.
 	startWorker(e)
 
-	// The page's port must be known before the gateway starts (its allowed
-	// origin), and the gateway's before the page is served (config.json).
+	_, _, pageURL := servePage(t, e, gateway.Config{PingData: []byte(`{"type":"ping"}`), PingInterval: time.Second})
+	return pageURL + "/"
+}
+
+// servePage starts a gateway on e with cfg, allowing only the page's
+// origin, and serves the chat page beside it. The page's port must be
+// known before the gateway starts (its allowed origin), and the gateway's
+// before the page is served (config.json). It returns the gateway, the
+// page's API client and the page's URL.
+func servePage(t *testing.T, e *bus.Embedded, cfg gateway.Config) (*gateway.Gateway, *api.Client, string) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	origin := "http://" + l.Addr().String()
-	gw := gatewaytest.Start(t, e, gateway.Config{
-		PingData:       []byte(`{"type":"ping"}`),
-		PingInterval:   time.Second,
-		AllowedOrigins: []string{origin},
-	})
+	cfg.AllowedOrigins = []string{"http://" + l.Addr().String()}
+	gw := gatewaytest.Start(t, e, cfg)
 	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{Name: "api"}), Logger: bustest.Logger(t)})
 	require.NoError(t, err)
 	t.Cleanup(a.Close)
@@ -96,7 +101,7 @@ func startChatServerWith(t *testing.T, startWorker func(e *bus.Embedded)) string
 	srv.Listener = l
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return srv.URL + "/"
+	return gw, a, srv.URL
 }
 
 // tab is one headless Chromium, with its own profile, showing one page.
