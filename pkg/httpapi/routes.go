@@ -245,63 +245,15 @@ func routes() []route {
 				return http.StatusOK, onlineBody{Online: on}, nil
 			}
 		})},
-		{"POST /v1/clients/{id}/close", func(r *http.Request) (call, error) {
-			id, err := pathClientID(r)
-			if err != nil {
-				return nil, err
-			}
-			var req payload
-			if err := decodeBody(r, &req); err != nil {
-				return nil, err
-			}
-			if req.Frame != "" {
-				return nil, invalid("frame applies to pushes, not to the last data of a close")
-			}
-			data, err := req.bytes(false)
-			if err != nil {
-				return nil, err
-			}
-			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return done(a.CloseClient(ctx, id, data))
-			}, nil
-		}},
-		{"POST /v1/clients/{id}/accept", func(r *http.Request) (call, error) {
-			id, err := pathClientID(r)
-			if err != nil {
-				return nil, err
-			}
-			var req struct {
-				UID string `json:"uid"`
-			}
-			if err := decodeBody(r, &req); err != nil {
-				return nil, err
-			}
-			if req.UID != "" {
-				if err := checkName("uid", req.UID); err != nil {
-					return nil, err
-				}
-			}
-			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return done(a.AcceptClient(ctx, id, req.UID))
-			}, nil
-		}},
-		{"POST /v1/clients/{id}/reject", func(r *http.Request) (call, error) {
-			id, err := pathClientID(r)
-			if err != nil {
-				return nil, err
-			}
-			var req payload
-			if err := decodeBody(r, &req); err != nil {
-				return nil, err
-			}
-			data, err := req.bytes(false)
-			if err != nil {
-				return nil, err
-			}
-			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return done(a.RejectClient(ctx, id, data))
-			}, nil
-		}},
+		{"POST /v1/clients/{id}/close", withLastData(func(ctx context.Context, a *api.Client, id string, data []byte) error {
+			return a.CloseClient(ctx, id, data)
+		})},
+		{"POST /v1/clients/{id}/accept", withUID(false, func(ctx context.Context, a *api.Client, id, uid string) error {
+			return a.AcceptClient(ctx, id, uid)
+		})},
+		{"POST /v1/clients/{id}/reject", withLastData(func(ctx context.Context, a *api.Client, id string, data []byte) error {
+			return a.RejectClient(ctx, id, data)
+		})},
 		{"POST /v1/clients/{id}/destroy", withClient(func(id string) call {
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
 				return done(a.DestroyClient(ctx, id))
@@ -331,24 +283,9 @@ func routes() []route {
 				return http.StatusOK, uidBody{UID: uid}, nil
 			}
 		})},
-		{"POST /v1/clients/{id}/uid", func(r *http.Request) (call, error) {
-			id, err := pathClientID(r)
-			if err != nil {
-				return nil, err
-			}
-			var req struct {
-				UID string `json:"uid"`
-			}
-			if err := decodeBody(r, &req); err != nil {
-				return nil, err
-			}
-			if err := checkName("uid", req.UID); err != nil {
-				return nil, err
-			}
-			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return done(a.BindUID(ctx, id, req.UID))
-			}, nil
-		}},
+		{"POST /v1/clients/{id}/uid", withUID(true, func(ctx context.Context, a *api.Client, id, uid string) error {
+			return a.BindUID(ctx, id, uid)
+		})},
 		{"DELETE /v1/clients/{id}/uid/{uid}", func(r *http.Request) (call, error) {
 			id, err := pathClientID(r)
 			if err != nil {
@@ -527,4 +464,54 @@ func (h *handler) serveRoute(rt route) http.Handler {
 		status, b := h.run(r.Context(), r.Method, rt.pattern, c)
 		writeRaw(w, status, b)
 	})
+}
+
+// withLastData parses a client id and the last data sent before a close
+// (close, reject): a payload without a frame type, since it is no push.
+func withLastData(fn func(ctx context.Context, a *api.Client, id string, data []byte) error) func(*http.Request) (call, error) {
+	return func(r *http.Request) (call, error) {
+		id, err := pathClientID(r)
+		if err != nil {
+			return nil, err
+		}
+		var req payload
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		if req.Frame != "" {
+			return nil, invalid("frame applies to pushes, not to the last data of a close")
+		}
+		data, err := req.bytes(false)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context, a *api.Client) (int, any, error) {
+			return done(fn(ctx, a, id, data))
+		}, nil
+	}
+}
+
+// withUID parses a client id and a body {"uid": ...} (bind, accept); an
+// empty uid is refused when required.
+func withUID(required bool, fn func(ctx context.Context, a *api.Client, id, uid string) error) func(*http.Request) (call, error) {
+	return func(r *http.Request) (call, error) {
+		id, err := pathClientID(r)
+		if err != nil {
+			return nil, err
+		}
+		var req struct {
+			UID string `json:"uid"`
+		}
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		if required || req.UID != "" {
+			if err := checkName("uid", req.UID); err != nil {
+				return nil, err
+			}
+		}
+		return func(ctx context.Context, a *api.Client) (int, any, error) {
+			return done(fn(ctx, a, id, req.UID))
+		}, nil
+	}
 }
