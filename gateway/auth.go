@@ -479,7 +479,7 @@ func (g *Gateway) startClient(c *client, token string, evs ...bus.Event) {
 		held[i] = owned(ev)
 	}
 	c.mu.Lock()
-	c.holding, c.held = true, held
+	c.auth.holding, c.auth.held = true, held
 	c.mu.Unlock()
 	if token != "" {
 		if !g.authenticate(c, token) {
@@ -495,18 +495,18 @@ func (g *Gateway) startClient(c *client, token string, evs ...bus.Event) {
 func (g *Gateway) armAuthTimer(c *client, d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.authTimer != nil {
-		c.authTimer.Stop()
+	if c.auth.timer != nil {
+		c.auth.timer.Stop()
 	}
-	c.authTimer = time.AfterFunc(d, func() { g.onAuthTimer(c) })
+	c.auth.timer = time.AfterFunc(d, func() { g.onAuthTimer(c) })
 }
 
 // stopAuthTimer stops c's auth timer: it closed, or needs no timer now.
 func stopAuthTimer(c *client) {
 	c.mu.Lock()
-	if c.authTimer != nil {
-		c.authTimer.Stop()
-		c.authTimer = nil
+	if c.auth != nil && c.auth.timer != nil {
+		c.auth.timer.Stop()
+		c.auth.timer = nil
 	}
 	c.mu.Unlock()
 }
@@ -523,9 +523,9 @@ func (g *Gateway) onAuthTimer(c *client) {
 		return
 	}
 	c.mu.Lock()
-	left := time.Until(time.Unix(0, c.expires))
-	if c.expires != 0 && left > 0 {
-		c.authTimer = time.AfterFunc(left, func() { g.onAuthTimer(c) })
+	left := time.Until(time.Unix(0, c.auth.expires))
+	if c.auth.expires != 0 && left > 0 {
+		c.auth.timer = time.AfterFunc(left, func() { g.onAuthTimer(c) })
 		c.mu.Unlock()
 		return
 	}
@@ -555,7 +555,7 @@ func (g *Gateway) authenticate(c *client, token string) bool {
 		return false
 	}
 	c.mu.Lock()
-	c.sub, c.expires = id.sub, id.expires.UnixNano()
+	c.auth.sub, c.auth.expires = id.sub, id.expires.UnixNano()
 	c.mu.Unlock()
 	g.reg.accept(c)
 	if id.sub != "" {
@@ -602,7 +602,7 @@ func (g *Gateway) onTokenInput(c *client, msg []byte) bool {
 		if !g.authenticate(c, token) {
 			return false
 		}
-		c.awaiting.Store(false) // later messages wait, if need be, in c.held
+		c.awaiting.Store(false) // later messages wait, if need be, in c.auth.held
 		return true
 	}
 	return g.refresh(c, token)
@@ -620,9 +620,9 @@ func (g *Gateway) refresh(c *client, token string) bool {
 		return false
 	}
 	c.mu.Lock()
-	same := id.sub == c.sub
+	same := id.sub == c.auth.sub
 	if same {
-		c.expires = id.expires.UnixNano()
+		c.auth.expires = id.expires.UnixNano()
 	}
 	c.mu.Unlock()
 	if !same {

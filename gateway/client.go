@@ -137,18 +137,10 @@ type client struct {
 	// (bus.Ack.Worker); cleared when that worker does not answer.
 	direct string
 
-	// Authentication (auth.go), guarded by mu: while holding, events are
-	// held (heldBytes of them), the connect events first, until the token
-	// came and NATS confirmed the subscriptions it gave (see push); sub
-	// is the token's subject, which a fresh token must repeat; expires
-	// (Unix ns, exp plus the leeway) ends the client's life unless a fresh
-	// token comes; authTimer fires at the auth timeout, then at expires.
-	holding   bool
-	held      []bus.Event
-	heldBytes int32
-	sub       string
-	expires   int64
-	authTimer *time.Timer
+	// auth is the authentication state (auth.go), guarded by mu; nil when
+	// the gateway requires none, so that clients without it do not carry
+	// its fields.
+	auth *clientAuth
 	// awaiting is set while the first message must be a token message.
 	awaiting atomic.Bool
 
@@ -198,6 +190,21 @@ func (c *client) setReason(r bus.CloseReason) {
 // end records r as the reason c closes, unless one is recorded already,
 // and closes c's socket with the recorded reason, after last (if not
 // empty): the close code the client sees is the reason workers hear.
+// clientAuth is a client's authentication state. While holding, events
+// are held (heldBytes of them), the connect events first, until the token
+// came and NATS confirmed the subscriptions it gave (see push); sub is the
+// token's subject, which a fresh token must repeat; expires (Unix ns, exp
+// plus the leeway) ends the client's life unless a fresh token comes;
+// timer fires at the auth timeout, then at expires.
+type clientAuth struct {
+	holding   bool
+	held      []bus.Event
+	heldBytes int32
+	sub       string
+	expires   int64
+	timer     *time.Timer
+}
+
 func (c *client) end(r bus.CloseReason, last []byte) {
 	c.setReason(r)
 	c.t.close(last, c.closeReason())

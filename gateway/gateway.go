@@ -465,6 +465,9 @@ func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 		// Until its token came or a worker accepted it (auth.go).
 		unaccepted: g.auth != nil,
 	}
+	if g.auth != nil {
+		c.auth = new(clientAuth)
+	}
 	if !g.reg.add(c, g.cfg.MaxConnections) {
 		g.warnRateLimited("connection refused: MaxConnections reached", "max_connections", g.cfg.MaxConnections)
 		g.stats.closed[bus.CloseServerFull].Add(1)
@@ -523,7 +526,7 @@ func (g *Gateway) pushEvent(c *client, evs ...bus.Event) { g.push(c, false, evs)
 
 // push is pushEvent. While c is holding (auth.go: its connect events wait
 // for its token, then for the subscriptions the token gave it), events are
-// held in c.held, in order; release sends them, evs after them, and ends
+// held in c.auth.held, in order; release sends them, evs after them, and ends
 // the holding, under one lock so that nothing overtakes them.
 func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 	c.mu.Lock()
@@ -532,12 +535,12 @@ func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 		return
 	}
 	if release {
-		if !c.holding {
+		if c.auth == nil || !c.auth.holding {
 			c.mu.Unlock()
 			return
 		}
-		evs = append(c.held, evs...)
-		c.held, c.heldBytes, c.holding = nil, 0, false
+		evs = append(c.auth.held, evs...)
+		c.auth.held, c.auth.heldBytes, c.auth.holding = nil, 0, false
 	}
 	announce := false
 	size := 0
@@ -557,16 +560,16 @@ func (g *Gateway) push(c *client, release bool, evs []bus.Event) {
 		}
 		size += eventSize(ev)
 	}
-	if c.holding {
-		if int(c.heldBytes)+size > g.cfg.MaxPendingEventBytes {
+	if c.auth != nil && c.auth.holding {
+		if int(c.auth.heldBytes)+size > g.cfg.MaxPendingEventBytes {
 			c.mu.Unlock()
 			c.end(bus.CloseEventQueueFull, nil)
 			return
 		}
 		for _, ev := range evs {
-			c.held = append(c.held, owned(ev))
+			c.auth.held = append(c.auth.held, owned(ev))
 		}
-		c.heldBytes += int32(size)
+		c.auth.heldBytes += int32(size)
 		c.mu.Unlock()
 		return
 	}
