@@ -534,11 +534,9 @@ func (g *Gateway) onAuthTimer(c *client) {
 	c.t.close(nil, c.closeReason())
 }
 
-// authenticate verifies c's first token and gives c what it says: its
-// uid, its groups, the end of its life; then it releases c's held events
-// once the subscriptions of its uid and groups are confirmed. On failure
-// it records why and returns false: the caller closes c.
-func (g *Gateway) authenticate(c *client, token string) bool {
+// verify checks token for c; a token it refuses is counted and recorded
+// as c's close reason (4501 if it expired, else 4502).
+func (g *Gateway) verify(c *client, token string) (identity, bool) {
 	id, cause, err := g.auth.tokens.verify(token)
 	if err != nil {
 		r := bus.CloseUnauthorized
@@ -546,6 +544,18 @@ func (g *Gateway) authenticate(c *client, token string) bool {
 			r = bus.CloseTokenExpired
 		}
 		g.refuse(c, cause, r, err)
+		return identity{}, false
+	}
+	return id, true
+}
+
+// authenticate verifies c's first token and gives c what it says: its
+// uid, its groups, the end of its life; then it releases c's held events
+// once the subscriptions of its uid and groups are confirmed. On failure
+// it records why and returns false: the caller closes c.
+func (g *Gateway) authenticate(c *client, token string) bool {
+	id, ok := g.verify(c, token)
+	if !ok {
 		return false
 	}
 	if len(id.groups) > g.cfg.MaxGroupsPerClient {
@@ -610,13 +620,8 @@ func (g *Gateway) onTokenInput(c *client, msg []byte) bool {
 
 // refresh takes a fresh token for c: same sub, a new exp.
 func (g *Gateway) refresh(c *client, token string) bool {
-	id, cause, err := g.auth.tokens.verify(token)
-	if err != nil {
-		r := bus.CloseUnauthorized
-		if cause == causeExpired {
-			r = bus.CloseTokenExpired
-		}
-		g.refuse(c, cause, r, err)
+	id, ok := g.verify(c, token)
+	if !ok {
 		return false
 	}
 	c.mu.Lock()
