@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatewayworker/gatewayworker/bus"
@@ -78,14 +77,7 @@ func TestBrowserChatPHPWorker(t *testing.T) {
 	bob := newTab(t, exe, "Bob", deadline)
 	saveOnFailure(t, ann, bob)
 
-	ann.do("open the page", chromedp.Navigate(pageURL))
-	bob.do("open the page", chromedp.Navigate(pageURL))
-	ann.login("1")
-	ann.waitFor("Ann's own join notice", hasLine("msg notice", "", "You joined Room 1 as Ann"))
-	bob.login("1")
-	bob.waitFor("both users at Bob", hasUsers("Bob", "Ann"))
-	ann.waitFor("both users at Ann", hasUsers("Ann", "Bob"))
-	ann.waitFor("Bob's join notice", hasLine("msg notice", "", "Bob joined"))
+	bothJoinRoom1(ann, bob, pageURL)
 
 	ann.say("Hi Bob, from PHP!")
 	bob.waitFor("Ann's public message", hasLine("msg", "Ann", "Hi Bob, from PHP!"))

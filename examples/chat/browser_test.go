@@ -303,6 +303,19 @@ func js(s string) string {
 	return string(b)
 }
 
+// bothJoinRoom1 opens the page in both tabs and logs ann, then bob, in
+// to room 1; it returns once each sees both in the user list.
+func bothJoinRoom1(ann, bob *tab, pageURL string) {
+	ann.do("open the page", chromedp.Navigate(pageURL))
+	bob.do("open the page", chromedp.Navigate(pageURL))
+	ann.login("1")
+	ann.waitFor("Ann's own join notice", hasLine("msg notice", "", "You joined Room 1 as Ann"))
+	bob.login("1")
+	bob.waitFor("both users at Bob", hasUsers("Bob", "Ann"))
+	ann.waitFor("both users at Ann", hasUsers("Ann", "Bob"))
+	ann.waitFor("Bob's join notice", hasLine("msg notice", "", "Bob joined"))
+}
+
 // hasLine is a predicate: #messages holds a line with exactly these
 // classes (e.g. "msg private"), sender label and body text.
 func hasLine(class, from, body string) string {
@@ -408,14 +421,7 @@ func TestBrowserChat(t *testing.T) {
 	saveOnFailure(t, ann, bob) // a cleanup: it runs before the browsers close
 
 	// Both log in to room 1, and each sees both in the user list.
-	ann.do("open the page", chromedp.Navigate(pageURL))
-	bob.do("open the page", chromedp.Navigate(pageURL))
-	ann.login("1")
-	ann.waitFor("Ann's own join notice", hasLine("msg notice", "", "You joined Room 1 as Ann"))
-	bob.login("1")
-	bob.waitFor("both users at Bob", hasUsers("Bob", "Ann"))
-	ann.waitFor("both users at Ann", hasUsers("Ann", "Bob"))
-	ann.waitFor("Bob's join notice", hasLine("msg notice", "", "Bob joined"))
+	bothJoinRoom1(ann, bob, pageURL)
 	require.Equal(t, "Room 1", eval[string](ann, `document.getElementById('room-name').textContent`))
 
 	// A public message reaches both, not marked private.
