@@ -39,7 +39,9 @@ type build struct {
 // dependency's, "github.com/nats-io/nats-server/v2", at the version go.mod
 // pins), building it unless a binary of the same sources is there already.
 //
-// The binaries live in os.TempDir()/gatewayworker-testbin/KEY/, where KEY
+// The binaries live in the user's cache directory (os.UserCacheDir, e.g.
+// ~/.cache; os.TempDir only without one), gatewayworker-testbin/KEY/, so
+// that no other local user can put a binary there for tests to run; KEY
 // hashes the module's Go files, go.mod, go.sum, go.work and the Go version. Reading
 // those files also tells go test's cache that a test depends on them, so a
 // change reruns it rather than replaying its cached result.
@@ -68,13 +70,17 @@ func buildOnce(pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	base := filepath.Join(os.TempDir(), "gatewayworker-testbin")
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	base := filepath.Join(cache, "gatewayworker-testbin")
 	dir := filepath.Join(base, key)
 	path := filepath.Join(dir, binaryName(pkg))
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	forgetOld(base, key)
