@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -247,18 +248,18 @@ func TestPHPWorkerSIGTERMDrains(t *testing.T) {
 	require.Zero(t, c.running, "handlers cut short")
 }
 
-// TestPHPWorkerBlockingHandler: a handler that sleeps 10 s in one of two
-// PHP worker processes keeps its batch (the master reports its progress):
-// it runs once, and meanwhile the other process serves the other clients,
-// including the batches that the sleeping process had taken (their
+// TestPHPWorkerBlockingHandler: a handler that blocks for 10 s or more in
+// one of two PHP worker processes keeps its batch (the master reports its
+// progress): it runs once, and meanwhile the other process serves the other
+// clients, including the batches that the blocked process had taken (their
 // gateway sends them again, and the other process claims them).
 func TestPHPWorkerBlockingHandler(t *testing.T) { testPHPBlockingHandler(t) }
 
 // TestPHPStickyWorkerBlockingHandler is TestPHPWorkerBlockingHandler with
-// $sticky: the clients that stick to the sleeping process move to the
-// other one (their batches, sent to the sleeper's own subject, are resent
-// to the queue group after AckTimeout), and the sleeper's stale copies do
-// not run when it wakes.
+// $sticky: the clients that stick to the blocked process move to the
+// other one (their batches, sent to the blocked process's own subject, are
+// resent to the queue group after AckTimeout), and its stale copies do not
+// run when it wakes.
 func TestPHPStickyWorkerBlockingHandler(t *testing.T) { testPHPBlockingHandler(t, "STICKY=1") }
 
 func testPHPBlockingHandler(t *testing.T, env ...string) {
@@ -269,10 +270,16 @@ func testPHPBlockingHandler(t *testing.T, env ...string) {
 	log := newProbeLog(t)
 	phpWorker(t, n.url(), "tests/workers/probe.php", 2, append(env, "GATEWAYWORKER_PROBE_LOG="+log.path)...)
 
-	sleeper := &numberedClient{conn: dialWS(t, ws)}
-	go sleeper.read()
-	require.NoError(t, sleeper.conn.WriteMessage(websocket.TextMessage, []byte("sleep:10")))
-	require.Eventually(t, func() bool { return log.count(t).running == 1 }, 20*time.Second, 10*time.Millisecond, "the sleep started")
+	// The handler blocks until the test releases it, so that "the others
+	// were served while it ran" does not depend on how fast a loaded
+	// machine serves them; it is released no sooner than 10 s after it
+	// started, ten AckTimeouts, so that its batch must have been kept alive.
+	release := filepath.Join(t.TempDir(), "release")
+	blocker := &numberedClient{conn: dialWS(t, ws)}
+	go blocker.read()
+	require.NoError(t, blocker.conn.WriteMessage(websocket.TextMessage, []byte("block:"+release)))
+	require.Eventually(t, func() bool { return log.count(t).running == 1 }, 20*time.Second, 10*time.Millisecond, "the handler started")
+	blocked := time.Now()
 
 	const clients, each = 6, 5
 	var ecs []*numberedClient
@@ -285,15 +292,20 @@ func testPHPBlockingHandler(t *testing.T, env ...string) {
 		}
 	}
 	requireAllEchoed(t, ecs, each) // the other clients are served
+	served := time.Since(blocked)
 	c := log.count(t)
-	require.Equal(t, 1, c.running, "the sleep still runs while the others were served")
+	require.Equal(t, 1, c.running, "the blocked handler still runs while the others were served")
 	require.Equal(t, 1+clients*each, c.messages)
 
-	_ = sleeper.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	require.Eventually(t, func() bool { return log.count(t).running == 0 }, 30*time.Second, 50*time.Millisecond, "the sleep ended")
+	time.Sleep(10*time.Second - time.Since(blocked))
+	require.Equal(t, 1, log.count(t).running, "the blocked handler still runs after 10 s")
+	require.NoError(t, os.WriteFile(release, nil, 0o600))
+	_ = blocker.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	require.Eventually(t, func() bool { return log.count(t).running == 0 }, 30*time.Second, 50*time.Millisecond, "the handler ended")
 	time.Sleep(3 * time.Second) // a copy sent again would run now: past two AckTimeouts
 	c = log.count(t)
-	t.Logf("a 10 s handler beside %d clients: messages %d, handled twice %d, overlapping %d", clients, c.messages, c.twice, c.overlaps)
+	t.Logf("a handler blocked for %v beside %d clients (served in %v): messages %d, handled twice %d, overlapping %d",
+		time.Since(blocked).Round(time.Second), clients, served.Round(10*time.Millisecond), c.messages, c.twice, c.overlaps)
 	require.Zero(t, c.twice, "handlers run twice")
 	require.Zero(t, c.overlaps, "handlers of one client overlapping")
 }

@@ -9,8 +9,8 @@ use GatewayWorker\Lib\Gateway;
  * a "b" line when a handler starts and an "e" line when it ends, appended
  * to GATEWAYWORKER_PROBE_LOG, in the same format, so that the integration
  * tests count what PHP workers did as they count Go workers. A message
- * "sleep:<seconds>" sleeps that long, others PROBE_DELAY_MS milliseconds. Every
- * message is echoed to its sender.
+ * "block:<path>" blocks until that file exists (a handler whose end the test
+ * chooses, at most 60 s); others sleep PROBE_DELAY_MS milliseconds. Every message is echoed to its sender.
  */
 class Events
 {
@@ -35,8 +35,10 @@ class Events
     {
         $GLOBALS['probe_client'] = $client_id;
         self::record('message', $message, static function () use ($message): void {
-            if (str_starts_with($message, 'sleep:')) {
-                sleep((int)substr($message, 6));
+            if (str_starts_with($message, 'block:')) {
+                for ($end = time() + 60; !file_exists(substr($message, 6)) && time() < $end;) {
+                    usleep(50000);
+                }
             } elseif (($ms = (int)getenv('PROBE_DELAY_MS')) > 0) {
                 usleep($ms * 1000);
             }
