@@ -24,6 +24,9 @@ type natsFlags struct {
 	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
 	embeddedPort, embeddedMaxPayload                                int
 	wait                                                            time.Duration
+	// storeDir and noJetStream: the embedded server's JetStream.
+	storeDir    string
+	noJetStream bool
 }
 
 func (n *natsFlags) register(c *cli, embedded bool) {
@@ -50,6 +53,8 @@ func (n *natsFlags) registerEmbedded(c *cli, port bool) {
 	if port {
 		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
 		c.int(&n.embeddedMaxPayload, "nats-max-payload", bus.DefaultMaxPayload, "largest NATS message of the embedded server in bytes (its max_payload, at most 64 MiB): at least --max-message-size plus 512 bytes and the largest session")
+		c.str(&n.storeDir, "nats-store-dir", "", "JetStream directory of the embedded server (history of recoverable pushes), created 0700; empty: $XDG_STATE_HOME/gatewayworker/nats-<port> (~/.local/state when unset), or a temporary one removed at exit with --nats-port 0")
+		c.boolean(&n.noJetStream, "nats-no-jetstream", false, "run the embedded server without JetStream: no history, pushes are at most once")
 	}
 	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run and nats generate one when no credential is given, and other tiers on this host read it)")
 	c.str(&n.user, "nats-user", "", "user name to authenticate with")

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,23 +177,61 @@ func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, tokenFile s
 	if n.embeddedMaxPayload < 1 || n.embeddedMaxPayload > bus.MaxMaxPayload {
 		return nil, "", nil, usagef("--nats-max-payload %d: want 1 to %d", n.embeddedMaxPayload, bus.MaxMaxPayload)
 	}
-	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
-		MaxPayload: int32(n.embeddedMaxPayload)})
+	store, removeStore, err := n.jetStreamDir()
 	if err != nil {
+		return nil, "", nil, err
+	}
+	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
+		MaxPayload: int32(n.embeddedMaxPayload), JetStream: store != "", StoreDir: store})
+	if err != nil {
+		removeStore()
 		return nil, "", nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
 	}
+	if store != "" {
+		log.Info("embedded NATS runs JetStream (history of recoverable pushes)", "store_dir", store)
+	}
 	n.urls = e.URL()
+	shutdown := func() { e.Shutdown(); removeStore() }
 	if !generate {
-		return e, "", e.Shutdown, nil
+		return e, "", shutdown, nil
 	}
 	port, _ := loopbackPort(n.urls)
 	path, remove, err := writeLocalToken(port, n.token)
 	if err != nil {
-		e.Shutdown()
+		shutdown()
 		return nil, "", nil, err
 	}
 	log.Info("embedded NATS requires a token; tiers started beside run on this host read it from this file", "file", path)
-	return e, path, func() { e.Shutdown(); remove() }, nil
+	return e, path, func() { shutdown(); remove() }, nil
+}
+
+// jetStreamDir is the embedded server's JetStream directory ("" with
+// --nats-no-jetstream) and what removes it at exit: the temporary one of
+// --nats-port 0 (two such servers must never share a directory), nothing
+// otherwise.
+func (n *natsFlags) jetStreamDir() (dir string, remove func(), err error) {
+	remove = func() {}
+	switch {
+	case n.noJetStream:
+		return "", remove, nil
+	case n.storeDir != "":
+		return n.storeDir, remove, nil
+	case n.embeddedPort == 0:
+		dir, err := os.MkdirTemp("", "gatewayworker-nats-")
+		if err != nil {
+			return "", nil, fmt.Errorf("--nats-store-dir: %w", err)
+		}
+		return dir, func() { _ = os.RemoveAll(dir) }, nil
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", nil, fmt.Errorf("--nats-store-dir: no $XDG_STATE_HOME nor home directory (%w): set --nats-store-dir or --nats-no-jetstream", err)
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "gatewayworker", "nats-"+strconv.Itoa(n.embeddedPort)), remove, nil
 }
 
 func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
