@@ -14,8 +14,8 @@ import (
 
 func TestParsePosition(t *testing.T) {
 	for in, want := range map[string]bus.Position{
-		"mjx3k2:1457": {Epoch: "mjx3k2", Seq: 1457},
-		"0:0":         {Epoch: "0", Seq: 0},
+		"mjx3k2:1457":                        {Epoch: "mjx3k2", Seq: 1457},
+		"0:0":                                {Epoch: "0", Seq: 0},
 		"zzzzzzzzzzzzz:18446744073709551615": {Epoch: "zzzzzzzzzzzzz", Seq: 1<<64 - 1},
 	} {
 		p, err := bus.ParsePosition(in)
@@ -58,12 +58,12 @@ func TestResume(t *testing.T) {
 		from uint64
 		ok   bool
 	}{
-		{bus.Position{Epoch: "e1", Seq: 9}, 10, true},   // the next one is the first held
-		{bus.Position{Epoch: "e1", Seq: 15}, 16, true},  // in the middle
-		{bus.Position{Epoch: "e1", Seq: 20}, 21, true},  // up to date: nothing to replay
-		{bus.Position{Epoch: "e1", Seq: 8}, 0, false},   // 9 is gone
-		{bus.Position{Epoch: "e1", Seq: 21}, 0, false},  // from the future
-		{bus.Position{Epoch: "e0", Seq: 15}, 0, false},  // the stream was recreated
+		{bus.Position{Epoch: "e1", Seq: 9}, 10, true},  // the next one is the first held
+		{bus.Position{Epoch: "e1", Seq: 15}, 16, true}, // in the middle
+		{bus.Position{Epoch: "e1", Seq: 20}, 21, true}, // up to date: nothing to replay
+		{bus.Position{Epoch: "e1", Seq: 8}, 0, false},  // 9 is gone
+		{bus.Position{Epoch: "e1", Seq: 21}, 0, false}, // from the future
+		{bus.Position{Epoch: "e0", Seq: 15}, 0, false}, // the stream was recreated
 	} {
 		from, ok := h.Resume(tc.p)
 		require.Equal(t, tc.ok, ok, tc.p)
