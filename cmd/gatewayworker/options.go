@@ -89,6 +89,36 @@ type gatewayFlags struct {
 	maxHeader, maxInFlight                              int
 	rateLimit, gogc                                     int
 	auth                                                authFlags
+	history                                             historyFlags
+}
+
+// historyFlags configure gateway.Config.History (docs/protocol.md, "History").
+type historyFlags struct {
+	on                 bool
+	maxAge             time.Duration
+	maxBytes, replicas int
+	storage            string
+}
+
+func (h *historyFlags) register(c *cli) {
+	c.group("History and recovery (docs/protocol.md)")
+	c.boolean(&h.on, "history", true, "keep recoverable pushes in the JetStream stream HISTORY_<prefix> and replay what reconnecting clients missed (without JetStream: one warning, no history)")
+	c.dur(&h.maxAge, "history-max-age", bus.DefaultHistoryMaxAge, "how long the stream keeps a recoverable push")
+	c.int(&h.maxBytes, "history-max-bytes", bus.DefaultHistoryMaxBytes, "the stream's size in bytes; past it the oldest pushes are dropped")
+	c.str(&h.storage, "history-storage", string(bus.StorageFile), "where the stream keeps pushes: file or memory")
+	c.int(&h.replicas, "history-replicas", 1, "the stream's replicas in a JetStream cluster (1 to 5; 3 to survive a node's loss)")
+}
+
+// config is the gateway's History, nil with --history=false.
+func (h *historyFlags) config() (*bus.HistoryConfig, error) {
+	if !h.on {
+		return nil, nil
+	}
+	cfg := &bus.HistoryConfig{MaxAge: h.maxAge, MaxBytes: int64(h.maxBytes), Storage: bus.Storage(h.storage), Replicas: h.replicas}
+	if err := cfg.Check(); err != nil {
+		return nil, usagef("--history-*: %v", err)
+	}
+	return cfg, nil
 }
 
 // authFlags configure gateway.AuthConfig (docs/clients.md, "Tokens").
@@ -161,6 +191,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.int(&g.maxInFlight, "max-batches-in-flight", gateway.DefaultMaxBatchesInFlight, "event batches sent and not yet acknowledged by workers; more wait in their clients' queues; negative no limit")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
 	g.auth.register(c)
+	g.history.register(c)
 }
 
 // GC targets (--gogc). Go lets the heap reach (1 + GOGC/100) times what
@@ -239,6 +270,9 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		return cfg, err
 	}
 	cfg.Auth = auth
+	if cfg.History, err = g.history.config(); err != nil {
+		return cfg, err
+	}
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
 			return cfg, usagef("--ws-cert and --ws-key go together")
