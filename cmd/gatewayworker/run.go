@@ -49,6 +49,7 @@ type workerFlags struct {
 	maxConcurrency int
 	drainTimeout   time.Duration
 	sticky         bool
+	recoverable    string
 }
 
 func (w *workerFlags) register(c *cli) {
@@ -57,6 +58,13 @@ func (w *workerFlags) register(c *cli) {
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
 	c.boolean(&w.sticky, "sticky", false, "keep each client's events on the worker process that took them, while it runs (GatewayWorker's routerBind)")
+	recoverableFlag(c, &w.recoverable)
+}
+
+// recoverableFlag declares --recoverable (api.Config.Recoverable), of
+// workers and of the HTTP API.
+func recoverableFlag(c *cli, p *string) {
+	c.str(p, "recoverable", "", "uid and group name patterns whose pushes are recoverable (stored in the history stream, replayed to reconnecting clients), comma-separated path.Match globs: u:chat-*,g:room-*")
 }
 
 func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (worker.Config, error) {
@@ -65,7 +73,8 @@ func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (work
 		return worker.Config{}, err
 	}
 	return worker.Config{Bus: b, Prefix: prefix, Handlers: h, MaxConcurrency: w.maxConcurrency,
-		DrainTimeout: w.drainTimeout, Sticky: w.sticky, Logger: log}, nil
+		DrainTimeout: w.drainTimeout, Sticky: w.sticky, Logger: log,
+		API: api.Config{Recoverable: splitList(w.recoverable)}}, nil
 }
 
 // chatHeartbeat is workerman-chat's: the page answers {"type":"ping"} with
@@ -352,7 +361,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("the chat page needs a WebSocket listener: set --ws, or --http \"\" to run without the page")
 	}
 	if w.app == "chat" && http != "" {
-		a, err := api.New(api.Config{Bus: wkBus, Prefix: n.prefix, Logger: log})
+		a, err := api.New(api.Config{Bus: wkBus, Prefix: n.prefix, Logger: log, Recoverable: splitList(w.recoverable)})
 		if err != nil {
 			_ = shutdown()
 			return err
