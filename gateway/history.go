@@ -496,9 +496,8 @@ func (g *Gateway) replay(c *client, ch bus.Channel, epoch string, m bus.HistoryM
 	if c.closing() {
 		return false
 	}
-	_ = c.t.send(pos, true)
 	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
-	_ = c.t.send(cmd.Body, fr.text(c))
+	sendWithPos(c, pos, cmd.Body, fr.text(c))
 	g.stats.historyReplayed.Add(1)
 	return true
 }

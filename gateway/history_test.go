@@ -263,6 +263,7 @@ func TestRecoverParameterRefused(t *testing.T) {
 		require.NoError(t, err)
 		req.Header = http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"},
 			"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+		req.Close = true // the gateway closes after a refusal
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		body := make([]byte, 512)
