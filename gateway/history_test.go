@@ -49,7 +49,7 @@ func newHistoryStack(t *testing.T, cfg bus.HistoryConfig) (*historyStack, func()
 // push stores one recoverable push of body to ch and returns its sequence.
 func (s *historyStack) push(ch bus.Channel, body string) uint64 {
 	s.t.Helper()
-	seq, err := s.pub.PublishRecoverable(context.Background(), ch.Stored(s.subj), bus.MarshalCommand(&bus.Command{Op: bus.OpSend, Body: []byte(body)}))
+	seq, err := s.pub.PublishRecoverable(context.Background(), s.subj, ch.Stored(s.subj), bus.MarshalCommand(&bus.Command{Op: bus.OpSend, Body: []byte(body)}))
 	require.NoError(s.t, err)
 	return seq
 }

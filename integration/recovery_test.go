@@ -410,6 +410,7 @@ func startRecoverableLoad(t *testing.T, a *api.Client, wsURL string, clients int
 func (l *recoverableLoad) finish(name string) {
 	close(l.stop)
 	l.wg.Wait()
+	l.t.Logf("pushers stopped")
 	chansOf := func(c *recClient) []string { return []string{"g:" + c.group} }
 	waitReceived(l.t, l.p, l.clients, chansOf, 60*time.Second)
 	stored, received, lost := 0, 0, 0
@@ -441,11 +442,14 @@ func TestG4RecoverableNATSNodeKilled(t *testing.T) {
 	_, ws := startHistoryGateway(t, urls[0], "--history-replicas", "3")
 	startTier(t, "worker", "worker", "--nats", strings.Join(urls[1:], ","), "--app", "bench")
 	a := apiClient(t, urls[1:], api.Config{})
+	began := time.Now()
 	l := startRecoverableLoad(t, a, ws, 10, 20*time.Millisecond)
 	time.Sleep(time.Second)
+	t.Logf("load running after %v; killing node 1", time.Since(began).Round(time.Millisecond))
 	require.NoError(t, procs[0].Process.Signal(syscall.SIGKILL))
 	time.Sleep(4 * time.Second)
 	l.finish("G4 NATS node SIGKILL")
+	t.Logf("finished after %v", time.Since(began).Round(time.Millisecond))
 	for _, c := range l.clients {
 		select {
 		case <-c.closed:
