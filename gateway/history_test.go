@@ -25,14 +25,14 @@ import (
 // historyStack is a JetStream server, a worker that greets clients with
 // their ids, and a pusher that stores recoverable pushes.
 type historyStack struct {
-	t    *testing.T
+	t    testing.TB
 	e    *bus.Embedded
 	pub  *bus.Conn
 	web  *api.Client
 	subj bus.Subjects
 }
 
-func newHistoryStack(t *testing.T, cfg bus.HistoryConfig) (*historyStack, func() *gateway.Gateway) {
+func newHistoryStack(t testing.TB, cfg bus.HistoryConfig) (*historyStack, func() *gateway.Gateway) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{JetStream: true, StoreDir: t.TempDir()})
 	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter})
 	pub := bustest.Connect(t, e, bus.Config{})
@@ -55,7 +55,7 @@ func (s *historyStack) push(ch bus.Channel, body string) uint64 {
 }
 
 // dial connects with recover (nil: no parameter) and returns the client and its id.
-func dialRecover(t *testing.T, g *gateway.Gateway, recover map[string]string) (*gatewaytest.WS, string) {
+func dialRecover(t testing.TB, g *gateway.Gateway, recover map[string]string) (*gatewaytest.WS, string) {
 	t.Helper()
 	path := "/"
 	if recover != nil {
