@@ -92,6 +92,9 @@ func TestCompose(t *testing.T) {
 
 	l1 := startLoad(t, gw1, 10, 10*time.Millisecond)
 	l2 := startLoad(t, gw2, 10, 10*time.Millisecond)
+	// Recoverable pushes, stored in compose.yaml's R3 stream, must all
+	// arrive through the same faults (the echoes above are at most once).
+	rg := startRecoverableGroup(t, "rec-1", []string{gw1, gw2}, 5, 20*time.Millisecond)
 	time.Sleep(2 * time.Second)
 
 	t.Log("fault: NATS node nats1 SIGKILLed")
@@ -119,4 +122,5 @@ func TestCompose(t *testing.T) {
 	// TestG4NATSNodeKilled.
 	l1.finishAllowingLoss("compose gw1 (node kill, partition, rolling restart)", true, 0.02)
 	l2.finishAllowingLoss("compose gw2 (node kill, rolling restart)", true, 0.02)
+	rg.finish("compose recoverable group (node kill, partition, rolling restart)")
 }
