@@ -74,7 +74,10 @@ export const defaults = Object.freeze({
 
 /** How many channel positions ?recover= carries at most (the newest). */
 export const MAX_RECOVER_CHANNELS = 256;
-/** The longest ?recover= JSON, in bytes of UTF-8, that the gateway takes. */
+/**
+ * The longest ?recover= value, URL-encoded, in bytes (so the JSON is no
+ * longer either): what the gateway takes.
+ */
 export const MAX_RECOVER_BYTES = 16384;
 
 // Whether a close with code may be followed by a reconnect.
@@ -328,15 +331,15 @@ export class GatewayClient {
     if (this._positions.size > MAX_RECOVER_CHANNELS) this._positions.delete(this._positions.keys().next().value);
   }
 
-  // The ?recover= JSON: the newest positions that fit in MAX_RECOVER_BYTES.
+  // The ?recover= JSON: the newest positions that fit in MAX_RECOVER_BYTES
+  // once URL-encoded.
   _recoverQuery() {
     const entries = [...this._positions];
-    const enc = new TextEncoder();
-    let size = 2; // {}
+    let size = 6; // %7B%7D
     let from = entries.length;
     while (from > 0) {
       const [ch, pos] = entries[from - 1];
-      const add = enc.encode(JSON.stringify(ch) + ':' + JSON.stringify(pos)).length + (from < entries.length ? 1 : 0);
+      const add = encodeURIComponent(JSON.stringify(ch) + ':' + JSON.stringify(pos)).length + (from < entries.length ? 3 : 0); // %2C
       if (size + add > MAX_RECOVER_BYTES) break;
       size += add;
       from--;
