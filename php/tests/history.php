@@ -51,6 +51,7 @@ check('since', Gateway::getHistory('group', 'room-1', "$epoch:3"), ['messages' =
 check('since the last', Gateway::getHistory('group', 'room-1', "$epoch:4"), ['messages' => [], 'complete' => true]);
 check('limit', Gateway::getHistory('group', 'room-1', '', 1), ['messages' => [$msg(3, 'r3')], 'complete' => true]);
 check('another epoch', Gateway::getHistory('group', 'room-1', 'zz:3'), ['messages' => [$msg(3, 'r3'), $msg(4, "r4\xff")], 'complete' => false]);
+check('beyond the last', Gateway::getHistory('group', 'room-1', "$epoch:9"), ['messages' => [$msg(3, 'r3'), $msg(4, "r4\xff")], 'complete' => false]);
 check('plain sends are not history', Gateway::getHistory('uid', 'bob'), ['messages' => [], 'complete' => true]);
 check('bad kind', thrown(static fn () => Gateway::getHistory('client', 'x')), 'InvalidArgumentException: gatewayworker: history kind "client" is neither uid nor group');
 check('bad limit', thrown(static fn () => Gateway::getHistory('uid', 'ann', '', 1001)), 'InvalidArgumentException: gatewayworker: history limit 1001 is not between 1 and 1000');

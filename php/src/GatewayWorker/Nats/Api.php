@@ -23,7 +23,7 @@ final class Api
     /** The most messages one history read returns. */
     public const MAX_HISTORY_LIMIT = 1000;
     /** How many times a recoverable push is sent (with the same Nats-Msg-Id) before giving up. */
-    public const RECOVERABLE_ATTEMPTS = 3;
+    public const RECOVERABLE_ATTEMPTS = 5;
 
     private string $prefix;
     private ?int $beats = null;
@@ -172,23 +172,30 @@ final class Api
      * stored; gateways deliver it from the stream's republish. An attempt
      * that gets no answer in $requestTimeout, or a JetStream 503, is repeated
      * with the same Nats-Msg-Id, which the stream's duplicate window (2 min)
-     * stores once, at most RECOVERABLE_ATTEMPTS times in all.
+     * stores once, at most RECOVERABLE_ATTEMPTS times in all, after 50, 100,
+     * 200, 400 ms (as the Go side's bus.Conn.PublishRecoverable).
      *
-     * @throws HistoryUnavailableException when no stream stores $subject
+     * @throws HistoryUnavailableException when no stream stores $subject ("no responders" twice)
      * @throws TimeoutException when no attempt was acknowledged
      */
     private function pushRecoverable(string $subject, string $cmd): void
     {
         $headers = ['Nats-Msg-Id' => bin2hex(random_bytes(12))];
         $why = '';
+        $noResponders = 0;
         for ($attempt = 1; $attempt <= self::RECOVERABLE_ATTEMPTS; $attempt++) {
             if ($attempt > 1) {
-                usleep(50000 * $attempt);
+                usleep(50000 << ($attempt - 2));
             }
             try {
                 $m = $this->nc->request($subject, $cmd, $this->requestTimeout, $headers);
-            } catch (NoRespondersException) {
-                throw new HistoryUnavailableException("gatewayworker: no JetStream stream stores $subject: history is off, or the NATS server has no JetStream");
+            } catch (NoRespondersException $e) {
+                // Once may be a stream leader moving; twice, nothing stores it.
+                if (++$noResponders === 2) {
+                    throw new HistoryUnavailableException("gatewayworker: no JetStream stream stores $subject: history is off, or the NATS server has no JetStream");
+                }
+                $why = $e->getMessage();
+                continue;
             } catch (TimeoutException $e) {
                 $why = $e->getMessage();
                 continue;
@@ -248,7 +255,7 @@ final class Api
         $info = $this->streamInfo();
         $current = self::epochOf($info['created'] ?? '');
         $complete = true;
-        if ($epoch !== null && $epoch !== $current) {
+        if ($epoch !== null && ($epoch !== $current || $after > (int)($info['state']['last_seq'] ?? 0))) {
             [$complete, $after] = [false, 0]; // another stream's position: what this one holds
         }
         if ($after + 1 < (int)($info['state']['first_seq'] ?? 0)) {
