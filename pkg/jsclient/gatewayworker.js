@@ -111,7 +111,8 @@ export class GatewayClient {
       if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new TypeError('gatewayworker: recover must be true, false or an object of positions');
       for (const [ch, pos] of Object.entries(rec)) {
         if (typeof pos !== 'string') throw new TypeError('gatewayworker: recover: the position of ' + ch + ' is not a string');
-        this._commit(ch, pos);
+        // One the gateway would refuse (HTTP 400) would fail every connection: skip it.
+        if (validChannel(ch) && /^[0-9a-z]{1,13}:(0|[1-9][0-9]{0,18})$/.test(pos)) this._commit(ch, pos);
       }
     }
     this._listeners = new Map();
@@ -411,6 +412,12 @@ function withRecover(url, json) {
   if (u.searchParams.has('recover')) u.searchParams.delete('recover');
   u.search = (u.search.length > 1 ? u.search + '&' : '?') + 'recover=' + encodeURIComponent(json);
   return u.href;
+}
+
+// validChannel: "u:<uid>" or "g:<group>", names of 1 to 256 bytes.
+function validChannel(ch) {
+  if (!/^[ug]:./s.test(ch)) return false;
+  return new TextEncoder().encode(ch).length <= 258;
 }
 
 // gwFrame returns the gateway's pos or recovered frame in data, or null

@@ -160,6 +160,7 @@ const big = { 'g:a+b &c=d': 'e:x' };
 for (let i = 0; i < 100; i++) big['g:' + 'é'.repeat(100) + i] = 'e:' + i;
 await track('big', process.env.URL + '/bounds', { recover: big }, () => false);
 try { new GatewayClient(process.env.URL, { recover: { 'u:a': 1 } }); } catch (e) { out.badPos = e.message; }
+out.skipped = new GatewayClient(process.env.URL, { recover: { 'x:a': 'e:1', 'u:': 'e:1', ['u:' + 'a'.repeat(257)]: 'e:1', 'u:b': 'E:1', 'u:c': 'e:01', 'u:d': 'e:', 'u:ok': 'e:0', 'g:ok': 'zz:12' } }).positions;
 try { new GatewayClient(process.env.URL, { recover: 'yes' }); } catch (e) { out.badRecover = e.message; }
 console.log(JSON.stringify(out));
 `
@@ -215,6 +216,7 @@ console.log(JSON.stringify(out));
 	require.NotContains(t, raw[1], "+", "percent-encoded: a + in the query would read as a space")
 
 	require.Equal(t, "gatewayworker: recover: the position of u:a is not a string", out["badPos"])
+	require.Equal(t, map[string]any{"u:ok": "e:0", "g:ok": "zz:12"}, out["skipped"], "initial positions the gateway would refuse are skipped")
 	require.Equal(t, "gatewayworker: recover must be true, false or an object of positions", out["badRecover"])
 }
 
