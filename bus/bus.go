@@ -39,6 +39,17 @@ type (
 	Subjects = internal.Subjects
 	// Role is a kind of gatewayworker process, for NATS permissions.
 	Role = internal.Role
+	// HistoryConfig limits the history stream of recoverable pushes
+	// (gateway.Config.History).
+	HistoryConfig = internal.HistoryConfig
+	// Storage is where the history stream keeps its messages.
+	Storage = internal.Storage
+)
+
+// Storage kinds of [HistoryConfig].
+const (
+	StorageFile   = internal.StorageFile
+	StorageMemory = internal.StorageMemory
 )
 
 // Roles.

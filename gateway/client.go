@@ -137,6 +137,11 @@ type client struct {
 	// (bus.Ack.Worker); cleared when that worker does not answer.
 	direct string
 
+	// rec is the recovery state of a client that opted in with the
+	// recover query parameter (history.go); nil otherwise. Set before the
+	// client is announced, never changed.
+	rec *recovery
+
 	// auth is the authentication state (auth.go), guarded by mu; nil when
 	// the gateway requires none, so that clients without it do not carry
 	// its fields.

@@ -160,20 +160,33 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 			return bus.Reply{Items: []string{uid}}
 		}
 	case bus.OpJoinGroup:
+		ch := bus.Channel{Name: cmd.Name}
+		p, recover := g.claimPosition(c, ch)
 		first, err := g.reg.join(c, cmd.Name, g.cfg.MaxGroupsPerClient)
 		if err != nil {
+			if recover {
+				g.membershipFailed(c, ch)
+			}
 			return errReply(err)
 		}
 		if first {
 			g.syncGroupSub(cmd.Name)
+		}
+		if recover {
+			g.startRecovery(c, ch, p)
 		}
 	case bus.OpLeaveGroup:
 		if g.reg.leave(c, cmd.Name) {
 			g.syncGroupSub(cmd.Name)
 		}
 	case bus.OpBindUID:
+		ch := bus.Channel{UID: true, Name: cmd.Name}
+		p, recover := g.claimPosition(c, ch)
 		first, lost, err := g.reg.bind(c, cmd.Name)
 		if err != nil {
+			if recover {
+				g.membershipFailed(c, ch)
+			}
 			return errReply(err)
 		}
 		if lost != "" {
@@ -181,6 +194,9 @@ func (g *Gateway) execOne(c *client, cmd bus.Command) bus.Reply {
 		}
 		if first {
 			g.syncUIDSub(cmd.Name)
+		}
+		if recover {
+			g.startRecovery(c, ch, p)
 		}
 	case bus.OpUnbindUID:
 		if g.reg.unbind(c, cmd.Name) {

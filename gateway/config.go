@@ -105,6 +105,14 @@ type Config struct {
 	// the host's loopback and unicast addresses (see AdvertisedAddrs).
 	AdvertiseAddrs []string
 
+	// History, if set, turns on history and recovery (docs/protocol.md,
+	// "History"): the gateway creates or updates the history stream with
+	// these limits at start, delivers recoverable pushes with their
+	// positions, and replays what reconnecting clients missed. A NATS
+	// server without JetStream makes it log a warning and run without.
+	// Nil means no history (`gatewayworker gateway` turns it on: --history).
+	History *bus.HistoryConfig
+
 	// PingInterval is how often the heartbeat runs (GatewayWorker's
 	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
 	// heartbeats off.
@@ -267,6 +275,11 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if c.Bus == nil {
 		return errors.New("gateway: Config.Bus is required")
+	}
+	if c.History != nil {
+		if err := c.History.Check(); err != nil {
+			return fmt.Errorf("gateway: History: %w", err)
+		}
 	}
 	if err := clientid.ValidateGatewayID(c.ID); err != nil {
 		return fmt.Errorf("gateway: %w", err)

@@ -30,6 +30,9 @@ const (
 type fanoutJob struct {
 	targets []*client
 	cmd     bus.Command
+	// pos, for a recoverable push, is its pos frame: clients that opted
+	// in to recovery (client.rec) get it before the push.
+	pos []byte
 }
 
 // fanout owns the shard goroutines. The job channels are never closed: a
@@ -69,7 +72,7 @@ func (f *fanout) start(g *Gateway) {
 					}
 				}
 				if len(w.jobs) == 1 {
-					g.write(w.jobs[0].targets, w.jobs[0].cmd)
+					g.write(w.jobs[0].targets, w.jobs[0].cmd, w.jobs[0].pos)
 				} else {
 					w.write(g)
 				}
@@ -91,7 +94,10 @@ func (f *fanout) stop() {
 
 // fanOut queues cmd's body for targets, split by shard, or drops it for
 // the shards that have no room. It never waits.
-func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
+func (g *Gateway) fanOut(targets []*client, cmd bus.Command) { g.fanOutWith(targets, cmd, nil) }
+
+// fanOutWith is fanOut of a recoverable push whose pos frame is pos.
+func (g *Gateway) fanOutWith(targets []*client, cmd bus.Command, pos []byte) {
 	if len(targets) == 0 {
 		return
 	}
@@ -107,7 +113,7 @@ func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 		size := int64(len(cmd.Body))
 		if g.fan.queued.Add(size) <= fanoutBytes {
 			select {
-			case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd}:
+			case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd, pos: pos}:
 				continue
 			default:
 			}
@@ -172,11 +178,15 @@ func (w *coalescer) write(g *Gateway) {
 				w.frames[i] = w.frames[i][:0]
 			}
 			text := fr.text(c)
+			pos := job.pos
+			if c.rec == nil {
+				pos = nil
+			}
 			if i == uncoalesced {
-				_ = c.t.send(job.cmd.Body, text)
-			} else if built, ok := c.t.appendFrame(w.frames[i], job.cmd.Body, text); !ok {
+				sendWithPos(c, pos, job.cmd.Body, text)
+			} else if built, ok := appendWithPos(c, w.frames[i], pos, job.cmd.Body, text); !ok {
 				w.index[c] = uncoalesced
-				_ = c.t.send(job.cmd.Body, text)
+				sendWithPos(c, pos, job.cmd.Body, text)
 			} else if c.t.queued()+len(built) <= limit {
 				w.frames[i] = built
 			} else if w.frames[i] = flushRoom(g, c, built, len(w.frames[i]), limit); w.frames[i] == nil {
@@ -221,7 +231,7 @@ func flushRoom(g *Gateway, c *client, built []byte, last, limit int) []byte {
 // being closed. A client whose queue the message would take past
 // SendQueueLimit is closed as a slow consumer, here, with a close frame:
 // nbio would refuse the message too, but close the socket without a word.
-func (g *Gateway) write(targets []*client, cmd bus.Command) {
+func (g *Gateway) write(targets []*client, cmd bus.Command, pos []byte) {
 	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
 	sent := 0
 	size := len(cmd.Body) + maxFrameHeader
@@ -229,13 +239,36 @@ func (g *Gateway) write(targets []*client, cmd bus.Command) {
 		if c.closing() || len(cmd.Exclude) > 0 && slices.Contains(cmd.Exclude, c.id) {
 			continue
 		}
-		if c.t.queued()+size > g.cfg.SendQueueLimit {
+		p := pos
+		if c.rec == nil {
+			p = nil
+		}
+		if c.t.queued()+size+len(p) > g.cfg.SendQueueLimit {
 			c.end(bus.CloseSlowConsumer, nil)
 			continue
 		}
-		_ = c.t.send(cmd.Body, fr.text(c))
+		sendWithPos(c, p, cmd.Body, fr.text(c))
 		sent++
 	}
 	g.stats.pushesOut.Add(uint64(sent))
 	g.stats.bytesOut.Add(uint64(sent * len(cmd.Body)))
+}
+
+// sendWithPos sends a push to c, after its pos frame if pos is set.
+func sendWithPos(c *client, pos, body []byte, text bool) {
+	if pos != nil {
+		_ = c.t.send(pos, true)
+	}
+	_ = c.t.send(body, text)
+}
+
+// appendWithPos is appendFrame of a push, after its pos frame if pos is set.
+func appendWithPos(c *client, dst, pos, body []byte, text bool) ([]byte, bool) {
+	if pos != nil {
+		var ok bool
+		if dst, ok = c.t.appendFrame(dst, pos, true); !ok {
+			return dst, false
+		}
+	}
+	return c.t.appendFrame(dst, body, text)
 }

@@ -80,6 +80,8 @@ type Gateway struct {
 
 	// subs are the group and uid subscriptions (see subs.go).
 	subs subscriptions
+	// hist is the history stream's side (history.go).
+	hist history
 
 	// waitMu guards waiting: clients with an unacknowledged batch.
 	// Lock order: client.mu, then waitMu.
@@ -117,6 +119,10 @@ type stats struct {
 	repliesDropped atomic.Uint64
 	// pushesDropped counts pushes (per client) the fanout had no room for.
 	pushesDropped atomic.Uint64
+	// History (history.go): stored pushes replayed to recovering clients,
+	// recoveries complete and incomplete, gaps read and given up.
+	historyReplayed, recoveries, recoveriesIncomplete atomic.Uint64
+	historyGaps, historyGapsLost                      atomic.Uint64
 }
 
 // New checks cfg and returns a gateway; it does no I/O. Call Run to start it.
@@ -205,6 +211,11 @@ type Stats struct {
 	// PushesDropped counts pushes, one per client, dropped because the
 	// gateway's writers fell fanoutBytes (64 MiB) or 4,096 pushes behind.
 	PushesDropped uint64
+	// HistoryReplayed counts stored pushes replayed to recovering clients;
+	// Recoveries and RecoveriesIncomplete count channels recovered, and
+	// those told complete:false; HistoryGaps counts gaps in a live subject
+	// read from the stream, HistoryGapsLost those given up (docs/protocol.md).
+	HistoryReplayed, Recoveries, RecoveriesIncomplete, HistoryGaps, HistoryGapsLost uint64
 	// AuthFailures counts clients refused by Config.Auth, by cause:
 	// "missing", "malformed", "invalid" (signature, algorithm, key),
 	// "expired", "not_yet_valid", "claims", "rejected" (by a worker),
@@ -230,7 +241,10 @@ func (g *Gateway) Stats() Stats {
 		Batches: g.stats.batchesSent.Load(), Resends: g.stats.batchResends.Load(),
 		PendingAcks: pending, WaitingForWorkers: g.win.waiting(), NATSReconnects: g.bus.Reconnects(),
 		RepliesDropped: g.stats.repliesDropped.Load(), PushesDropped: g.stats.pushesDropped.Load(),
-		AuthFailures: g.authFailures(),
+		AuthFailures:    g.authFailures(),
+		HistoryReplayed: g.stats.historyReplayed.Load(), Recoveries: g.stats.recoveries.Load(),
+		RecoveriesIncomplete: g.stats.recoveriesIncomplete.Load(), HistoryGaps: g.stats.historyGaps.Load(),
+		HistoryGapsLost: g.stats.historyGapsLost.Load(),
 	}
 }
 
@@ -296,6 +310,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		unsubscribeAll(fixed)
 		return fmt.Errorf("gateway: %w", err)
 	}
+	if err := g.startHistory(ctx); err != nil {
+		unsubscribeAll(fixed)
+		return fmt.Errorf("gateway: history: %w", err)
+	}
 	if err := g.listen(); err != nil {
 		unsubscribeAll(fixed)
 		return err
@@ -306,6 +324,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.startLoop(life, g.cfg.BeatInterval, func(time.Time) { g.beat(false) })
 	if g.cfg.PingInterval > 0 {
 		g.startLoop(life, g.cfg.PingInterval, func(time.Time) { g.heartbeat() })
+	}
+	if g.hist.on {
+		g.startLoop(life, historyRefresh, g.refreshHistory)
 	}
 	g.beat(false)
 	g.log.Info("gateway listening", "websocket", g.wsAddr, "ws_path", g.cfg.WebSocketPath, "addrs", g.Addrs(), "advertised", g.AdvertisedAddrs())
@@ -323,6 +344,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	_ = g.bus.Flush(flushCtx)
 	_ = g.ctl.Flush(flushCtx)
+	g.hist.wg.Wait() // history readers end with life
 	return nil
 }
 
@@ -441,14 +463,15 @@ func unsubscribeAll(subs []*bus.Subscription) {
 // newClient returns a client with a fresh id, registered, or nil when the
 // gateway is full or stopping.
 func (g *Gateway) newClient(addr string, t transport) *client {
-	c, _ := g.admit(addr, t)
+	c, _ := g.admit(addr, t, nil)
 	return c
 }
 
 // admit returns a client with a fresh id, registered, or nil and why
 // (CloseGatewayShutdown, CloseServerFull) when the gateway is stopping or
-// full; a refusal counts as a close for that reason in Stats.Closed.
-func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
+// full; a refusal counts as a close for that reason in Stats.Closed. rec
+// is the client's recovery state (nil: it did not opt in).
+func (g *Gateway) admit(addr string, t transport, rec *recovery) (*client, bus.CloseReason) {
 	if g.stopping.Load() {
 		g.stats.closed[bus.CloseGatewayShutdown].Add(1)
 		return nil, bus.CloseGatewayShutdown
@@ -461,6 +484,7 @@ func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 		reply: reply,
 		addr:  addr,
 		t:     t,
+		rec:   rec,
 		shard: uint8(seq % fanoutShards),
 		// Until its token came or a worker accepted it (auth.go).
 		unaccepted: g.auth != nil,

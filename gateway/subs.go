@@ -47,6 +47,9 @@ type subEntry struct {
 type subName struct {
 	uid  bool // else a group
 	name string
+	// live: the subject is the history stream's republish of the group's
+	// or uid's recoverable pushes (history.go).
+	live bool
 }
 
 type waitingReply struct {
@@ -70,14 +73,23 @@ func (s *subscriptions) signal() {
 
 // syncGroupSub asks the syncer to make the subscription to group's subject
 // match whether the group has a member here.
-func (g *Gateway) syncGroupSub(group string) { g.markSub(g.subj.Group(group), subName{name: group}) }
+// With history on, the live subject too.
+func (g *Gateway) syncGroupSub(group string) {
+	g.markSub(g.subj.Group(group), subName{name: group}, g.subj.LiveGroup(group))
+}
 
 // syncUIDSub is syncGroupSub for a uid.
-func (g *Gateway) syncUIDSub(uid string) { g.markSub(g.subj.UID(uid), subName{uid: true, name: uid}) }
+func (g *Gateway) syncUIDSub(uid string) {
+	g.markSub(g.subj.UID(uid), subName{uid: true, name: uid}, g.subj.LiveUID(uid))
+}
 
-func (g *Gateway) markSub(subject string, n subName) {
+func (g *Gateway) markSub(subject string, n subName, live string) {
 	g.subs.mu.Lock()
 	g.subs.dirty[subject] = n
+	if g.hist.on {
+		n.live = true
+		g.subs.dirty[live] = n
+	}
 	g.subs.mu.Unlock()
 	g.subs.signal()
 }
@@ -197,11 +209,7 @@ func (g *Gateway) syncSub(subject string, n subName) (*subEntry, error) {
 		e = &subEntry{}
 		s.subs[subject] = e
 		s.mu.Unlock()
-		members := g.reg.groupMembers
-		if n.uid {
-			members = g.reg.uidMembers
-		}
-		sub, err := g.bus.Subscribe(subject, func(m bus.Msg) { g.onMemberPush(m, n.name, members) })
+		sub, err := g.subscribeMember(subject, n)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if err != nil {
@@ -217,6 +225,19 @@ func (g *Gateway) syncSub(subject string, n subName) (*subEntry, error) {
 	}
 	s.mu.Unlock()
 	return nil, nil
+}
+
+// subscribeMember subscribes to a group's or uid's plain or live subject.
+func (g *Gateway) subscribeMember(subject string, n subName) (*bus.Subscription, error) {
+	if n.live {
+		ls := &liveSub{ch: bus.Channel{UID: n.uid, Name: n.name}}
+		return g.bus.SubscribeLive(subject, func(m bus.HistoryMsg) { g.onLive(ls, m) })
+	}
+	members := g.reg.groupMembers
+	if n.uid {
+		members = g.reg.uidMembers
+	}
+	return g.bus.Subscribe(subject, func(m bus.Msg) { g.onMemberPush(m, n.name, members) })
 }
 
 // unsubscribeMembers ends every group and uid subscription, once the

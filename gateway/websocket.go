@@ -165,6 +165,11 @@ func (g *Gateway) listenWebSocket() error {
 			http.Error(w, msg, http.StatusBadRequest)
 			return
 		}
+		rec, err := recoverOf(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			g.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
@@ -215,7 +220,7 @@ func (g *Gateway) listenWebSocket() error {
 			_ = conn.Close()
 			return
 		}
-		c, refused := g.admit(g.clientAddr(r), t)
+		c, refused := g.admit(g.clientAddr(r), t, rec)
 		if c == nil {
 			// After the upgrade, so that the client reads why: an HTTP
 			// status is all a browser's WebSocket shows of a refused

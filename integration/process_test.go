@@ -165,7 +165,7 @@ func (c *chatClient) next(types ...string) map[string]any {
 func TestTiersAsSeparateProcesses(t *testing.T) {
 	natsPort := freePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	all := start(t, "run", "run", "--nats-port", fmt.Sprint(natsPort), "--ws", "127.0.0.1:0", "--tcp", "", "--http", "", "--log-level", "warn")
+	all := start(t, "run", "run", "--nats-port", fmt.Sprint(natsPort), "--nats-store-dir", t.TempDir(), "--ws", "127.0.0.1:0", "--tcp", "", "--http", "", "--log-level", "warn")
 	ws1 := all.waitLine(t, `^\s+websocket\s+(\S+)`)
 	gw2 := start(t, "gateway", "gateway", "--nats", natsURL, "--ws", "127.0.0.1:0", "--tcp", "", "--ping-data", `{"type":"ping"}`)
 	ws2 := "ws://" + gw2.waitLine(t, `gateway listening.*websocket=(\S+)`) + "/"

@@ -30,6 +30,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		listen  string
 		keys    string
 		maxBody int
+		recover string
 	)
 	c := newCLI("api", "gatewayworker api: the HTTP API for pushes and queries from any language (docs/http-api.md).")
 	n.register(c, false)
@@ -37,6 +38,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c.str(&listen, "listen", "127.0.0.1:8081", "address of the HTTP API; without --keys it must be a loopback address")
 	c.str(&keys, "keys", "", "accepted API keys, comma-separated (prefer the environment variable: the command line is visible to other users); empty: no authentication, loopback only")
 	c.int(&maxBody, "max-body", httpapi.DefaultMaxBodyBytes, "largest request body in bytes, a batch's included")
+	recoverableFlag(c, &recover)
 	l.register(c)
 	log, err := parseWithLogger(c, &l, args, stdout, stderr)
 	if err != nil {
@@ -65,7 +67,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer b.Close()
-	a, err := api.New(api.Config{Bus: b, Prefix: n.prefix, Logger: log})
+	a, err := api.New(api.Config{Bus: b, Prefix: n.prefix, Logger: log, Recoverable: splitList(recover)})
 	if err != nil {
 		return err
 	}

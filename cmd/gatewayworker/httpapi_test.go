@@ -19,12 +19,14 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// run's token files (localTokenFile) go to a directory of this test run.
+	// run's token files (localTokenFile) go to a directory of this test run,
 	dir, err := os.MkdirTemp("", "gw-cmd-test-")
 	if err != nil {
 		panic(err)
 	}
 	_ = os.Setenv("XDG_RUNTIME_DIR", dir)
+	// and the JetStream directories of embedded servers on a fixed port.
+	_ = os.Setenv("XDG_STATE_HOME", dir)
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) // nbio starts pool goroutines at init
 }
 

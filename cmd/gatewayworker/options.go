@@ -24,6 +24,9 @@ type natsFlags struct {
 	urls, token, user, password, nkey, creds, ca, cert, key, prefix string
 	embeddedPort, embeddedMaxPayload                                int
 	wait                                                            time.Duration
+	// storeDir and noJetStream: the embedded server's JetStream.
+	storeDir    string
+	noJetStream bool
 }
 
 func (n *natsFlags) register(c *cli, embedded bool) {
@@ -50,6 +53,8 @@ func (n *natsFlags) registerEmbedded(c *cli, port bool) {
 	if port {
 		c.int(&n.embeddedPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1 (0 picks a free one)")
 		c.int(&n.embeddedMaxPayload, "nats-max-payload", bus.DefaultMaxPayload, "largest NATS message of the embedded server in bytes (its max_payload, at most 64 MiB): at least --max-message-size plus 512 bytes and the largest session")
+		c.str(&n.storeDir, "nats-store-dir", "", "JetStream directory of the embedded server (history of recoverable pushes), created 0700; empty: $XDG_STATE_HOME/gatewayworker/nats-<port> (~/.local/state when unset), or a temporary one removed at exit with --nats-port 0")
+		c.boolean(&n.noJetStream, "nats-no-jetstream", false, "run the embedded server without JetStream: no history, pushes are at most once")
 	}
 	c.str(&n.token, "nats-token", "", "token to authenticate with (required of clients by the embedded server too; run and nats generate one when no credential is given, and other tiers on this host read it)")
 	c.str(&n.user, "nats-user", "", "user name to authenticate with")
@@ -84,6 +89,36 @@ type gatewayFlags struct {
 	maxHeader, maxInFlight                              int
 	rateLimit, gogc                                     int
 	auth                                                authFlags
+	history                                             historyFlags
+}
+
+// historyFlags configure gateway.Config.History (docs/protocol.md, "History").
+type historyFlags struct {
+	on                 bool
+	maxAge             time.Duration
+	maxBytes, replicas int
+	storage            string
+}
+
+func (h *historyFlags) register(c *cli) {
+	c.group("History and recovery (docs/protocol.md)")
+	c.boolean(&h.on, "history", true, "keep recoverable pushes in the JetStream stream HISTORY_<prefix> and replay what reconnecting clients missed (without JetStream: one warning, no history)")
+	c.dur(&h.maxAge, "history-max-age", bus.DefaultHistoryMaxAge, "how long the stream keeps a recoverable push")
+	c.int(&h.maxBytes, "history-max-bytes", bus.DefaultHistoryMaxBytes, "the stream's size in bytes; past it the oldest pushes are dropped")
+	c.str(&h.storage, "history-storage", string(bus.StorageFile), "where the stream keeps pushes: file or memory")
+	c.int(&h.replicas, "history-replicas", 1, "the stream's replicas in a JetStream cluster (1 to 5; 3 to survive a node's loss)")
+}
+
+// config is the gateway's History, nil with --history=false.
+func (h *historyFlags) config() (*bus.HistoryConfig, error) {
+	if !h.on {
+		return nil, nil
+	}
+	cfg := &bus.HistoryConfig{MaxAge: h.maxAge, MaxBytes: int64(h.maxBytes), Storage: bus.Storage(h.storage), Replicas: h.replicas}
+	if err := cfg.Check(); err != nil {
+		return nil, usagef("--history-*: %v", err)
+	}
+	return cfg, nil
 }
 
 // authFlags configure gateway.AuthConfig (docs/clients.md, "Tokens").
@@ -156,6 +191,7 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.int(&g.maxInFlight, "max-batches-in-flight", gateway.DefaultMaxBatchesInFlight, "event batches sent and not yet acknowledged by workers; more wait in their clients' queues; negative no limit")
 	c.int(&g.gogc, "gogc", gogc, "Go's GC target for this process (as GOGC, which wins when set): lower keeps less memory per connection for a little CPU; 0 leaves Go's 100")
 	g.auth.register(c)
+	g.history.register(c)
 }
 
 // GC targets (--gogc). Go lets the heap reach (1 + GOGC/100) times what
@@ -234,6 +270,9 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		return cfg, err
 	}
 	cfg.Auth = auth
+	if cfg.History, err = g.history.config(); err != nil {
+		return cfg, err
+	}
 	if g.wsCert != "" || g.wsKey != "" {
 		if g.wsCert == "" || g.wsKey == "" {
 			return cfg, usagef("--ws-cert and --ws-key go together")

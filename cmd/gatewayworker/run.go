@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +49,7 @@ type workerFlags struct {
 	maxConcurrency int
 	drainTimeout   time.Duration
 	sticky         bool
+	recoverable    string
 }
 
 func (w *workerFlags) register(c *cli) {
@@ -55,6 +58,13 @@ func (w *workerFlags) register(c *cli) {
 	c.int(&w.maxConcurrency, "max-concurrency", worker.DefaultMaxConcurrency, "clients whose handlers may run at once")
 	c.dur(&w.drainTimeout, "drain-timeout", worker.DefaultDrainTimeout, "how long a stopping worker waits for running handlers")
 	c.boolean(&w.sticky, "sticky", false, "keep each client's events on the worker process that took them, while it runs (GatewayWorker's routerBind)")
+	recoverableFlag(c, &w.recoverable)
+}
+
+// recoverableFlag declares --recoverable (api.Config.Recoverable), of
+// workers and of the HTTP API.
+func recoverableFlag(c *cli, p *string) {
+	c.str(p, "recoverable", "", "uid and group name patterns whose pushes are recoverable (stored in the history stream, replayed to reconnecting clients), comma-separated path.Match globs: u:chat-*,g:room-*")
 }
 
 func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (worker.Config, error) {
@@ -63,7 +73,8 @@ func (w *workerFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (work
 		return worker.Config{}, err
 	}
 	return worker.Config{Bus: b, Prefix: prefix, Handlers: h, MaxConcurrency: w.maxConcurrency,
-		DrainTimeout: w.drainTimeout, Sticky: w.sticky, Logger: log}, nil
+		DrainTimeout: w.drainTimeout, Sticky: w.sticky, Logger: log,
+		API: api.Config{Recoverable: splitList(w.recoverable)}}, nil
 }
 
 // chatHeartbeat is workerman-chat's: the page answers {"type":"ping"} with
@@ -175,23 +186,61 @@ func startEmbedded(n *natsFlags, log *slog.Logger) (e *bus.Embedded, tokenFile s
 	if n.embeddedMaxPayload < 1 || n.embeddedMaxPayload > bus.MaxMaxPayload {
 		return nil, "", nil, usagef("--nats-max-payload %d: want 1 to %d", n.embeddedMaxPayload, bus.MaxMaxPayload)
 	}
-	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
-		MaxPayload: int32(n.embeddedMaxPayload)})
+	store, removeStore, err := n.jetStreamDir()
 	if err != nil {
+		return nil, "", nil, err
+	}
+	e, err = bus.StartEmbedded(bus.EmbeddedConfig{Port: n.embeddedPort, Token: n.token, User: n.user, Password: n.password,
+		MaxPayload: int32(n.embeddedMaxPayload), JetStream: store != "", StoreDir: store})
+	if err != nil {
+		removeStore()
 		return nil, "", nil, listenError(err, "nats-port", "127.0.0.1:"+strconv.Itoa(n.embeddedPort))
 	}
+	if store != "" {
+		log.Info("embedded NATS runs JetStream (history of recoverable pushes)", "store_dir", store)
+	}
 	n.urls = e.URL()
+	shutdown := func() { e.Shutdown(); removeStore() }
 	if !generate {
-		return e, "", e.Shutdown, nil
+		return e, "", shutdown, nil
 	}
 	port, _ := loopbackPort(n.urls)
 	path, remove, err := writeLocalToken(port, n.token)
 	if err != nil {
-		e.Shutdown()
+		shutdown()
 		return nil, "", nil, err
 	}
 	log.Info("embedded NATS requires a token; tiers started beside run on this host read it from this file", "file", path)
-	return e, path, func() { e.Shutdown(); remove() }, nil
+	return e, path, func() { shutdown(); remove() }, nil
+}
+
+// jetStreamDir is the embedded server's JetStream directory ("" with
+// --nats-no-jetstream) and what removes it at exit: the temporary one of
+// --nats-port 0 (two such servers must never share a directory), nothing
+// otherwise.
+func (n *natsFlags) jetStreamDir() (dir string, remove func(), err error) {
+	remove = func() {}
+	switch {
+	case n.noJetStream:
+		return "", remove, nil
+	case n.storeDir != "":
+		return n.storeDir, remove, nil
+	case n.embeddedPort == 0:
+		dir, err := os.MkdirTemp("", "gatewayworker-nats-")
+		if err != nil {
+			return "", nil, fmt.Errorf("--nats-store-dir: %w", err)
+		}
+		return dir, func() { _ = os.RemoveAll(dir) }, nil
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", nil, fmt.Errorf("--nats-store-dir: no $XDG_STATE_HOME nor home directory (%w): set --nats-store-dir or --nats-no-jetstream", err)
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "gatewayworker", "nats-"+strconv.Itoa(n.embeddedPort)), remove, nil
 }
 
 func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -312,7 +361,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("the chat page needs a WebSocket listener: set --ws, or --http \"\" to run without the page")
 	}
 	if w.app == "chat" && http != "" {
-		a, err := api.New(api.Config{Bus: wkBus, Prefix: n.prefix, Logger: log})
+		a, err := api.New(api.Config{Bus: wkBus, Prefix: n.prefix, Logger: log, Recoverable: splitList(w.recoverable)})
 		if err != nil {
 			_ = shutdown()
 			return err

@@ -2,6 +2,8 @@ package bus_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -205,4 +207,16 @@ func TestSiblingSharesCredentialsAndEndsWithItsParent(t *testing.T) {
 	require.Eventually(t, func() bool { return !sib.Connected() }, 5*time.Second, 10*time.Millisecond, "the sibling ends with its parent")
 	_, err = parent.Sibling(ctx, " late")
 	require.Error(t, err)
+}
+
+func TestEmbeddedJetStreamStoreDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "store")
+	e := bustest.RunServer(t, bus.EmbeddedConfig{JetStream: true, StoreDir: dir})
+	require.True(t, e.JetStream())
+	fi, err := os.Stat(dir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	_, err = bus.StartEmbedded(bus.EmbeddedConfig{JetStream: true})
+	require.ErrorContains(t, err, "StoreDir")
+	require.False(t, bustest.RunServer(t, bus.EmbeddedConfig{}).JetStream())
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -44,6 +45,14 @@ type EmbeddedConfig struct {
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero
 	// means DefaultEmbeddedReadyTimeout (10s); negative is refused.
 	ReadyTimeout time.Duration
+	// JetStream turns on the server's JetStream (history and recovery of
+	// recoverable pushes, docs/protocol.md "History"), storing its files
+	// under StoreDir. Off by default.
+	JetStream bool
+	// StoreDir is where JetStream keeps its files (created 0700 if
+	// missing). Required with JetStream: file streams need a directory;
+	// memory streams use none but the server still wants one.
+	StoreDir string
 	// Logs turns on the server's own log on stderr.
 	Logs bool
 }
@@ -107,6 +116,9 @@ func (cfg EmbeddedConfig) validate() error {
 	if len(cfg.Users) > 0 && (cfg.Token != "" || cfg.User != "") {
 		return errors.New("bus: embedded NATS takes Users or a token or a user/password, not several")
 	}
+	if cfg.JetStream && cfg.StoreDir == "" {
+		return errors.New("bus: embedded NATS with JetStream needs a StoreDir")
+	}
 	for _, u := range cfg.Users {
 		if u.NKey == "" && u.Name == "" {
 			return errors.New("bus: an embedded user needs a Name or an NKey")
@@ -139,6 +151,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		Username:      cfg.User,
 		Password:      cfg.Password,
 		MaxPayload:    cfg.MaxPayload,
+	}
+	if cfg.JetStream {
+		if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+			return nil, fmt.Errorf("bus: embedded NATS store directory: %w", err)
+		}
+		opts.JetStream, opts.StoreDir = true, cfg.StoreDir
 	}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
@@ -178,6 +196,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	return &Embedded{srv: srv}, nil
 }
+
+// JetStream reports whether the server runs JetStream.
+func (e *Embedded) JetStream() bool { return e.srv.JetStreamEnabled() }
 
 // URL is the address clients connect to.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }

@@ -23,10 +23,11 @@ var envelopes = []any{
 }
 
 // notEnvelopes are the package's other exported structs: they never cross
-// the bus, and have no msgpack tags.
+// the bus, and have no msgpack tags (history's go in JetStream headers and
+// JSON, docs/protocol.md "History").
 var notEnvelopes = []string{
-	"Buffered", "Config", "Conn", "Embedded", "EmbeddedConfig", "EmbeddedUser",
-	"Msg", "Subjects", "Subscription", "TLSConfig",
+	"Buffered", "Channel", "Config", "Conn", "Embedded", "EmbeddedConfig", "EmbeddedUser",
+	"HistoryConfig", "HistoryInfo", "HistoryMsg", "Msg", "Position", "Subjects", "Subscription", "TLSConfig",
 }
 
 // TestEnvelopeListComplete reads the package's source: every exported

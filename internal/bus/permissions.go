@@ -44,10 +44,16 @@ func (s Subjects) Permissions(r Role) (publish, subscribe []string) {
 	p := s.p()
 	pushes := []string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", p + ".all", p + ".q.>", s.WorkerInfo()}
 	own := s.Inbox(r) + ".>"
+	// History (history.go): pushers store recoverable pushes and read the
+	// stream; gateways also create or update it.
+	stream := s.HistoryStream()
+	read := []string{"$JS.API.STREAM.INFO." + stream, "$JS.API.DIRECT.GET." + stream}
+	pushes = append(append(pushes, p+".h.>"), read...)
 	switch r {
 	case RoleGateway:
-		return []string{s.Events(), s.AllWorkerEvents(), s.Heartbeat(), s.AllPresence(), s.GatewayClaim("*"), "_INBOX.>"},
-			[]string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", s.All(), p + ".q.>", s.Heartbeat(), s.GatewayClaim("*"), own}
+		return append([]string{s.Events(), s.AllWorkerEvents(), s.Heartbeat(), s.AllPresence(), s.GatewayClaim("*"), "_INBOX.>",
+				"$JS.API.STREAM.CREATE." + stream, "$JS.API.STREAM.UPDATE." + stream}, read...),
+			[]string{p + ".*.cmd", p + ".grp.>", p + ".uid.>", p + ".hr.>", s.All(), p + ".q.>", s.Heartbeat(), s.GatewayClaim("*"), own}
 	case RoleWorker:
 		return append(pushes, s.LostEvents(), s.WorkerBeat(), "_INBOX.>"),
 			[]string{s.Events(), s.AllWorkerEvents(), s.LostEvents(), s.Heartbeat(), s.AllPresence(), s.WorkerInfo(), s.WorkerBeat(), own}

@@ -56,6 +56,11 @@ type Config struct {
 	QueryTimeout time.Duration
 	// Logger receives warnings. Nil means slog.Default().
 	Logger *slog.Logger
+	// Recoverable are name patterns ("u:chat-*", "g:room-*": path.Match
+	// globs over "u:<uid>" and "g:<group>") whose SendToUID(s) and
+	// SendToGroup(s) are recoverable, as through Recoverable(). Empty:
+	// none.
+	Recoverable []string
 }
 
 // Client is the API. It is safe for concurrent use.
@@ -68,6 +73,8 @@ type Client struct {
 	// derived views share the parent's connection and must not Close it.
 	frame   Frame
 	derived bool
+	// recoverable: this view's uid and group pushes are (Recoverable).
+	recoverable bool
 }
 
 // Frame is the WebSocket frame type of a push; TCP clients get the same
@@ -133,7 +140,7 @@ func (c Config) validate() error {
 	case c.QueryTimeout < 0:
 		return fmt.Errorf("api: QueryTimeout (%v) must not be negative", c.QueryTimeout)
 	}
-	return nil
+	return checkPatterns(c.Recoverable)
 }
 
 // New returns an API client on cfg.Bus. It does no I/O; the first query
@@ -258,21 +265,16 @@ func (c *Client) SendToClient(ctx context.Context, clientID string, data []byte)
 	return err
 }
 
-// SendToUID sends data to every client bound to uid, on any gateway.
+// SendToUID sends data to every client bound to uid, on any gateway; a
+// recoverable push (Recoverable, Config.Recoverable) returns once stored.
 func (c *Client) SendToUID(ctx context.Context, uid string, data []byte) error {
-	if err := validName(uid); err != nil {
-		return err
-	}
-	return c.publish(ctx, c.subj.UID(uid), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data})
+	return c.pushTo(ctx, bus.Channel{UID: true, Name: uid}, &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data})
 }
 
 // SendToGroup sends data to every member of group except the excluded
-// client ids, on any gateway.
+// client ids, on any gateway; recoverable as SendToUID is.
 func (c *Client) SendToGroup(ctx context.Context, group string, data []byte, exclude ...string) error {
-	if err := validName(group); err != nil {
-		return err
-	}
-	return c.publish(ctx, c.subj.Group(group), &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data, Exclude: exclude})
+	return c.pushTo(ctx, bus.Channel{Name: group}, &bus.Command{Op: bus.OpSend, Frame: bus.Frame(c.frame), Body: data, Exclude: exclude})
 }
 
 // SendToAll sends data to every client of every gateway except the

@@ -13,6 +13,8 @@ import (
 type Calls interface {
 	Available() error
 	WithFrame(f Frame) Calls
+	Recoverable() Calls
+	GetHistory(ctx context.Context, kind, name, since string, limit int) (History, error)
 	SetWebSocketType(ctx context.Context, clientID string, f Frame) error
 	SendToClient(ctx context.Context, clientID string, data []byte) error
 	SendToUID(ctx context.Context, uid string, data []byte) error

@@ -122,6 +122,14 @@ func (p payload) sender(a *api.Client) api.Calls {
 	return a.WithFrame(f)
 }
 
+// recoverable returns s, or its recoverable view when on is set.
+func (payload) recoverable(s api.Calls, on bool) api.Calls {
+	if on {
+		return s.Recoverable()
+	}
+	return s
+}
+
 // bytes returns the payload; required says whether one must be given.
 func (p payload) bytes(required bool) ([]byte, error) {
 	if _, err := p.frame(); err != nil {

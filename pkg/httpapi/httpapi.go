@@ -218,6 +218,7 @@ const (
 	codeLimitExceeded       = "limit_exceeded"
 	codeGatewayUnavailable  = "gateway_unavailable"
 	codeNATSUnavailable     = "nats_unavailable"
+	codeNoHistory           = "no_history"
 	codeInternal            = "internal"
 )
 
@@ -266,6 +267,8 @@ func classify(err error) *apiError {
 		// Before the gateway's cases: a query during an outage must not
 		// look like an empty deployment, nor a push like a slow gateway.
 		return errorf(http.StatusServiceUnavailable, codeNATSUnavailable, "%v", err)
+	case errors.Is(err, api.ErrNoHistory):
+		return errorf(http.StatusServiceUnavailable, codeNoHistory, "%v", err)
 	case errors.Is(err, api.ErrGatewayUnavailable), errors.Is(err, api.ErrTimeout),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errorf(http.StatusServiceUnavailable, codeGatewayUnavailable, "%v", err)

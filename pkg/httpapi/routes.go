@@ -171,6 +171,7 @@ func routes() []route {
 			var req struct {
 				UID string `json:"uid"`
 				payload
+				Recoverable bool `json:"recoverable"`
 			}
 			if err := decodeBody(r, &req); err != nil {
 				return nil, err
@@ -183,7 +184,7 @@ func routes() []route {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return accepted(req.sender(a).SendToUID(ctx, req.UID, data))
+				return accepted(req.recoverable(req.sender(a), req.Recoverable).SendToUID(ctx, req.UID, data))
 			}, nil
 		}},
 		{"POST /v1/send/group", func(r *http.Request) (call, error) {
@@ -191,6 +192,7 @@ func routes() []route {
 				Group   string   `json:"group"`
 				Exclude []string `json:"exclude"`
 				payload
+				Recoverable bool `json:"recoverable"`
 			}
 			if err := decodeBody(r, &req); err != nil {
 				return nil, err
@@ -203,7 +205,7 @@ func routes() []route {
 				return nil, err
 			}
 			return func(ctx context.Context, a *api.Client) (int, any, error) {
-				return accepted(req.sender(a).SendToGroup(ctx, req.Group, data, req.Exclude...))
+				return accepted(req.recoverable(req.sender(a), req.Recoverable).SendToGroup(ctx, req.Group, data, req.Exclude...))
 			}, nil
 		}},
 		{"POST /v1/send/all", func(r *http.Request) (call, error) {
@@ -368,6 +370,10 @@ func routes() []route {
 				return queried(&onlineBody{Online: on}, err)
 			}
 		})},
+
+		// History.
+		{"GET /v1/history/uid/{uid}", history("uid")},
+		{"GET /v1/history/group/{group}", history("group")},
 
 		// Deployment.
 		{"GET /v1/gateways", noBody(func(ctx context.Context, a *api.Client) (int, any, error) {

@@ -56,10 +56,13 @@ type stack struct {
 
 func newStack(t testing.TB, cfg stackConfig) *stack {
 	t.Helper()
-	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	e := bustest.RunServer(t, bus.EmbeddedConfig{JetStream: true, StoreDir: t.TempDir()})
 	workertest.Start(t, e, worker.Config{Handlers: greeter})
 	if cfg.gateway.ID == "" {
 		cfg.gateway.ID = "gw1"
+	}
+	if cfg.gateway.History == nil {
+		cfg.gateway.History = &bus.HistoryConfig{Storage: bus.StorageMemory}
 	}
 	gw := gatewaytest.Start(t, e, cfg.gateway)
 	cfg.api.Bus = bustest.Connect(t, e, bus.Config{Name: "httpapi"})
