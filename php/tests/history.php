@@ -6,6 +6,7 @@
 //   php history.php            sends, reads, waits while the test drops the stream's first 3 messages, reads again
 //   php history.php unavailable  no JetStream, or no stream: HistoryUnavailableException
 //   php history.php retry       one recoverable send through a proxy that holds the first acknowledgement
+//   php history.php gateway     recoverable sends to a client of a real gateway, then while it is away
 declare(strict_types=1);
 
 require __DIR__ . '/bootstrap.php';
@@ -22,6 +23,16 @@ if ($mode === 'unavailable') {
     check('plain send', thrown(static fn () => Gateway::sendToUid('ann', 'p')), 'none');
     Gateway::$recoverable = ['g:*'];
     check('recoverable by pattern', explode(':', thrown(static fn () => Gateway::sendToGroup('room', 'r')))[0], 'GatewayWorker\Nats\HistoryUnavailableException');
+    done();
+    exit;
+}
+
+if ($mode === 'gateway') {
+    Gateway::sendToUid('ann', 'r1', recoverable: true);
+    Gateway::sendToGroup('room-1', 'r2', recoverable: true);
+    waitFor('away');
+    Gateway::sendToUid('ann', 'r3', recoverable: true);
+    Gateway::sendToGroup('room-1', 'r4', recoverable: true);
     done();
     exit;
 }
@@ -50,18 +61,19 @@ check('group history', Gateway::getHistory('group', 'room-1'), ['messages' => [$
 check('since', Gateway::getHistory('group', 'room-1', "$epoch:3"), ['messages' => [$msg(4, "r4\xff")], 'complete' => true]);
 check('since the last', Gateway::getHistory('group', 'room-1', "$epoch:4"), ['messages' => [], 'complete' => true]);
 check('limit', Gateway::getHistory('group', 'room-1', '', 1), ['messages' => [$msg(3, 'r3')], 'complete' => true]);
-check('another epoch', Gateway::getHistory('group', 'room-1', 'zz:3'), ['messages' => [$msg(3, 'r3'), $msg(4, "r4\xff")], 'complete' => false]);
-check('beyond the last', Gateway::getHistory('group', 'room-1', "$epoch:9"), ['messages' => [$msg(3, 'r3'), $msg(4, "r4\xff")], 'complete' => false]);
+check('another epoch', Gateway::getHistory('group', 'room-1', 'zz:3'), ['messages' => [], 'complete' => false]);
+check('beyond the last', Gateway::getHistory('group', 'room-1', "$epoch:9"), ['messages' => [], 'complete' => false]);
+check('limit 0: 100', Gateway::getHistory('group', 'room-1', '', 0), ['messages' => [$msg(3, 'r3'), $msg(4, "r4\xff")], 'complete' => true]);
 check('plain sends are not history', Gateway::getHistory('uid', 'bob'), ['messages' => [], 'complete' => true]);
 check('bad kind', thrown(static fn () => Gateway::getHistory('client', 'x')), 'InvalidArgumentException: gatewayworker: history kind "client" is neither uid nor group');
 check('bad limit', thrown(static fn () => Gateway::getHistory('uid', 'ann', '', 1001)), 'InvalidArgumentException: gatewayworker: history limit 1001 is not between 1 and 1000');
-check('zero limit', thrown(static fn () => Gateway::getHistory('uid', 'ann', '', 0)), 'InvalidArgumentException: gatewayworker: history limit 0 is not between 1 and 1000');
+check('negative limit', thrown(static fn () => Gateway::getHistory('uid', 'ann', '', -1)), 'InvalidArgumentException: gatewayworker: history limit -1 is not between 1 and 1000');
 check('bad position', thrown(static fn () => Gateway::getHistory('uid', 'ann', '17')), 'InvalidArgumentException: gatewayworker: position "17" is not <epoch>:<seq>');
 check('bad name', thrown(static fn () => Gateway::getHistory('uid', '')), 'InvalidArgumentException: gatewayworker: group or uid "" must be 1 to 256 bytes');
 
 waitFor('sent');
 // The test dropped messages 1 to 3 (as max age or max bytes would).
-check('past the bound', Gateway::getHistory('group', 'room-1', "$epoch:2"), ['messages' => [$msg(4, "r4\xff")], 'complete' => false]);
+check('past the bound', Gateway::getHistory('group', 'room-1', "$epoch:2"), ['messages' => [], 'complete' => false]);
 check('just within', Gateway::getHistory('group', 'room-1', "$epoch:3"), ['messages' => [$msg(4, "r4\xff")], 'complete' => true]);
 check('from the start, trimmed', Gateway::getHistory('uid', 'ann'), ['messages' => [], 'complete' => false]);
 done();

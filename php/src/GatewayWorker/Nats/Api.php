@@ -222,13 +222,14 @@ final class Api
     /**
      * The recoverable pushes to a uid or group ($kind "uid" or "group") stored
      * after position $since ("" for all that are stored), at most $limit, read
-     * with JetStream direct gets. Returns ['messages' => [['pos' => ..,
-     * 'data' => .., 'frame' => 'default'|'text'|'binary'], ...], 'complete' => bool]:
-     * complete is false when the history no longer reaches back to $since (or
-     * $since is of an earlier stream); the messages are then those still stored.
-     * To read on, call again with the last message's position.
+     * with JetStream direct gets, as pkg/api's GetHistory. Returns
+     * ['messages' => [['pos' => .., 'data' => .., 'frame' => 'default'|'text'|'binary'], ...],
+     * 'complete' => bool]. With $since, complete is false, and nothing is
+     * returned, when the history no longer reaches back to it (or it is of a
+     * recreated stream, or beyond the last); without, complete says whether the
+     * stream still holds its first message. To read on, pass the last message's pos.
      *
-     * @throws \InvalidArgumentException a bad kind, name, position or limit (1 to MAX_HISTORY_LIMIT)
+     * @throws \InvalidArgumentException a bad kind, name, position or limit (0 for 100, up to MAX_HISTORY_LIMIT)
      * @throws HistoryUnavailableException when the NATS server has no JetStream or no history stream
      */
     public function history(string $kind, string $name, string $since = '', int $limit = 100): array
@@ -241,6 +242,7 @@ final class Api
         if ($name === '' || strlen($name) > self::MAX_NAME_LEN) {
             throw new \InvalidArgumentException(sprintf('gatewayworker: group or uid "%s" must be 1 to %d bytes', $name, self::MAX_NAME_LEN));
         }
+        $limit = $limit === 0 ? 100 : $limit;
         if ($limit < 1 || $limit > self::MAX_HISTORY_LIMIT) {
             throw new \InvalidArgumentException(sprintf('gatewayworker: history limit %d is not between 1 and %d', $limit, self::MAX_HISTORY_LIMIT));
         }
@@ -254,12 +256,12 @@ final class Api
         }
         $info = $this->streamInfo();
         $current = self::epochOf($info['created'] ?? '');
-        $complete = true;
-        if ($epoch !== null && ($epoch !== $current || $after > (int)($info['state']['last_seq'] ?? 0))) {
-            [$complete, $after] = [false, 0]; // another stream's position: what this one holds
-        }
-        if ($after + 1 < (int)($info['state']['first_seq'] ?? 0)) {
-            $complete = false; // messages after $since are gone (age or size bound)
+        // Messages after $since may be gone (age or size bound), or $since is of a
+        // recreated stream, or beyond its end: then nothing is certain.
+        $complete = $after + 1 >= (int)($info['state']['first_seq'] ?? 0)
+            && ($epoch === null || ($epoch === $current && $after <= (int)($info['state']['last_seq'] ?? 0)));
+        if (!$complete && $epoch !== null) {
+            return ['messages' => [], 'complete' => false];
         }
         $messages = [];
         $subject = "$this->prefix.h.$k." . self::token($name);
