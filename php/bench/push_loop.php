@@ -5,7 +5,10 @@
 // mean, p50 and p99 of RUNS (default 200) such pushes, and of RUNS
 // sendToClient calls (a request its gateway answers; the client need not
 // exist) and RUNS queries on a new connection (getAllClientIdCount, which
-// first discovers the gateways). NATS_URL, NATS_TOKEN as for push.php.
+// first discovers the gateways), then recoverable pushes against plain
+// ones in the same run (when the deployment has history): each waits for
+// the stream to store it, as a plain one flushed waits for NATS.
+// NATS_URL, NATS_TOKEN as for push.php.
 declare(strict_types=1);
 
 require __DIR__ . '/../tests/bootstrap.php';
@@ -41,4 +44,21 @@ measure('sendToClient on a new connection (answered)', $runs, static function ()
 measure('getAllClientIdCount on a new connection', min($runs, 20), static function (): void {
     Gateway::getAllClientIdCount();
     Gateway::close();
+});
+try {
+    Gateway::sendToUid('bench-user', 'probe', recoverable: true);
+} catch (GatewayWorker\Nats\HistoryUnavailableException $e) {
+    echo "recoverable pushes skipped: {$e->getMessage()}\n";
+    exit;
+}
+measure('sendToUid recoverable on a new connection (stored)', $runs, static function (): void {
+    Gateway::sendToUid('bench-user', 'hello from PHP', recoverable: true);
+    Gateway::close();
+});
+measure('sendToUid on one connection, flushed', $runs, static function (): void {
+    Gateway::sendToUid('bench-user', 'hello from PHP');
+    Gateway::api()->connection()->flush();
+});
+measure('sendToUid recoverable on one connection (stored)', $runs, static function (): void {
+    Gateway::sendToUid('bench-user', 'hello from PHP', recoverable: true);
 });

@@ -26,7 +26,11 @@
 //   - queues up to maxQueue sends while not connected, sent in order once open;
 //   - sends strings as text frames and ArrayBuffer, typed arrays, DataView
 //     and Blob as binary frames; messages arrive with data a string (text
-//     frame) or an ArrayBuffer (binary frame), and binary says which.
+//     frame) or an ArrayBuffer (binary frame), and binary says which;
+//   - with `recover`, keeps the position of each uid and group channel
+//     from the gateway's pos frames and sends them on every (re)connect
+//     (?recover=), so that the gateway replays the recoverable pushes
+//     missed meanwhile, and raises `recovered` per channel.
 
 /** Close codes the gateway sends (docs/clients.md, "Close codes"). */
 export const CloseCodes = Object.freeze({
@@ -65,7 +69,16 @@ export const defaults = Object.freeze({
   binaryType: 'arraybuffer', // or 'blob'
   protocols: undefined, // WebSocket subprotocols
   WebSocket: undefined, // the WebSocket class; default: globalThis.WebSocket
+  recover: false, // true, or an object of initial positions {"u:ann": "mjx3k2:1457", ...}: recover missed pushes
 });
+
+/** How many channel positions ?recover= carries at most (the newest). */
+export const MAX_RECOVER_CHANNELS = 256;
+/**
+ * The longest ?recover= value, URL-encoded, in bytes (so the JSON is no
+ * longer either): what the gateway takes.
+ */
+export const MAX_RECOVER_BYTES = 16384;
 
 // Whether a close with code may be followed by a reconnect.
 export function reconnectable(code, reconnectOnNormalClose = false) {
@@ -90,6 +103,18 @@ export class GatewayClient {
     }
     this.url = u.href;
     this.options = Object.assign({}, defaults, options);
+    // channel -> position, oldest update first (a Map keeps insertion order).
+    this._positions = new Map();
+    this._pendingPos = null; // {ch, pos} of a pos frame whose push has not arrived yet
+    const rec = this.options.recover;
+    if (rec !== false && rec !== true) {
+      if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new TypeError('gatewayworker: recover must be true, false or an object of positions');
+      for (const [ch, pos] of Object.entries(rec)) {
+        if (typeof pos !== 'string') throw new TypeError('gatewayworker: recover: the position of ' + ch + ' is not a string');
+        // One the gateway would refuse (HTTP 400) would fail every connection: skip it.
+        if (validChannel(ch) && /^[0-9a-z]{1,13}:(0|[1-9][0-9]{0,18})$/.test(pos)) this._commit(ch, pos);
+      }
+    }
     this._listeners = new Map();
     this._queue = [];
     this._ws = null;
@@ -119,7 +144,15 @@ export class GatewayClient {
   /** Failed attempts since the last open connection. */
   get attempts() { return this._attempt; }
 
-  /** Adds a listener of type (open, message, close, reconnecting, error, ping); returns a function removing it. */
+  /**
+   * With `recover`: channel ("u:<uid>", "g:<group>") -> the position of
+   * the last recoverable push received on it, a new object each time
+   * (oldest update first; the newest MAX_RECOVER_CHANNELS are kept).
+   * Persist it to recover across page loads.
+   */
+  get positions() { return Object.fromEntries(this._positions); }
+
+  /** Adds a listener of type (open, message, close, reconnecting, error, ping, recovered); returns a function removing it. */
   on(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
     this._listeners.get(type).add(fn);
@@ -208,6 +241,7 @@ export class GatewayClient {
         u.searchParams.set('token', String(token));
         url = u.href;
       }
+      if (this.options.recover !== false) url = withRecover(url, this._recoverQuery());
     } catch (error) {
       if (gen !== this._gen) return;
       this._emit('error', { error });
@@ -225,6 +259,7 @@ export class GatewayClient {
     }
     ws.binaryType = this.options.binaryType;
     this._ws = ws;
+    this._pendingPos = null;
     this._timer = setTimeout(() => {
       if (gen === this._gen && ws.readyState !== 1) this._drop(ws, 'connect timeout');
     }, this.options.connectTimeout);
@@ -250,6 +285,21 @@ export class GatewayClient {
         this._emit('ping', { data });
         return;
       }
+      if (this.options.recover !== false) {
+        const f = typeof data === 'string' && data.startsWith('{"gw":"') ? gwFrame(data) : null;
+        if (f !== null) {
+          this._onGwFrame(f);
+          return;
+        }
+        const p = this._pendingPos;
+        if (p !== null) {
+          // The push its pos frame announced: only now is the position the client's.
+          this._pendingPos = null;
+          this._commit(p.ch, p.pos);
+          this._emit('message', { data, binary: typeof data !== 'string', channel: p.ch, pos: p.pos });
+          return;
+        }
+      }
       this._emit('message', { data, binary: typeof data !== 'string' });
     };
     ws.onerror = () => {
@@ -260,6 +310,42 @@ export class GatewayClient {
       this._ws = null;
       this._afterClose({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
     };
+  }
+
+  _onGwFrame(f) {
+    if (f.gw === 'pos') {
+      this._pendingPos = { ch: f.ch, pos: f.pos };
+      return;
+    }
+    // recovered: what was missed has been replayed (complete), or could not be
+    // (the app reloads its state); either way pos, if any, is where the channel
+    // stands now, and without one the old position is useless.
+    this._pendingPos = null;
+    if (f.pos !== '') this._commit(f.ch, f.pos);
+    else this._positions.delete(f.ch);
+    this._emit('recovered', { channel: f.ch, complete: f.complete, pos: f.pos });
+  }
+
+  _commit(ch, pos) {
+    this._positions.delete(ch); // to the end: the newest are kept when there are too many
+    this._positions.set(ch, pos);
+    if (this._positions.size > MAX_RECOVER_CHANNELS) this._positions.delete(this._positions.keys().next().value);
+  }
+
+  // The ?recover= JSON: the newest positions that fit in MAX_RECOVER_BYTES
+  // once URL-encoded.
+  _recoverQuery() {
+    const entries = [...this._positions];
+    let size = 6; // %7B%7D
+    let from = entries.length;
+    while (from > 0) {
+      const [ch, pos] = entries[from - 1];
+      const add = encodeURIComponent(JSON.stringify(ch) + ':' + JSON.stringify(pos)).length + (from < entries.length ? 3 : 0); // %2C
+      if (size + add > MAX_RECOVER_BYTES) break;
+      size += add;
+      from--;
+    }
+    return JSON.stringify(Object.fromEntries(entries.slice(from)));
   }
 
   // _drop gives up on ws (connect timeout, missed heartbeats) as if it had
@@ -317,6 +403,32 @@ export class GatewayClient {
     clearTimeout(this._heartbeat);
     this._timer = this._heartbeat = 0;
   }
+}
+
+// withRecover returns url with ?recover=json, percent-encoded (not form-encoded:
+// a + stays a +).
+function withRecover(url, json) {
+  const u = new URL(url);
+  if (u.searchParams.has('recover')) u.searchParams.delete('recover');
+  u.search = (u.search.length > 1 ? u.search + '&' : '?') + 'recover=' + encodeURIComponent(json);
+  return u.href;
+}
+
+// validChannel: "u:<uid>" or "g:<group>", names of 1 to 256 bytes.
+function validChannel(ch) {
+  if (!/^[ug]:./s.test(ch)) return false;
+  return new TextEncoder().encode(ch).length <= 258;
+}
+
+// gwFrame returns the gateway's pos or recovered frame in data, or null
+// when data is something else (an app's message that merely looks alike).
+function gwFrame(data) {
+  let f;
+  try { f = JSON.parse(data); } catch (e) { return null; }
+  if (f === null || typeof f.ch !== 'string') return null;
+  if (f.gw === 'pos' && typeof f.pos === 'string') return f;
+  if (f.gw === 'recovered' && typeof f.complete === 'boolean') return { gw: f.gw, ch: f.ch, complete: f.complete, pos: typeof f.pos === 'string' ? f.pos : '' };
+  return null;
 }
 
 function isBinary(data) {

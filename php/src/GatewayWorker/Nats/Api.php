@@ -20,6 +20,10 @@ final class Api
     private const LIVE_FOR = 4.5;
     /** How long a process that has not heard a round of beats waits for ping answers. */
     public const DISCOVERY_WINDOW = 0.15;
+    /** The most messages one history read returns. */
+    public const MAX_HISTORY_LIMIT = 1000;
+    /** How many times a recoverable push is sent (with the same Nats-Msg-Id) before giving up. */
+    public const RECOVERABLE_ATTEMPTS = 5;
 
     private string $prefix;
     private ?int $beats = null;
@@ -128,17 +132,210 @@ final class Api
         }
     }
 
-    public function sendToUid(string $uid, string $data): void
+    /** Sends $data to the clients bound to $uid; a recoverable push is stored first (pushRecoverable). */
+    public function sendToUid(string $uid, string $data, bool $recoverable = false): void
     {
         self::checkName($uid);
-        $this->nc->publish("$this->prefix.uid." . self::token($uid), Envelope::command(Envelope::OP_SEND, [], '', $data));
+        $cmd = Envelope::command(Envelope::OP_SEND, [], '', $data);
+        if ($recoverable) {
+            $this->pushRecoverable("$this->prefix.h.u." . self::token($uid), $cmd);
+            return;
+        }
+        $this->nc->publish("$this->prefix.uid." . self::token($uid), $cmd);
     }
 
-    /** @param list<string> $exclude */
-    public function sendToGroup(string $group, string $data, array $exclude = []): void
+    /**
+     * Sends $data to the members of $group but $exclude; a recoverable push is stored first.
+     *
+     * @param list<string> $exclude
+     */
+    public function sendToGroup(string $group, string $data, array $exclude = [], bool $recoverable = false): void
     {
         self::checkName($group);
-        $this->nc->publish("$this->prefix.grp." . self::token($group), Envelope::command(Envelope::OP_SEND, [], '', $data, $exclude));
+        $cmd = Envelope::command(Envelope::OP_SEND, [], '', $data, $exclude);
+        if ($recoverable) {
+            $this->pushRecoverable("$this->prefix.h.g." . self::token($group), $cmd);
+            return;
+        }
+        $this->nc->publish("$this->prefix.grp." . self::token($group), $cmd);
+    }
+
+    /** The JetStream stream of recoverable pushes: HISTORY_ and the prefix with "." as "_". */
+    public function historyStream(): string
+    {
+        return 'HISTORY_' . str_replace('.', '_', $this->prefix);
+    }
+
+    /**
+     * Publishes a recoverable push with JetStream semantics: a request to
+     * $subject (<p>.h.u.* or <p>.h.g.*), answered by the stream's PubAck once
+     * stored; gateways deliver it from the stream's republish. An attempt
+     * that gets no answer in $requestTimeout, or a JetStream 503, is repeated
+     * with the same Nats-Msg-Id, which the stream's duplicate window (2 min)
+     * stores once, at most RECOVERABLE_ATTEMPTS times in all, after 50, 100,
+     * 200, 400 ms (as the Go side's bus.Conn.PublishRecoverable).
+     *
+     * @throws HistoryUnavailableException when no stream stores $subject ("no responders" twice)
+     * @throws TimeoutException when no attempt was acknowledged
+     */
+    private function pushRecoverable(string $subject, string $cmd): void
+    {
+        $headers = ['Nats-Msg-Id' => bin2hex(random_bytes(12))];
+        $why = '';
+        $noResponders = 0;
+        for ($attempt = 1; $attempt <= self::RECOVERABLE_ATTEMPTS; $attempt++) {
+            if ($attempt > 1) {
+                usleep(50000 << ($attempt - 2));
+            }
+            try {
+                $m = $this->nc->request($subject, $cmd, $this->requestTimeout, $headers);
+            } catch (NoRespondersException $e) {
+                // Once may be a stream leader moving; twice, nothing stores it.
+                if (++$noResponders === 2) {
+                    throw new HistoryUnavailableException("gatewayworker: no JetStream stream stores $subject: history is off, or the NATS server has no JetStream");
+                }
+                $why = $e->getMessage();
+                continue;
+            } catch (TimeoutException $e) {
+                $why = $e->getMessage();
+                continue;
+            }
+            $ack = json_decode($m->data, true);
+            if (!is_array($ack)) {
+                throw new NatsException("gatewayworker: recoverable push to $subject: not a JetStream acknowledgement: " . substr($m->data, 0, 100));
+            }
+            if (isset($ack['error'])) {
+                $why = 'JetStream: ' . ($ack['error']['description'] ?? json_encode($ack['error']));
+                if ((int)($ack['error']['code'] ?? 0) === 503) {
+                    continue; // no quorum for now (a stream leader moving): try again
+                }
+                throw new NatsException("gatewayworker: recoverable push to $subject: $why");
+            }
+            if (($ack['stream'] ?? '') !== $this->historyStream() || !isset($ack['seq'])) {
+                throw new NatsException("gatewayworker: recoverable push to $subject: stored by stream \"" . ($ack['stream'] ?? '') . '", not ' . $this->historyStream());
+            }
+            return;
+        }
+        throw new TimeoutException(sprintf('gatewayworker: recoverable push to %s: not acknowledged after %d attempts: %s', $subject, self::RECOVERABLE_ATTEMPTS, $why));
+    }
+
+    /**
+     * The recoverable pushes to a uid or group ($kind "uid" or "group") stored
+     * after position $since ("" for all that are stored), at most $limit, read
+     * with JetStream direct gets, as pkg/api's GetHistory. Returns
+     * ['messages' => [['pos' => .., 'data' => .., 'frame' => 'default'|'text'|'binary'], ...],
+     * 'complete' => bool]. With $since, complete is false, and nothing is
+     * returned, when the history no longer reaches back to it (or it is of a
+     * recreated stream, or beyond the last); without, complete says whether the
+     * stream still holds its first message. To read on, pass the last message's pos.
+     *
+     * @throws \InvalidArgumentException a bad kind, name, position or limit (0 for 100, up to MAX_HISTORY_LIMIT)
+     * @throws HistoryUnavailableException when the NATS server has no JetStream or no history stream
+     */
+    public function history(string $kind, string $name, string $since = '', int $limit = 100): array
+    {
+        $k = match ($kind) {
+            'uid' => 'u',
+            'group' => 'g',
+            default => throw new \InvalidArgumentException("gatewayworker: history kind \"$kind\" is neither uid nor group"),
+        };
+        if ($name === '' || strlen($name) > self::MAX_NAME_LEN) {
+            throw new \InvalidArgumentException(sprintf('gatewayworker: group or uid "%s" must be 1 to %d bytes', $name, self::MAX_NAME_LEN));
+        }
+        $limit = $limit === 0 ? 100 : $limit;
+        if ($limit < 1 || $limit > self::MAX_HISTORY_LIMIT) {
+            throw new \InvalidArgumentException(sprintf('gatewayworker: history limit %d is not between 1 and %d', $limit, self::MAX_HISTORY_LIMIT));
+        }
+        $epoch = null;
+        $after = 0;
+        if ($since !== '') {
+            if (preg_match('/^([0-9a-z]{1,13}):([0-9]{1,18})$/D', $since, $m) !== 1) {
+                throw new \InvalidArgumentException("gatewayworker: position \"$since\" is not <epoch>:<seq>");
+            }
+            [$epoch, $after] = [$m[1], (int)$m[2]];
+        }
+        $info = $this->streamInfo();
+        $current = self::epochOf($info['created'] ?? '');
+        // Messages after $since may be gone (age or size bound), or $since is of a
+        // recreated stream, or beyond its end: then nothing is certain.
+        $complete = $after + 1 >= (int)($info['state']['first_seq'] ?? 0)
+            && ($epoch === null || ($epoch === $current && $after <= (int)($info['state']['last_seq'] ?? 0)));
+        if (!$complete && $epoch !== null) {
+            return ['messages' => [], 'complete' => false];
+        }
+        $messages = [];
+        $subject = "$this->prefix.h.$k." . self::token($name);
+        $req = json_encode(['seq' => $after + 1, 'next_by_subj' => $subject, 'batch' => $limit]);
+        $fault = null;
+        try {
+            $done = $this->nc->gather('$JS.API.DIRECT.GET.' . $this->historyStream(), $req, $this->requestTimeout,
+                function (Message $m) use ($current, &$messages, &$fault): bool {
+                    if ($m->status === '404' || $m->status === '204') {
+                        return true; // nothing (more) stored: 404 Message Not Found, 204 EOB
+                    }
+                    if ($m->status !== '') {
+                        $fault = "gatewayworker: history: JetStream answered status $m->status";
+                        return true;
+                    }
+                    $cmd = Envelope::decode($m->data);
+                    $messages[] = [
+                        'pos' => $current . ':' . ($m->headers['Nats-Sequence'][0] ?? '0'),
+                        'data' => (string)($cmd['b'] ?? ''),
+                        'frame' => match ((int)($cmd['f'] ?? 0)) {
+                            Envelope::FRAME_TEXT => 'text',
+                            Envelope::FRAME_BINARY => 'binary',
+                            default => 'default',
+                        },
+                    ];
+                    return false;
+                });
+        } catch (NoRespondersException) {
+            throw new HistoryUnavailableException('gatewayworker: stream ' . $this->historyStream() . ' does not answer direct gets (allow_direct is off)');
+        }
+        if ($fault !== null) {
+            throw new NatsException($fault);
+        }
+        if (!$done) {
+            throw new TimeoutException(sprintf('gatewayworker: history of %s: no end in %.3gs', $subject, $this->requestTimeout));
+        }
+        return ['messages' => $messages, 'complete' => $complete];
+    }
+
+    /** $JS.API.STREAM.INFO of the history stream, decoded. */
+    private function streamInfo(): array
+    {
+        $stream = $this->historyStream();
+        try {
+            $m = $this->nc->request('$JS.API.STREAM.INFO.' . $stream, '', $this->requestTimeout);
+        } catch (NoRespondersException) {
+            throw new HistoryUnavailableException('gatewayworker: the NATS server has no JetStream: history is unavailable');
+        }
+        $info = json_decode($m->data, true);
+        if (!is_array($info)) {
+            throw new NatsException('gatewayworker: stream info: not JSON: ' . substr($m->data, 0, 100));
+        }
+        if (isset($info['error'])) {
+            $e = $info['error'];
+            if ((int)($e['code'] ?? 0) === 404) {
+                throw new HistoryUnavailableException("gatewayworker: no stream $stream: history is off (gateways with --history create it)");
+            }
+            throw new NatsException("gatewayworker: stream $stream: " . ($e['description'] ?? json_encode($e)));
+        }
+        return $info;
+    }
+
+    /** Unix ms, base 36, of an RFC 3339 time with up to nanoseconds ("2026-12-03T06:20:00.123456789Z"). */
+    private static function epochOf(string $created): string
+    {
+        if (preg_match('/^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/D', $created, $m) !== 1) {
+            throw new NatsException("gatewayworker: stream creation time \"$created\" is not RFC 3339");
+        }
+        $t = \DateTimeImmutable::createFromFormat('Y-m-d\TH:i:sP', $m[1] . ($m[3] === 'Z' ? '+00:00' : $m[3]));
+        if ($t === false) {
+            throw new NatsException("gatewayworker: stream creation time \"$created\" is not RFC 3339");
+        }
+        $ms = $t->getTimestamp() * 1000 + (int)substr(str_pad($m[2], 3, '0'), 0, 3);
+        return base_convert((string)$ms, 10, 36);
     }
 
     /** @param list<string> $exclude */

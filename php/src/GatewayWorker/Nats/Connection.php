@@ -168,18 +168,19 @@ final class Connection
     }
 
     /**
-     * Sends a request and returns the first answer.
+     * Sends a request (with headers, if given) and returns the first answer.
      *
+     * @param array<string, string|list<string>> $headers
      * @throws NoRespondersException when nobody listens on subject
      * @throws TimeoutException when no answer came in $timeout seconds
      */
-    public function request(string $subject, string $data, float $timeout): Message
+    public function request(string $subject, string $data, float $timeout, array $headers = []): Message
     {
         $answer = null;
         $done = $this->gather($subject, $data, $timeout, function (Message $m) use (&$answer): bool {
             $answer = $m;
             return true;
-        });
+        }, $headers);
         if (!$done) {
             // A reply subject we may not subscribe to looks like silence: say what the server said.
             $why = $this->lastError === null ? '' : " (the server reported: $this->lastError)";
@@ -193,9 +194,10 @@ final class Connection
      * $each(Message) until it returns true (then gather returns true) or
      * until $timeout seconds have passed (then false).
      *
+     * @param array<string, string|list<string>> $headers
      * @throws NoRespondersException when nobody listens on subject
      */
-    public function gather(string $subject, string $data, float $timeout, callable $each): bool
+    public function gather(string $subject, string $data, float $timeout, callable $each, array $headers = []): bool
     {
         $token = (string)++$this->respSeq;
         if ($this->respSid === null) {
@@ -204,7 +206,7 @@ final class Connection
         }
         $this->responses[$token] = [];
         try {
-            $this->publish($subject, $data, $this->respPrefix . '.' . $token);
+            $this->publish($subject, $data, $this->respPrefix . '.' . $token, $headers);
             return $this->pump(microtime(true) + $timeout, function () use ($token, $subject, $each): bool {
                 while ($this->responses[$token] !== []) {
                     $m = array_shift($this->responses[$token]);

@@ -32,6 +32,14 @@ trait GatewayConfig
     public static bool $persistentConnection = true;
     /** true: a query some gateway did not answer throws PartialAnswerException; false: it returns what came, with a warning. */
     public static bool $strictQueries = false;
+    /**
+     * Channels whose sends are recoverable without recoverable: true, as name
+     * patterns: "u:chat-*" (uids), "g:room-*" (groups); globs as Go's path.Match
+     * (* and ? do not match "/"), like the workers' --recoverable.
+     *
+     * @var list<string>
+     */
+    public static array $recoverable = [];
     /** GatewayWorker's settings, accepted so that old configuration code runs, and ignored. */
     public static string|array $registerAddress = '';
     public static string $secretKey = '';

@@ -353,13 +353,18 @@ abstract class StaticGateway
         self::call(static fn (Api $a) => $a->ungroup((string)$group));
     }
 
-    /** Sends $message to the clients bound to $uid (a uid or a list). */
-    public static function sendToUid($uid, $message, $raw = false)
+    /**
+     * Sends $message to the clients bound to $uid (a uid or a list). Recoverable
+     * ($recoverable, or a uid matching a "u:" pattern of static::$recoverable):
+     * stored in the history stream, so that clients that reconnect get it, and
+     * returning once stored (HistoryUnavailableException without a stream).
+     */
+    public static function sendToUid($uid, $message, $raw = false, bool $recoverable = false)
     {
         $uids = array_filter(array_map('strval', (array)$uid), static fn (string $u): bool => $u !== '');
-        self::call(static function (Api $a) use ($uids, $message): void {
+        self::call(static function (Api $a) use ($uids, $message, $recoverable): void {
             foreach ($uids as $u) {
-                $a->sendToUid($u, (string)$message);
+                $a->sendToUid($u, (string)$message, $recoverable || self::isRecoverable("u:$u"));
             }
         });
     }
@@ -367,19 +372,45 @@ abstract class StaticGateway
     /**
      * Sends $message to the members of $group (a group or a list) but
      * $exclude_client_id. false for an empty group. A client in several of
-     * the listed groups receives it once per group.
+     * the listed groups receives it once per group. Recoverable as sendToUid
+     * says, with "g:" patterns.
      */
-    public static function sendToGroup($group, $message, $exclude_client_id = null, $raw = false)
+    public static function sendToGroup($group, $message, $exclude_client_id = null, $raw = false, bool $recoverable = false)
     {
         if (!self::validGroup($group)) {
             return false;
         }
         $exclude = $exclude_client_id ? array_map('strval', (array)$exclude_client_id) : [];
-        self::call(static function (Api $a) use ($group, $message, $exclude): void {
+        self::call(static function (Api $a) use ($group, $message, $exclude, $recoverable): void {
             foreach ((array)$group as $g) {
-                $a->sendToGroup((string)$g, (string)$message, $exclude);
+                $a->sendToGroup((string)$g, (string)$message, $exclude, $recoverable || self::isRecoverable("g:$g"));
             }
         });
+    }
+
+    /**
+     * The recoverable pushes to a uid or group ($kind 'uid' or 'group') stored
+     * after position $since ('' for all), at most $limit (1 to 1000):
+     * ['messages' => [['pos' => .., 'data' => .., 'frame' => ..], ...], 'complete' => bool].
+     * complete is false when the history no longer reaches back to $since.
+     *
+     * @throws HistoryUnavailableException no JetStream, or no history stream
+     * @throws \InvalidArgumentException a bad kind, name, position or limit
+     */
+    public static function getHistory(string $kind, string $name, string $since = '', int $limit = 100): array
+    {
+        return self::call(static fn (Api $a) => $a->history($kind, $name, $since, $limit));
+    }
+
+    /** Whether $channel ("u:<uid>", "g:<group>") matches a pattern of static::$recoverable (Go's path.Match globs). */
+    private static function isRecoverable(string $channel): bool
+    {
+        foreach (static::$recoverable as $pattern) {
+            if (fnmatch((string)$pattern, $channel, FNM_PATHNAME)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Replaces the session with an already encoded one (Envelope::encodeSession): true if the client is connected. */
