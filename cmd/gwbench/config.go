@@ -46,8 +46,11 @@ const (
 // config is one run, as parsed from the flags. It is also sent to child
 // processes as JSON, so every field is exported.
 type config struct {
-	Mode     string        `json:"mode"`
+	Mode string `json:"mode"`
+	// URL is --url as given; URLs are its comma-separated servers.
+	// Connection i goes to URLs[i mod len(URLs)].
 	URL      string        `json:"url"`
+	URLs     []string      `json:"urls"`
 	Duration time.Duration `json:"duration"`
 	Drain    time.Duration `json:"drain"`
 	Hold     time.Duration `json:"hold"`
@@ -71,7 +74,10 @@ type config struct {
 	MaxPerProc int           `json:"max_per_proc"`
 	// RunID makes the group names of this run unique on a shared server.
 	RunID string `json:"run_id"`
-	JSON  bool   `json:"-"`
+	// Broadcast (conns) sends one a: broadcast after the hold and counts
+	// its deliveries.
+	Broadcast bool `json:"broadcast"`
+	JSON      bool `json:"-"`
 }
 
 // errUnknownMode is returned for a mode that does not exist.
@@ -87,7 +93,7 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 	cfg := config{Mode: mode}
 	fs := flag.NewFlagSet("gwbench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.URL, "url", DefaultURL, "WebSocket `URL` of the server (loopback only)")
+	fs.StringVar(&cfg.URL, "url", DefaultURL, "WebSocket `URL` of the server (loopback only); a comma list spreads connections over several servers")
 	if mode != modeConns {
 		fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "how long the load runs")
 	}
@@ -104,6 +110,8 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 		fs.IntVar(&cfg.N, "n", 1000, "connections to open")
 		fs.DurationVar(&cfg.Hold, "hold", DefaultHold, "how long the connections are held idle before RSS is read")
 		fs.IntVar(&cfg.Sample, "sample", DefaultSample, "connections checked by one echo at the end (-1: all)")
+		fs.BoolVar(&cfg.Broadcast, "broadcast", false, "after the hold, send one a: broadcast (the server's SendToAll) and check every connection gets it once")
+		fs.DurationVar(&cfg.Drain, "drain", DefaultDrain, "how long connections may take to get the --broadcast")
 		fs.Func("server-pid", "`pids` of the server, comma-separated: their VmRSS is summed (none: no RSS)", func(s string) error {
 			var err error
 			cfg.ServerPIDs, err = parsePIDs(s)
@@ -145,8 +153,16 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 			cfg.Senders = min(cfg.Groups, 8)
 		}
 	}
+	for _, u := range strings.Split(cfg.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.URLs = append(cfg.URLs, u)
+		}
+	}
+	if len(cfg.URLs) == 0 {
+		return cfg, nil, errors.New("--url: no URL given")
+	}
 	var err error
-	if cfg.Sources, err = resolveSources(cfg.URL, *sources, *sourceBase); err != nil {
+	if cfg.Sources, err = resolveSources(cfg.URLs[0], *sources, *sourceBase); err != nil {
 		return cfg, nil, err
 	}
 	if cfg.RunID, err = randomHex(4); err != nil {
@@ -159,15 +175,20 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 }
 
 func (c config) validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("--url: %w", err)
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return fmt.Errorf("--url %q: scheme must be ws or wss", c.URL)
-	}
-	if _, err := loopbackHost(u); err != nil {
-		return err
+	for _, raw := range c.URLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return fmt.Errorf("--url %q: scheme must be ws or wss", raw)
+		}
+		if c.Mode == modeConns && u.Scheme != "ws" {
+			return fmt.Errorf("--url %q: conns mode speaks ws:// only", raw)
+		}
+		if _, err := loopbackHost(u); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c.N <= 0:
