@@ -66,9 +66,11 @@ type config struct {
 	ServerPIDs []int   `json:"server_pids"`
 	// Sources are the local addresses connections are spread over; empty
 	// means the kernel's choice.
-	Sources      []netip.Addr  `json:"sources"`
-	DialParallel int           `json:"dial_parallel"`
-	DialTimeout  time.Duration `json:"dial_timeout"`
+	Sources      []netip.Addr `json:"sources"`
+	DialParallel int          `json:"dial_parallel"`
+	// DialRate caps new connections per second over all processes; 0 does not.
+	DialRate    float64       `json:"dial_rate"`
+	DialTimeout time.Duration `json:"dial_timeout"`
 	// Timeout is the global deadline of the run, resolved (never zero).
 	Timeout    time.Duration `json:"timeout"`
 	MaxPerProc int           `json:"max_per_proc"`
@@ -98,6 +100,7 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 		fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "how long the load runs")
 	}
 	fs.IntVar(&cfg.DialParallel, "dial-parallel", DefaultDialParallel, "connections dialled at once (over all processes)")
+	fs.Float64Var(&cfg.DialRate, "dial-rate", 0, "new connections per second at most, over all processes (0: as fast as --dial-parallel goes)")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", DefaultDialTimeout, "timeout of one dial, handshake included; also bounds a join and a sample echo")
 	sources := fs.String("sources", DefaultSources, "local source addresses: a count (with --source-base), a range 127.0.1.1-127.0.1.8, a comma list, or none")
 	sourceBase := fs.String("source-base", "", "first source address when --sources is a count (default: a random 127.x.y.1 per run, against TIME_WAIT)")
@@ -195,6 +198,8 @@ func (c config) validate() error {
 		return fmt.Errorf("the number of connections must be positive, got %d", c.N)
 	case c.Duration <= 0 && c.Mode != modeConns:
 		return fmt.Errorf("--duration must be positive, got %v", c.Duration)
+	case c.DialRate < 0:
+		return fmt.Errorf("--dial-rate must not be negative, got %v", c.DialRate)
 	case c.DialParallel <= 0:
 		return fmt.Errorf("--dial-parallel must be positive, got %d", c.DialParallel)
 	case c.DialTimeout <= 0:

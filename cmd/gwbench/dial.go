@@ -87,6 +87,16 @@ func forEach(ctx context.Context, lo, hi, parallel int, fn func(i int)) {
 	wg.Wait()
 }
 
+// pace waits until the j-th dial of a shard that started at t0 may go at
+// rate per second (at once when rate is 0 or it is late). It reports false
+// when ctx ended first.
+func pace(ctx context.Context, t0 time.Time, j int, rate float64) bool {
+	if rate > 0 {
+		sleepCtx(ctx, time.Until(t0.Add(time.Duration(float64(j)/rate*float64(time.Second)))))
+	}
+	return ctx.Err() == nil
+}
+
 // closeConn sends a normal close frame (best effort) and closes the socket.
 func closeConn(c *websocket.Conn) {
 	_ = c.WriteControl(websocket.CloseMessage,

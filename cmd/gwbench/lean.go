@@ -252,6 +252,9 @@ func (s *leanShard) prepare(ctx context.Context) (*shardStats, error) {
 	var failed, attempted atomic.Int64
 	t0 := time.Now()
 	forEach(ctx, lo, hi, max(1, s.spec.DialParallel), func(i int) {
+		if !pace(ctx, t0, i-lo, s.spec.DialRate) {
+			return
+		}
 		attempted.Add(1)
 		t := time.Now()
 		c, err := s.dial(ctx, i)
@@ -298,7 +301,9 @@ func (s *leanShard) end(ctx context.Context, e endInfo) (*shardStats, error) {
 		st.Duplicates = s.dups.Load()
 		st.Latency = s.lat
 	}
-	s.sample(ctx, st)
+	if !e.Interrupted {
+		s.sample(ctx, st)
+	}
 	st.Unexpected = s.unexpect.Load()
 	st.Lost = s.lost.Load()
 	s.kill()

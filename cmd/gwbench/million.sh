@@ -10,6 +10,7 @@
 # Usage: cmd/gwbench/million.sh BINDIR [TOTAL] [GATEWAYS] [WORKERS]
 #   defaults: 1000000, TOTAL/19000 rounded up, 4
 # Environment: HOLD (60s), DRAIN (120s), PING_INTERVAL (60s), GOGC_GATEWAY (20),
+# DIAL_RATE (3000 new connections/s: faster starves NATS on 2 cores and gateways drop their clients),
 # MIN_AVAIL_GIB (6: abort when the machine has less available, i.e. above 18 of 24 GiB used),
 # MAX_SECONDS (bound on the whole run; default 600 + TOTAL/1000), LOG (directory, kept).
 #
@@ -25,6 +26,7 @@ total=${2:-1000000}
 gateways=${3:-$(( (total + 18999) / 19000 ))}
 workers=${4:-4}
 hold=${HOLD:-60s}
+dial_rate=${DIAL_RATE:-3000}
 drain=${DRAIN:-120s}
 ping=${PING_INTERVAL:-60s}
 gogc=${GOGC_GATEWAY:-20}
@@ -52,7 +54,10 @@ raise() { # raise KEY VALUE [min|set]: min raises a single number only when lowe
   fi
 }
 restore() {
-  for key in "${!saved[@]}"; do echo "${saved[$key]}" > "/proc/sys/${key//.//}" 2>/dev/null || true; done
+  local key
+  for key in "${!saved[@]}"; do
+    echo "${saved[$key]}" > "/proc/sys/${key//.//}" 2>/dev/null || echo "## kernel: could not restore $key to ${saved[$key]}"
+  done
 }
 # Every connection is two sockets, two files and one conntrack entry here.
 raise net.netfilter.nf_conntrack_max $(( total * 5 / 4 + 65536 ))
@@ -62,13 +67,19 @@ raise net.ipv4.tcp_max_syn_backlog 65535
 raise fs.file-max $(( total * 2 + 262144 ))
 
 # --- processes ---
+rss() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); done; echo $s; }
+ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo $s; }
+descendants() { local p; for p in "$@"; do echo "$p"; descendants $(cat /proc/"$p"/task/*/children 2>/dev/null); done; }
 pids=()
 cleanup() {
   trap - EXIT INT TERM
+  set +e
   [ -n "${monitor:-}" ] && kill "$monitor" 2>/dev/null
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  local all
+  all=$(descendants "${pids[@]}")
+  kill $all 2>/dev/null
+  sleep 2
+  kill -9 $all 2>/dev/null
   wait 2>/dev/null || true
   restore
   echo "## logs in $log"
@@ -107,9 +118,6 @@ for p in "${pids[@]}"; do
 done
 
 # --- the monitor: budget every 5 s, abort when memory runs low ---
-rss() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); done; echo $s; }
-ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo $s; }
-descendants() { local p; for p in "$@"; do echo "$p"; descendants $(cat /proc/"$p"/task/*/children 2>/dev/null); done; }
 monitor_loop() {
   local prev_g=0 prev_n=0 prev_w=0 prev_b=0 t0 g n w b bench
   t0=$(date +%s)
@@ -134,9 +142,9 @@ src_base="127.$(( 100 + RANDOM % 150 )).$(( RANDOM % 250 )).1"
 url_list=$(IFS=,; echo "${urls[*]}")
 srv_pids=$(IFS=,; echo "${gw_pids[*]}")
 echo "## $total connections over $gateways gateways ($per each, ping every $ping, --gogc $gogc), $workers bench workers, NATS on :$nats_port; hold $hold"
-echo "## gwbench conns -n $total --hold $hold --broadcast --drain $drain --sample -1 --sources 64 --source-base $src_base --url ws://127.0.0.1:$base/...:$(( base + gateways - 1 ))/"
-timeout --signal=INT --kill-after=30 "$max_seconds" "$bin/gwbench" conns -n "$total" --hold "$hold" --broadcast --drain "$drain" \
-  --sample -1 --sources 64 --source-base "$src_base" --dial-parallel 256 --dial-timeout 30s \
+echo "## gwbench conns -n $total --dial-rate $dial_rate --hold $hold --broadcast --drain $drain --sample -1 --sources 64 --source-base $src_base --url ws://127.0.0.1:$base/...:$(( base + gateways - 1 ))/"
+timeout --kill-after=30 "$max_seconds" "$bin/gwbench" conns -n "$total" --hold "$hold" --broadcast --drain "$drain" \
+  --sample -1 --sources 64 --source-base "$src_base" --dial-parallel 256 --dial-rate "$dial_rate" --dial-timeout 30s \
   --server-pid "$srv_pids" --url "$url_list" --json > "$log/gwbench.json" 2> "$log/gwbench.txt" &
 gwbench_pid=$!; pids+=("$gwbench_pid")
 monitor_loop > "$log/monitor.txt" 2>&1 &

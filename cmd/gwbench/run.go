@@ -59,6 +59,7 @@ func plan(cfg config, stderr io.Writer) ([]shard, error) {
 			Cfg: cfg, Index: i,
 			Lo: i * cfg.N / k, Hi: (i + 1) * cfg.N / k,
 			DialParallel: max(1, cfg.DialParallel/k),
+			DialRate:     cfg.DialRate / float64(k),
 			Deadline:     deadline,
 		}
 		if k == 1 {

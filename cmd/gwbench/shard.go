@@ -33,12 +33,14 @@ type shard interface {
 
 // shardSpec is what one shard is told.
 type shardSpec struct {
-	Cfg          config    `json:"cfg"`
-	Index        int       `json:"index"`
-	Lo           int       `json:"lo"`
-	Hi           int       `json:"hi"`
-	DialParallel int       `json:"dial_parallel"`
-	Deadline     time.Time `json:"deadline"`
+	Cfg          config `json:"cfg"`
+	Index        int    `json:"index"`
+	Lo           int    `json:"lo"`
+	Hi           int    `json:"hi"`
+	DialParallel int    `json:"dial_parallel"`
+	// DialRate is this shard's share of --dial-rate (0: no cap).
+	DialRate float64   `json:"dial_rate"`
+	Deadline time.Time `json:"deadline"`
 }
 
 // endInfo tells the shards how the load went: how many messages were sent
@@ -184,6 +186,9 @@ func (s *localShard) prepare(ctx context.Context) (*shardStats, error) {
 	var failed, joinFailed, attempted atomic.Int64
 	t0 := time.Now()
 	forEach(ctx, lo, hi, max(1, s.spec.DialParallel), func(i int) {
+		if !pace(ctx, t0, i-lo, s.spec.DialRate) {
+			return
+		}
 		attempted.Add(1)
 		t := time.Now()
 		ws, err := s.d.dial(ctx, i)
