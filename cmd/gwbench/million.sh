@@ -110,7 +110,7 @@ done
 gw_pids=() urls=() base=$(free_ports 8000 "$gateways")
 for i in $(seq 1 "$gateways"); do
   port=$(( base + i - 1 ))
-  "$bin/gatewayworker" gateway --id "m$i" --nats "$nats_url" --ws "127.0.0.1:$port" --tcp "" \
+  GOMAXPROCS=1 "$bin/gatewayworker" gateway --id "m$i" --nats "$nats_url" --ws "127.0.0.1:$port" --tcp "" \
     --max-conns $(( per + 100 )) --ping-interval "$ping" --gogc "$gogc" --log-level warn > "$log/gateway$i.log" 2>&1 &
   gw_pids+=($!); pids+=($!); urls+=("ws://127.0.0.1:$port/")
 done
@@ -121,16 +121,17 @@ done
 
 # --- the monitor: budget every 5 s, abort when memory runs low ---
 monitor_loop() {
-  local prev_g=0 prev_n=0 prev_w=0 prev_b=0 t0 g n w b bench
-  t0=$(date +%s)
+  local prev_g=0 prev_n=0 prev_w=0 prev_b=0 t0 prev_t now dt g n w b bench
+  t0=$(date +%s%N) prev_t=$t0
   echo "t_s tcp_inuse tcp_mem_pages avail_mib slab_mib gw_rss_kib nats_rss_kib worker_rss_kib gwbench_rss_kib gw_cpu_pct nats_cpu_pct worker_cpu_pct gwbench_cpu_pct"
   while sleep 5; do
     bench=$(descendants "$gwbench_pid" | tr '\n' ' ')
     g=$(ticks "${gw_pids[@]}") n=$(ticks "$nats_pid") w=$(ticks "${worker_pids[@]}") b=$(ticks $bench)
+    now=$(date +%s%N) dt=$(( (now - prev_t) / 10000000 )) prev_t=$now # hundredths of a second, as ticks
     read -r inuse mem <<<"$(awk '/^TCP:/ {print $3, $NF}' /proc/net/sockstat)"
     read -r avail slab <<<"$(awk '/^MemAvailable/ {a = $2} /^Slab/ {s = $2} END {print a, s}' /proc/meminfo)"
-    echo "$(( $(date +%s) - t0 )) $inuse $mem $(( avail / 1024 )) $(( slab / 1024 )) $(rss "${gw_pids[@]}") $(rss "$nats_pid") $(rss "${worker_pids[@]}") $(rss $bench)" \
-      "$(( (g - prev_g) / 5 )) $(( (n - prev_n) / 5 )) $(( (w - prev_w) / 5 )) $(( (b - prev_b) / 5 ))"
+    echo "$(( (now - t0) / 1000000000 )) $inuse $mem $(( avail / 1024 )) $(( slab / 1024 )) $(rss "${gw_pids[@]}") $(rss "$nats_pid") $(rss "${worker_pids[@]}") $(rss $bench)" \
+      "$(( (g - prev_g) * 100 / dt )) $(( (n - prev_n) * 100 / dt )) $(( (w - prev_w) * 100 / dt )) $(( (b - prev_b) * 100 / dt ))"
     prev_g=$g prev_n=$n prev_w=$w prev_b=$b
     if [ "$avail" -lt "$min_avail_kb" ]; then
       echo "ABORT: MemAvailable $(( avail / 1024 )) MiB is below $(( min_avail_kb / 1024 )) MiB: stopping gwbench"
@@ -146,7 +147,9 @@ srv_pids=$(IFS=,; echo "${gw_pids[*]}")
 echo "## $total connections over $gateways gateways ($per each, ping every $ping, --gogc $gogc), $workers bench workers, NATS on :$nats_port; hold $hold"
 echo "## gwbench conns -n $total --dial-rate $dial_rate --hold $hold --broadcast --drain $drain --sample -1 --sources 64 --source-base $src_base --url ws://127.0.0.1:$base/...:$(( base + gateways - 1 ))/"
 # gwbench runs at nice 10: the load generator yields the CPU to the servers.
-nice -n 10 timeout --kill-after=30 "$max_seconds" "$bin/gwbench" conns -n "$total" --hold "$hold" --broadcast --drain "$drain" \
+# Gateways and gwbench's processes run on one P each (GOMAXPROCS=1): a hundred
+# processes of two Ps on two cores spend their time spinning for work.
+GOMAXPROCS=1 nice -n 10 timeout --kill-after=30 "$max_seconds" "$bin/gwbench" conns -n "$total" --hold "$hold" --broadcast --drain "$drain" \
   --sample -1 --sources 64 --source-base "$src_base" --dial-parallel 256 --dial-rate "$dial_rate" --dial-timeout 30s \
   --server-pid "$srv_pids" --url "$url_list" --json > "$log/gwbench.json" 2> "$log/gwbench.txt" &
 gwbench_pid=$!; pids+=("$gwbench_pid")
