@@ -62,7 +62,7 @@ restore() {
 }
 # Every connection is two sockets, two files and one conntrack entry here.
 raise net.netfilter.nf_conntrack_max $(( total * 5 / 4 + 65536 ))
-raise net.ipv4.ip_local_port_range "10000 65000" set
+raise net.ipv4.ip_local_port_range "12000 65000" set # gateways listen below 12000
 raise net.core.somaxconn 65535
 raise net.ipv4.tcp_max_syn_backlog 65535
 raise fs.file-max $(( total * 2 + 262144 ))
