@@ -12,8 +12,9 @@ import (
 )
 
 // driver is the sending side of fanout (one broadcaster), group (the
-// senders) and conns --broadcast (one broadcast). It always runs in the parent process, on connections with
-// indexes N, N+1, ... so they spread over the sources like the others.
+// senders) and conns --broadcast (one broadcast). It always runs in the
+// parent process, on connections with indexes N, N+1, ... so they spread
+// over the sources like the others.
 // Its goroutines are waited for by run and close.
 type driver struct {
 	cfg   config

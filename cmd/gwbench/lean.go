@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -89,8 +90,7 @@ func newLeanShard(spec shardSpec) *leanShard {
 	}
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
-	s.maskState = uint64(seed[0]) | uint64(seed[1])<<8 | uint64(seed[2])<<16 | uint64(seed[3])<<24 |
-		uint64(seed[4])<<32 | uint64(seed[5])<<40 | uint64(seed[6])<<48 | uint64(seed[7])<<56 | 1
+	s.maskState = binary.LittleEndian.Uint64(seed[:]) | 1 // xorshift needs a non-zero state
 	return s
 }
 
