@@ -34,10 +34,17 @@ const (
 	msgStop   = "stop"
 )
 
-// finishTimeout bounds the end phase: the drain, a sample echo round, and
-// closing the connections.
+// finishTimeout bounds the end phase: the drain, a sample echo round (a
+// millisecond per sampled connection on top), and closing the connections.
 func finishTimeout(cfg config) time.Duration {
-	return cfg.Drain + 2*cfg.DialTimeout + 30*time.Second
+	sampled := cfg.Sample
+	if sampled < 0 || sampled > cfg.N {
+		sampled = cfg.N
+	}
+	if cfg.Mode != modeConns {
+		sampled = 0
+	}
+	return cfg.Drain + 2*cfg.DialTimeout + 30*time.Second + time.Duration(sampled)*time.Millisecond
 }
 
 // raiseNoFile raises the soft open-file limit to the hard one and returns
@@ -238,7 +245,7 @@ func runChild(spec shardSpec, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	sh := newLocalShard(spec)
+	sh := newShard(spec)
 	ready, err := sh.prepare(prepCtx)
 	if err != nil {
 		sh.kill()

@@ -46,8 +46,11 @@ const (
 // config is one run, as parsed from the flags. It is also sent to child
 // processes as JSON, so every field is exported.
 type config struct {
-	Mode     string        `json:"mode"`
+	Mode string `json:"mode"`
+	// URL is --url as given; URLs are its comma-separated servers.
+	// Connection i goes to URLs[i mod len(URLs)].
 	URL      string        `json:"url"`
+	URLs     []string      `json:"urls"`
 	Duration time.Duration `json:"duration"`
 	Drain    time.Duration `json:"drain"`
 	Hold     time.Duration `json:"hold"`
@@ -63,15 +66,20 @@ type config struct {
 	ServerPIDs []int   `json:"server_pids"`
 	// Sources are the local addresses connections are spread over; empty
 	// means the kernel's choice.
-	Sources      []netip.Addr  `json:"sources"`
-	DialParallel int           `json:"dial_parallel"`
-	DialTimeout  time.Duration `json:"dial_timeout"`
+	Sources      []netip.Addr `json:"sources"`
+	DialParallel int          `json:"dial_parallel"`
+	// DialRate caps new connections per second over all processes; 0 does not.
+	DialRate    float64       `json:"dial_rate"`
+	DialTimeout time.Duration `json:"dial_timeout"`
 	// Timeout is the global deadline of the run, resolved (never zero).
 	Timeout    time.Duration `json:"timeout"`
 	MaxPerProc int           `json:"max_per_proc"`
 	// RunID makes the group names of this run unique on a shared server.
 	RunID string `json:"run_id"`
-	JSON  bool   `json:"-"`
+	// Broadcast (conns) sends one a: broadcast after the hold and counts
+	// its deliveries.
+	Broadcast bool `json:"broadcast"`
+	JSON      bool `json:"-"`
 }
 
 // errUnknownMode is returned for a mode that does not exist.
@@ -87,11 +95,12 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 	cfg := config{Mode: mode}
 	fs := flag.NewFlagSet("gwbench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.URL, "url", DefaultURL, "WebSocket `URL` of the server (loopback only)")
+	fs.StringVar(&cfg.URL, "url", DefaultURL, "WebSocket `URL` of the server (loopback only); a comma list spreads connections over several servers")
 	if mode != modeConns {
 		fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "how long the load runs")
 	}
 	fs.IntVar(&cfg.DialParallel, "dial-parallel", DefaultDialParallel, "connections dialled at once (over all processes)")
+	fs.Float64Var(&cfg.DialRate, "dial-rate", 0, "new connections per second at most, over all processes (0: as fast as --dial-parallel goes)")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", DefaultDialTimeout, "timeout of one dial, handshake included; also bounds a join and a sample echo")
 	sources := fs.String("sources", DefaultSources, "local source addresses: a count (with --source-base), a range 127.0.1.1-127.0.1.8, a comma list, or none")
 	sourceBase := fs.String("source-base", "", "first source address when --sources is a count (default: a random 127.x.y.1 per run, against TIME_WAIT)")
@@ -104,6 +113,8 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 		fs.IntVar(&cfg.N, "n", 1000, "connections to open")
 		fs.DurationVar(&cfg.Hold, "hold", DefaultHold, "how long the connections are held idle before RSS is read")
 		fs.IntVar(&cfg.Sample, "sample", DefaultSample, "connections checked by one echo at the end (-1: all)")
+		fs.BoolVar(&cfg.Broadcast, "broadcast", false, "after the hold, send one a: broadcast (the server's SendToAll) and check every connection gets it once")
+		fs.DurationVar(&cfg.Drain, "drain", DefaultDrain, "how long connections may take to get the --broadcast")
 		fs.Func("server-pid", "`pids` of the server, comma-separated: their VmRSS is summed (none: no RSS)", func(s string) error {
 			var err error
 			cfg.ServerPIDs, err = parsePIDs(s)
@@ -145,8 +156,16 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 			cfg.Senders = min(cfg.Groups, 8)
 		}
 	}
+	for _, u := range strings.Split(cfg.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.URLs = append(cfg.URLs, u)
+		}
+	}
+	if len(cfg.URLs) == 0 {
+		return cfg, nil, errors.New("--url: no URL given")
+	}
 	var err error
-	if cfg.Sources, err = resolveSources(cfg.URL, *sources, *sourceBase); err != nil {
+	if cfg.Sources, err = resolveSources(cfg.URLs[0], *sources, *sourceBase); err != nil {
 		return cfg, nil, err
 	}
 	if cfg.RunID, err = randomHex(4); err != nil {
@@ -159,21 +178,28 @@ func parseMode(mode string, args []string, stdout, stderr io.Writer) (config, *s
 }
 
 func (c config) validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("--url: %w", err)
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return fmt.Errorf("--url %q: scheme must be ws or wss", c.URL)
-	}
-	if _, err := loopbackHost(u); err != nil {
-		return err
+	for _, raw := range c.URLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return fmt.Errorf("--url %q: scheme must be ws or wss", raw)
+		}
+		if c.Mode == modeConns && u.Scheme != "ws" {
+			return fmt.Errorf("--url %q: conns mode speaks ws:// only", raw)
+		}
+		if _, err := loopbackHost(u); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c.N <= 0:
 		return fmt.Errorf("the number of connections must be positive, got %d", c.N)
 	case c.Duration <= 0 && c.Mode != modeConns:
 		return fmt.Errorf("--duration must be positive, got %v", c.Duration)
+	case c.DialRate < 0:
+		return fmt.Errorf("--dial-rate must not be negative, got %v", c.DialRate)
 	case c.DialParallel <= 0:
 		return fmt.Errorf("--dial-parallel must be positive, got %d", c.DialParallel)
 	case c.DialTimeout <= 0:

@@ -18,7 +18,7 @@ import (
 // per source. Connection i always uses source i mod len(sources), so the
 // shards of a split run spread exactly like one process would.
 type dialer struct {
-	url     string
+	urls    []string
 	timeout time.Duration
 	ds      []*websocket.Dialer
 }
@@ -42,7 +42,7 @@ func newDialer(cfg config) *dialer {
 			WriteBufferPool:  pool,
 		}
 	}
-	d := &dialer{url: cfg.URL, timeout: cfg.DialTimeout}
+	d := &dialer{urls: cfg.URLs, timeout: cfg.DialTimeout}
 	for _, src := range cfg.Sources {
 		d.ds = append(d.ds, mk(tcpAddr(src)))
 	}
@@ -52,11 +52,12 @@ func newDialer(cfg config) *dialer {
 	return d
 }
 
-// dial opens connection idx. The handshake response body is closed here.
+// dial opens connection idx to URL idx mod len(urls). The handshake
+// response body is closed here.
 func (d *dialer) dial(ctx context.Context, idx int) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	c, resp, err := d.ds[idx%len(d.ds)].DialContext(ctx, d.url, nil)
+	c, resp, err := d.ds[idx%len(d.ds)].DialContext(ctx, d.urls[idx%len(d.urls)], nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
@@ -84,6 +85,16 @@ func forEach(ctx context.Context, lo, hi, parallel int, fn func(i int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// pace waits until the j-th dial of a shard that started at t0 may go at
+// rate per second (at once when rate is 0 or it is late). It reports false
+// when ctx ended first.
+func pace(ctx context.Context, t0 time.Time, j int, rate float64) bool {
+	if rate > 0 {
+		sleepCtx(ctx, time.Until(t0.Add(time.Duration(float64(j)/rate*float64(time.Second)))))
+	}
+	return ctx.Err() == nil
 }
 
 // closeConn sends a normal close frame (best effort) and closes the socket.

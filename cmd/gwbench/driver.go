@@ -11,9 +11,10 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// driver is the sending side of fanout (one broadcaster) and group (the
-// senders). It always runs in the parent process, on connections with
-// indexes N, N+1, ... so they spread over the sources like the others.
+// driver is the sending side of fanout (one broadcaster), group (the
+// senders) and conns --broadcast (one broadcast). It always runs in the
+// parent process, on connections with indexes N, N+1, ... so they spread
+// over the sources like the others.
 // Its goroutines are waited for by run and close.
 type driver struct {
 	cfg   config
@@ -153,6 +154,16 @@ func (dr *driver) send(ctx context.Context, ws *websocket.Conn, groups []int, ra
 		}
 		dr.sent[g] = seq
 	}
+}
+
+// broadcastOnce sends conns mode's one broadcast: a:<prefix><unix-nanos>.
+func (dr *driver) broadcastOnce() {
+	msg := "a:" + broadcastPrefix(dr.cfg.RunID) + strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := dr.conns[0].WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		dr.errs.add("driver write", err)
+		return
+	}
+	dr.sent[0] = 1
 }
 
 // close closes the driver's connections and waits for its readers.

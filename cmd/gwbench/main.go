@@ -3,13 +3,14 @@
 // gatewayworker and its peers are measured with the same load:
 //
 //	gwbench conns  -n 5000 --server-pid 1234   idle connections, server RSS per connection
+//	               [--broadcast]               then one a: broadcast that every connection must get once
 //	gwbench echo   -c 100 --size 64            closed-loop echo: round trips/s, latency
 //	gwbench fanout -n 1000 --rate 100          one broadcaster, every receiver checks every message
 //	gwbench group  --groups 100 --members 10   group sends, members check their own group only
 //	gwbench refserver --addr 127.0.0.1:7300    the reference server (gorilla/websocket, in-memory hub)
 //
 // Every load mode is bounded by --duration and its counts, connects from
-// several 127.x.y.z source addresses, splits itself into child processes
+// several 127.x.y.z source addresses to one server or a comma list of them, splits itself into child processes
 // when the open-file limit is too small, prints a human summary, and with
 // --json one JSON object on stdout. Ctrl-C stops a run early and still
 // prints what was measured. Targets must be loopback addresses.
@@ -30,6 +31,7 @@ const usage = `gwbench: load tool for WebSocket servers speaking the bench proto
 
 Usage:
   gwbench conns  [flags]   open -n idle connections, hold them, report the server's RSS per connection
+                           (and --broadcast: one a: to all, each must get it once); lean: ~1 KB each
   gwbench echo   [flags]   -c closed-loop connections echoing --size bytes: round trips/s and latency
   gwbench fanout [flags]   -n receivers, one broadcaster at --rate/s: loss, order, latency
   gwbench group  [flags]   --groups x --members, senders at --rate/s total: loss, order, wrong group

@@ -144,6 +144,35 @@ func TestConns(t *testing.T) {
 	require.InDelta(t, float64(rs.DeltaKB)*1024/200, rs.PerConnBytes, 1)
 	s := rep.Sample
 	require.Equal(t, sampleReport{Wanted: 100, Sampled: 100, OK: 100}, *s)
+	require.NotNil(t, rep.Client)
+	require.Positive(t, rep.Client.RSSKB)
+	require.Nil(t, rep.Delivery, "no --broadcast")
+}
+
+// TestConnsBroadcast spreads connections over a URL list, sends one
+// broadcast and checks every connection got it once, then echoes on all of
+// them; connections on a second server (the reference server's a: reaches
+// its own clients only) count as missing.
+func TestConnsBroadcast(t *testing.T) {
+	url1, _ := startRef(t, refConfig{})
+	rep := bench(t, modeConns, "--url", url1+","+url1, "-n", "300", "--hold", "50ms", "--broadcast", "--drain", "10s", "--sample", "-1")
+	require.True(t, rep.OK, rep.Failures)
+	require.Equal(t, int64(300), rep.Connections.Opened)
+	d := rep.Delivery
+	require.NotNil(t, d)
+	require.Equal(t, int64(1), d.Sent)
+	require.Equal(t, int64(300), d.Expected)
+	require.Equal(t, int64(300), d.Delivered)
+	require.Equal(t, int64(300), d.Latency.Count)
+	require.Zero(t, d.Loss+d.Duplicates+d.Unexpected)
+	require.Equal(t, sampleReport{Wanted: 300, Sampled: 300, OK: 300}, *rep.Sample)
+
+	t.Run("clients of another server miss it", func(t *testing.T) {
+		url2, _ := startRef(t, refConfig{})
+		rep := bench(t, modeConns, "--url", url2+","+url1, "-n", "40", "--hold", "50ms", "--broadcast", "--drain", "300ms")
+		require.False(t, rep.OK)
+		require.Equal(t, int64(20), rep.Delivery.Loss, "the second server's clients get nothing")
+	})
 }
 
 // TestSplit forces three child processes (this test binary, re-executed)

@@ -28,6 +28,15 @@ type report struct {
 	Sample      *sampleReport   `json:"sample,omitempty"`
 	Echo        *echoReport     `json:"echo,omitempty"`
 	Delivery    *deliveryReport `json:"delivery,omitempty"`
+	// Client is gwbench's own memory (conns mode).
+	Client *clientReport `json:"client,omitempty"`
+}
+
+// clientReport is the load tool's own VmRSS, summed over its processes at
+// the end of the hold.
+type clientReport struct {
+	RSSKB        int64   `json:"rss_kb"`
+	PerConnBytes float64 `json:"per_conn_bytes"`
 }
 
 type connReport struct {
@@ -182,6 +191,23 @@ func (r *report) fill(cfg config, rd, res *shardStats, dr *driver, active time.D
 		if res.SampleOK != want {
 			r.fail("sample echo: %d of %d answered", res.SampleOK, want)
 		}
+		if res.ClientRSSKB > 0 && c.Opened > 0 {
+			r.Client = &clientReport{RSSKB: res.ClientRSSKB, PerConnBytes: math.Round(float64(res.ClientRSSKB) * 1024 / float64(c.Opened))}
+		}
+		if dr != nil {
+			d := &deliveryReport{
+				Receivers: res.Receivers, Senders: 1, Sent: dr.totalSent(),
+				Expected: res.Expected, Delivered: res.Delivered, Loss: res.Expected - res.Delivered,
+				Duplicates: res.Duplicates, Unexpected: res.Unexpected, Latency: lat,
+			}
+			r.Delivery = d
+			switch {
+			case d.Sent == 0:
+				r.fail("the broadcast was not sent")
+			case d.Loss != 0 || d.Duplicates != 0 || d.Unexpected != 0:
+				r.fail("broadcast: %d missing, %d duplicates, %d unexpected", d.Loss, d.Duplicates, d.Unexpected)
+			}
+		}
 	case modeEcho:
 		r.Echo = &echoReport{
 			Connections: c.Opened, PayloadBytes: cfg.Size, Seconds: round3(active.Seconds()),
@@ -262,7 +288,14 @@ func (r *report) writeHuman(w io.Writer) {
 		p("round trip: %s", e.Latency)
 		p("mismatches %d, in flight at end %d", e.Mismatches, e.InFlight)
 	}
-	if d := r.Delivery; d != nil {
+	if cl := r.Client; cl != nil {
+		p("gwbench RSS: %d KiB in all = %.0f bytes per connection", cl.RSSKB, cl.PerConnBytes)
+	}
+	if d := r.Delivery; d != nil && r.Mode == modeConns {
+		p("broadcast: 1 sent, %d of %d connections got it, the last %s after the send (p50 %s, p99 %s)",
+			d.Delivered, d.Expected, ms(d.Latency.MaxMs), ms(d.Latency.P50Ms), ms(d.Latency.P99Ms))
+		p("missing %d, duplicates %d, unexpected %d", d.Loss, d.Duplicates, d.Unexpected)
+	} else if d != nil {
 		if r.Mode == modeGroup {
 			p("groups: %d x %d members, %d senders; sent %d in %.2fs (%.1f/s, target %.1f/s)", d.Groups, d.Members, d.Senders, d.Sent, d.Seconds, d.SentPerSec, d.Rate)
 		} else {

@@ -38,10 +38,10 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 func plan(cfg config, stderr io.Writer) ([]shard, error) {
 	limit := int(min(raiseNoFile(), 1<<30))
 	drivers := 0
-	switch cfg.Mode {
-	case modeFanout:
+	switch {
+	case cfg.Mode == modeFanout || cfg.Mode == modeConns && cfg.Broadcast:
 		drivers = 1
-	case modeGroup:
+	case cfg.Mode == modeGroup:
 		drivers = cfg.Senders
 	}
 	perProc := limit - fdReserve - drivers
@@ -59,10 +59,11 @@ func plan(cfg config, stderr io.Writer) ([]shard, error) {
 			Cfg: cfg, Index: i,
 			Lo: i * cfg.N / k, Hi: (i + 1) * cfg.N / k,
 			DialParallel: max(1, cfg.DialParallel/k),
+			DialRate:     cfg.DialRate / float64(k),
 			Deadline:     deadline,
 		}
 		if k == 1 {
-			shards[i] = newLocalShard(spec)
+			shards[i] = newShard(spec)
 		} else {
 			shards[i] = newChildShard(spec, stderr)
 		}
@@ -108,7 +109,7 @@ func execute(ctx context.Context, cfg config, stderr io.Writer) (*report, error)
 		rep.fail("no connection opened")
 	}
 	var dr *driver
-	if (cfg.Mode == modeFanout || cfg.Mode == modeGroup) && ctx.Err() == nil && opened > 0 {
+	if (cfg.Mode == modeFanout || cfg.Mode == modeGroup || cfg.Broadcast) && ctx.Err() == nil && opened > 0 {
 		dr = newDriver(cfg)
 		if err := dr.prepare(ctx); err != nil {
 			rep.fail("the driver could not connect: %v", err)
@@ -139,6 +140,9 @@ func execute(ctx context.Context, cfg config, stderr io.Writer) (*report, error)
 		if _, rssAfter, err = readRSSAll(cfg.ServerPIDs); err != nil {
 			rep.fail("--server-pid: %v", err)
 		}
+	}
+	if cfg.Mode == modeConns && dr != nil && ctx.Err() == nil && !rep.failed() {
+		dr.broadcastOnce()
 	}
 	rep.interrupted(ctx)
 

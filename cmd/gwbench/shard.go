@@ -33,12 +33,14 @@ type shard interface {
 
 // shardSpec is what one shard is told.
 type shardSpec struct {
-	Cfg          config    `json:"cfg"`
-	Index        int       `json:"index"`
-	Lo           int       `json:"lo"`
-	Hi           int       `json:"hi"`
-	DialParallel int       `json:"dial_parallel"`
-	Deadline     time.Time `json:"deadline"`
+	Cfg          config `json:"cfg"`
+	Index        int    `json:"index"`
+	Lo           int    `json:"lo"`
+	Hi           int    `json:"hi"`
+	DialParallel int    `json:"dial_parallel"`
+	// DialRate is this shard's share of --dial-rate (0: no cap).
+	DialRate float64   `json:"dial_rate"`
+	Deadline time.Time `json:"deadline"`
 }
 
 // endInfo tells the shards how the load went: how many messages were sent
@@ -78,6 +80,9 @@ type shardStats struct {
 	// conns
 	Sampled  int64 `json:"sampled"`
 	SampleOK int64 `json:"sample_ok"`
+	// ClientRSSKB is the VmRSS of the shard's process at the end of the
+	// hold (conns), summed over processes.
+	ClientRSSKB int64 `json:"client_rss_kb"`
 }
 
 func (s *shardStats) merge(o *shardStats) {
@@ -110,6 +115,7 @@ func (s *shardStats) merge(o *shardStats) {
 	s.Latency = mergeHist(s.Latency, o.Latency)
 	s.Sampled += o.Sampled
 	s.SampleOK += o.SampleOK
+	s.ClientRSSKB += o.ClientRSSKB
 }
 
 func mergeHist(a, b *hist) *hist {
@@ -129,8 +135,6 @@ type benchConn struct {
 	idx   int
 	group int
 	tr    seqTracker
-	// inbox gets copies of received messages (conns mode, for the sample).
-	inbox chan []byte
 }
 
 // echoGrace is how long echo loops may take to finish their round trip
@@ -157,6 +161,15 @@ type localShard struct {
 	closeOnce  sync.Once
 }
 
+// newShard returns the shard that runs spec in this process: the lean
+// nbio client for conns mode, goroutines on gorilla connections otherwise.
+func newShard(spec shardSpec) shard {
+	if spec.Cfg.Mode == modeConns {
+		return newLeanShard(spec)
+	}
+	return newLocalShard(spec)
+}
+
 func newLocalShard(spec shardSpec) *localShard {
 	return &localShard{spec: spec, cfg: spec.Cfg, d: newDialer(spec.Cfg), dialH: newHist(), lat: newHist()}
 }
@@ -173,6 +186,9 @@ func (s *localShard) prepare(ctx context.Context) (*shardStats, error) {
 	var failed, joinFailed, attempted atomic.Int64
 	t0 := time.Now()
 	forEach(ctx, lo, hi, max(1, s.spec.DialParallel), func(i int) {
+		if !pace(ctx, t0, i-lo, s.spec.DialRate) {
+			return
+		}
 		attempted.Add(1)
 		t := time.Now()
 		ws, err := s.d.dial(ctx, i)
@@ -203,10 +219,6 @@ func (s *localShard) prepare(ctx context.Context) (*shardStats, error) {
 			}
 			s.wg.Add(1)
 			go s.recvLoop(c)
-		case modeConns:
-			c.inbox = make(chan []byte, 4)
-			s.wg.Add(1)
-			go s.idleLoop(c)
 		}
 		slots[i-lo] = c
 	})
@@ -290,24 +302,6 @@ func (s *localShard) readErr(err error) {
 	s.errs.add("read", err)
 }
 
-// idleLoop reads an idle connection (so the server's pings are answered)
-// and passes messages to the inbox for the sample echo.
-func (s *localShard) idleLoop(c *benchConn) {
-	defer s.wg.Done()
-	buf := make([]byte, 64)
-	for {
-		n, _, err := readInto(c.ws, buf)
-		if err != nil {
-			s.readErr(err)
-			return
-		}
-		select {
-		case c.inbox <- append([]byte(nil), buf[:n]...):
-		default:
-		}
-	}
-}
-
 // echoLoop sends the payload, waits for the echo and records the round
 // trip, until the end. A frame that is not the echo counts as a mismatch
 // and the loop keeps waiting for the echo.
@@ -379,10 +373,6 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 func (s *localShard) end(ctx context.Context, e endInfo) (*shardStats, error) {
 	st := &shardStats{}
 	switch s.cfg.Mode {
-	case modeConns:
-		s.sample(ctx, st)
-		s.closeAll()
-		s.wg.Wait()
 	case modeEcho:
 		s.stopping.Store(true)
 		if !waitGroupTimeout(&s.wg, echoGrace) {
@@ -443,56 +433,6 @@ func (s *localShard) awaitDeliveries(ctx context.Context, e endInfo) {
 		case <-deadline.C:
 			return
 		case <-tick.C:
-		}
-	}
-}
-
-// sample checks that sampled connections are alive with one echo each.
-// The sample is spread evenly over all connection indexes, so a split run
-// samples the same connections as one process would.
-func (s *localShard) sample(ctx context.Context, st *shardStats) {
-	n, want := s.cfg.N, s.cfg.Sample
-	if want < 0 || want > n {
-		want = n
-	}
-	var k int
-	for j := 0; j < want; j++ {
-		if idx := j * n / want; idx >= s.spec.Lo && idx < s.spec.Hi {
-			k++
-		}
-	}
-	k = min(k, len(s.conns))
-	if k == 0 {
-		return
-	}
-	var ok atomic.Int64
-	forEach(ctx, 0, k, max(1, s.spec.DialParallel), func(j int) {
-		c := s.conns[j*len(s.conns)/k]
-		if err := s.echoOnce(c); err != nil {
-			s.errs.add("sample", err)
-			return
-		}
-		ok.Add(1)
-	})
-	st.Sampled = int64(k)
-	st.SampleOK = ok.Load()
-}
-
-func (s *localShard) echoOnce(c *benchConn) error {
-	payload := []byte("sample-" + strconv.Itoa(c.idx))
-	if err := c.ws.WriteMessage(websocket.TextMessage, payload); err != nil {
-		return err
-	}
-	t := time.NewTimer(s.cfg.DialTimeout)
-	defer t.Stop()
-	for {
-		select {
-		case m := <-c.inbox:
-			if bytes.Equal(m, payload) {
-				return nil
-			}
-		case <-t.C:
-			return fmt.Errorf("no echo within %v", s.cfg.DialTimeout)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -256,4 +257,12 @@ func TestShardStatsMerge(t *testing.T) {
 	require.NoError(t, json.Unmarshal(raw, &back))
 	require.Equal(t, int64(1), back.Stats.Latency.count())
 	require.Equal(t, m.Errors, back.Stats.Errors)
+}
+
+func TestPace(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	require.True(t, pace(ctx, time.Now(), 1_000_000, 0), "no rate: at once")
+	require.True(t, pace(ctx, time.Now().Add(-time.Hour), 10, 1), "late: at once")
+	cancel()
+	require.False(t, pace(ctx, time.Now(), 10, 1), "ended before its turn")
 }
