@@ -14,6 +14,10 @@
 # 10s), PROD_PORT (default 7390: the reference and the gateway listen on it in
 # turn, NATS on +1; PROFILE=DIR also serves the gateway's /metrics and pprof on
 # +2 and saves a CPU profile of DURATION per production run in DIR).
+# SYSCALLS=1 also counts each process's system calls per round trip or delivery
+# (perf stat on the syscalls tracepoints: root or perf_event_paranoid <= 1).
+# BASE=DIR adds a third contender, "baseline": the production shape from
+# DIR/gatewayworker (an A/B of two builds in the same alternating run).
 # GOMAXPROCS, when set, applies to every server process. Exits 1 when a run FAILED.
 set -euo pipefail
 bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group ...]}
@@ -31,6 +35,8 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+calls="write read writev epoll_wait epoll_pwait futex nanosleep sched_yield"
+events=$(for c in $calls; do printf 'syscalls:sys_enter_%s,' "$c"; done)
 
 up() { # wait until addr accepts connections, or fail
   for _ in $(seq 50); do
@@ -47,15 +53,16 @@ start() { # start the servers of $1; sets names and pids
     "$bin/gwbench" refserver --addr "127.0.0.1:$port" >/dev/null 2>&1 &
     names=(reference) pids=($!)
   else
-    local nats="nats://127.0.0.1:$nats_port" common=(--nats-token "$token" --log-level warn)
-    "$bin/gatewayworker" nats --nats-port "$nats_port" "${common[@]}" >/dev/null 2>&1 &
+    local gw=$bin/gatewayworker nats="nats://127.0.0.1:$nats_port" common=(--nats-token "$token" --log-level warn)
+    [ "$1" = baseline ] && gw=$BASE/gatewayworker
+    "$gw" nats --nats-port "$nats_port" "${common[@]}" >/dev/null 2>&1 &
     pids=($!)
     up "127.0.0.1:$nats_port"
     local metrics=()
     [ -n "$profile" ] && metrics=(--metrics "127.0.0.1:$metrics_port")
-    "$bin/gatewayworker" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" >/dev/null 2>&1 &
+    "$gw" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" >/dev/null 2>&1 &
     pids+=($!)
-    "$bin/gatewayworker" worker --app bench --nats "$nats" "${common[@]}" >/dev/null 2>&1 &
+    "$gw" worker --app bench --nats "$nats" "${common[@]}" >/dev/null 2>&1 &
     pids+=($!)
     names=(nats gateway worker)
     sleep 1 # the worker subscribes and announces itself
@@ -73,15 +80,22 @@ for round in $(seq 1 "$rounds"); do
       group) args="group --groups 100 --members 10 --rate 2000 --duration $dur"; unit=delivery units=deliveries;;
       *) echo "prod.sh: unknown shape $shape (echo, broadcast, group)" >&2; exit 2;;
     esac
-    order="reference production"
-    [ $((round % 2)) = 0 ] && order="production reference"
+    order="reference production${BASE:+ baseline}"
+    [ $((round % 2)) = 0 ] && order="${BASE:+baseline }production reference"
     for who in $order; do
       start "$who"
       before=() curl_pid=""
       for p in "${pids[@]}"; do before+=("$(ticks "$p")"); done
-      if [ -n "$profile" ] && [ "$who" = production ]; then
+      perfs=()
+      if [ "${SYSCALLS:-}" = 1 ]; then
+        for i in "${!pids[@]}"; do
+          perf stat -x, -e "${events%,}" -p "${pids[i]}" -o "/tmp/prodsh-$$-$i.perf" 2>/dev/null &
+          perfs+=($!)
+        done
+      fi
+      if [ -n "$profile" ] && [ "$who" != reference ]; then
         mkdir -p "$profile"
-        curl -s -o "$profile/gateway-$shape-$round.pprof" \
+        curl -s -o "$profile/gateway-$who-$shape-$round.pprof" \
           "http://127.0.0.1:$metrics_port/debug/pprof/profile?seconds=${dur%s}" &
         curl_pid=$!
       fi
@@ -89,6 +103,10 @@ for round in $(seq 1 "$rounds"); do
       after=()
       for p in "${pids[@]}"; do after+=("$(ticks "$p")"); done
       [ -n "$curl_pid" ] && { wait "$curl_pid" || true; }
+      if [ ${#perfs[@]} -gt 0 ]; then
+        kill -INT "${perfs[@]}" 2>/dev/null || true
+        wait "${perfs[@]}" 2>/dev/null || true
+      fi
       if [ "$(jq -r .ok <<<"$json")" != true ]; then
         failed=1
         echo "round $round $shape $who: FAILED: $(jq -c .failures <<<"$json")"
@@ -105,6 +123,11 @@ for round in $(seq 1 "$rounds"); do
         total=$(awk -v a="$total" -v b="$us" 'BEGIN{print a+b}')
         cpu[$round,$shape,$who,${names[i]}]=$us
       done
+      for i in "${!perfs[@]}"; do
+        echo "  ${names[i]} system calls per $unit: $(awk -F, -v n="$n" '$3 ~ /sys_enter_/ && $1+0 > 0 {
+          sub(/.*sys_enter_/, "", $3); printf "%s %.2f  ", $3, $1/n }' "/tmp/prodsh-$$-$i.perf")"
+        rm -f "/tmp/prodsh-$$-$i.perf"
+      done
       rate[$round,$shape,$who]=$r p99[$round,$shape,$who]=$q cpu[$round,$shape,$who]=$total
       printf 'round %s %-9s %-10s %9.0f %s/s  p99 %7.3f ms  CPU us per %s:%s (total %s)\n' \
         "$round" "$shape" "$who" "$r" "$units" "$q" "$unit" "$line" "$total"
@@ -113,7 +136,7 @@ for round in $(seq 1 "$rounds"); do
     done
   done
 done
-echo "## ratios, production shape / reference (same round)"
+echo "## ratios, production shape / reference (same round)${BASE:+, and production / baseline}"
 for round in $(seq 1 "$rounds"); do
   for shape in $shapes; do
     awk -v r="$round" -v s="$shape" \
@@ -122,6 +145,13 @@ for round in $(seq 1 "$rounds"); do
       -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,reference]}" \
       -v cg="${cpu[$round,$shape,production,gateway]}" \
       'BEGIN{printf "round %s %-9s rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, ra/rb, qa/qb, ca/cb, cg/cb}'
+    [ -z "${BASE:-}" ] && continue
+    awk -v r="$round" -v s="$shape" \
+      -v ra="${rate[$round,$shape,production]}" -v rb="${rate[$round,$shape,baseline]}" \
+      -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,baseline]}" \
+      -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,baseline]}" \
+      -v ga="${cpu[$round,$shape,production,gateway]}" -v gb="${cpu[$round,$shape,baseline,gateway]}" \
+      'BEGIN{printf "round %s %-9s production / baseline: rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway %.2fx\n", r, s, ra/rb, qa/qb, ca/cb, ga/gb}'
   done
 done
 if [ "$failed" = 1 ]; then
