@@ -14,7 +14,7 @@
 # 10s), PROD_PORT (default 7390: the reference and the gateway listen on it in
 # turn, NATS on +1; PROFILE=DIR also serves the gateway's /metrics and pprof on
 # +2 and saves a CPU profile of DURATION per production run in DIR).
-# SYSCALLS=1 also counts each process's system calls per round trip or delivery
+# SYSCALLS=1 also counts each process's system calls and context switches per round trip or delivery
 # (perf stat on the syscalls tracepoints: root or perf_event_paranoid <= 1).
 # BASE=DIR adds a third contender, "baseline": the production shape from
 # DIR/gatewayworker (an A/B of two builds in the same alternating run).
@@ -36,7 +36,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 calls="write read writev epoll_wait epoll_pwait futex nanosleep sched_yield"
-events=$(for c in $calls; do printf 'syscalls:sys_enter_%s,' "$c"; done)
+events=$(for c in $calls; do printf 'syscalls:sys_enter_%s,' "$c"; done)context-switches
 
 up() { # wait until addr accepts connections, or fail
   for _ in $(seq 50); do
@@ -89,7 +89,7 @@ for round in $(seq 1 "$rounds"); do
       perfs=()
       if [ "${SYSCALLS:-}" = 1 ]; then
         for i in "${!pids[@]}"; do
-          perf stat -x, -e "${events%,}" -p "${pids[i]}" -o "/tmp/prodsh-$$-$i.perf" 2>/dev/null &
+          perf stat -x, -e "$events" -p "${pids[i]}" -o "/tmp/prodsh-$$-$i.perf" 2>/dev/null &
           perfs+=($!)
         done
       fi
@@ -124,7 +124,7 @@ for round in $(seq 1 "$rounds"); do
         cpu[$round,$shape,$who,${names[i]}]=$us
       done
       for i in "${!perfs[@]}"; do
-        echo "  ${names[i]} system calls per $unit: $(awk -F, -v n="$n" '$3 ~ /sys_enter_/ && $1+0 > 0 {
+        echo "  ${names[i]} system calls and context switches per $unit: $(awk -F, -v n="$n" '$1+0 > 0 {
           sub(/.*sys_enter_/, "", $3); printf "%s %.2f  ", $3, $1/n }' "/tmp/prodsh-$$-$i.perf")"
         rm -f "/tmp/prodsh-$$-$i.perf"
       done
