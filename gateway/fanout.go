@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -9,21 +8,13 @@ import (
 	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
 
-// maxFanoutShards bounds how many goroutines write group, uid and broadcast
-// pushes: one per CPU Go runs on (GOMAXPROCS), at most this many. A socket
-// write is a system call that can take tens of microseconds on a busy
-// machine; one goroutine writing a broadcast to 1,000 clients would
-// serialise 1,000 of them, so writes are spread over goroutines that the
-// kernel runs in parallel. More goroutines than CPUs run no more writes at
-// once, but a push to a small group then wakes a goroutine per member
-// (A/B in BENCHMARKS.md). A client always belongs to the same shard, so
-// pushes on one subject reach it in order.
-const maxFanoutShards = 8
-
-// fanoutShardCount is the number of shards for GOMAXPROCS procs.
-func fanoutShardCount(procs int) int {
-	return min(max(procs, 1), maxFanoutShards)
-}
+// fanoutShards is how many goroutines write group, uid and broadcast pushes.
+// A socket write is a system call that can take tens of microseconds on a
+// busy machine; one goroutine writing a broadcast to 1,000 clients would
+// serialise 1,000 of them, so writes are spread over a few goroutines that
+// the kernel runs in parallel. A client always belongs to the same shard,
+// so pushes on one subject reach it in order.
+const fanoutShards = 8
 
 // fanoutQueue and fanoutBytes bound the pushes waiting for the shards: at
 // most fanoutQueue per shard, and fanoutBytes of bodies in all (a body
@@ -44,8 +35,7 @@ type fanoutJob struct {
 // fanout owns the shard goroutines. The job channels are never closed: a
 // NATS callback may still be queueing when the gateway stops.
 type fanout struct {
-	// shards has fanoutShardCount(GOMAXPROCS) job channels.
-	shards []chan fanoutJob
+	shards [fanoutShards]chan fanoutJob
 	// queued is the body bytes of the jobs in shards.
 	queued atomic.Int64
 	quit   chan struct{}
@@ -54,7 +44,6 @@ type fanout struct {
 
 func (f *fanout) start(g *Gateway) {
 	f.quit = make(chan struct{})
-	f.shards = make([]chan fanoutJob, fanoutShardCount(runtime.GOMAXPROCS(0)))
 	for i := range f.shards {
 		f.shards[i] = make(chan fanoutJob, fanoutQueue)
 		f.wg.Add(1)
@@ -106,12 +95,12 @@ func (g *Gateway) fanOut(targets []*client, cmd bus.Command) {
 	if len(targets) == 0 {
 		return
 	}
-	var parts [maxFanoutShards][]*client
+	var parts [fanoutShards][]*client
 	for _, c := range targets {
 		s := c.shard
 		parts[s] = append(parts[s], c)
 	}
-	for i, part := range parts[:len(g.fan.shards)] {
+	for i, part := range parts {
 		if len(part) == 0 {
 			continue
 		}

@@ -461,7 +461,7 @@ func (g *Gateway) admit(addr string, t transport) (*client, bus.CloseReason) {
 		reply: reply,
 		addr:  addr,
 		t:     t,
-		shard: uint8(seq % uint64(len(g.fan.shards))),
+		shard: uint8(seq % fanoutShards),
 		// Until its token came or a worker accepted it (auth.go).
 		unaccepted: g.auth != nil,
 	}

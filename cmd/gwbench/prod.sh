@@ -18,7 +18,8 @@
 # (perf stat on the syscalls tracepoints: root or perf_event_paranoid <= 1).
 # BASE=DIR adds a third contender, "baseline": the production shape from
 # DIR/gatewayworker (an A/B of two builds in the same alternating run).
-# GOMAXPROCS, when set, applies to every server process. Exits 1 when a run FAILED.
+# PROD_GOMAXPROCS=N runs the three production processes with GOMAXPROCS=N
+# (the reference and gwbench keep Go's default). Exits 1 when a run FAILED.
 set -euo pipefail
 bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group ...]}
 shift
@@ -53,16 +54,16 @@ start() { # start the servers of $1; sets names and pids
     "$bin/gwbench" refserver --addr "127.0.0.1:$port" >/dev/null 2>&1 &
     names=(reference) pids=($!)
   else
-    local gw=$bin/gatewayworker nats="nats://127.0.0.1:$nats_port" common=(--nats-token "$token" --log-level warn)
+    local gw=$bin/gatewayworker procs=${PROD_GOMAXPROCS:+GOMAXPROCS=$PROD_GOMAXPROCS} nats="nats://127.0.0.1:$nats_port" common=(--nats-token "$token" --log-level warn)
     [ "$1" = baseline ] && gw=$BASE/gatewayworker
-    "$gw" nats --nats-port "$nats_port" "${common[@]}" >/dev/null 2>&1 &
+    env $procs "$gw" nats --nats-port "$nats_port" "${common[@]}" >/dev/null 2>&1 &
     pids=($!)
     up "127.0.0.1:$nats_port"
     local metrics=()
     [ -n "$profile" ] && metrics=(--metrics "127.0.0.1:$metrics_port")
-    "$gw" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" >/dev/null 2>&1 &
+    env $procs "$gw" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" >/dev/null 2>&1 &
     pids+=($!)
-    "$gw" worker --app bench --nats "$nats" "${common[@]}" >/dev/null 2>&1 &
+    env $procs "$gw" worker --app bench --nats "$nats" "${common[@]}" >/dev/null 2>&1 &
     pids+=($!)
     names=(nats gateway worker)
     sleep 1 # the worker subscribes and announces itself
