@@ -144,8 +144,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// schedCount is how many times the Go scheduler has run a goroutine that
-// was waiting to run.
+// schedCount is about how many times the Go scheduler has run a goroutine
+// that was waiting to run: the runtime records one such transition in 8
+// (gTrackingPeriod in runtime2.go).
 func schedCount() uint64 {
 	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
 	metrics.Read(s)
@@ -153,7 +154,7 @@ func schedCount() uint64 {
 	for _, c := range s[0].Value.Float64Histogram().Counts {
 		n += c
 	}
-	return n
+	return 8 * n
 }
 
 // stormClient dials a WebSocket client with a receive buffer of rcvbuf
