@@ -3,9 +3,12 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +78,83 @@ func BenchmarkBroadcast(b *testing.B) {
 	waitFor(int64(b.N))
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)*clients/b.Elapsed().Seconds(), "pushes/s")
+}
+
+// BenchmarkGroupSend is group sends of 64 B, round the groups, to 20
+// groups of 10 real WebSocket clients, paced at sendRate per second as
+// gwbench group does (so that each send is written alone, as at a
+// moderate load), and at most sendWindow deliveries ahead of the
+// clients. It reports, per delivery, the
+// CPU time of the whole test process (NATS, gateway, clients) and the
+// goroutines the Go scheduler ran (runtime/metrics /sched/latencies:
+// every time a goroutine was made to run): the fanout's wake-ups show in
+// both. Compare two builds alternating, in one run.
+func BenchmarkGroupSend(b *testing.B) {
+	const groups, members, sendWindow, sendRate = 20, 10, 2000, 2000
+	s := startEdge(b, gateway.Config{NATSLossTimeout: -1})
+	ctx := context.Background()
+	var got atomic.Int64
+	for i := range groups * members {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.gw.WebSocketAddr()+"/", nil)
+		require.NoError(b, err)
+		b.Cleanup(func() { _ = ws.Close() })
+		_, id, err := ws.ReadMessage() // the greeting: its id
+		require.NoError(b, err)
+		require.NoError(b, s.api.JoinGroup(ctx, string(id), fmt.Sprintf("g%d", i%groups)))
+		go func() {
+			for {
+				if _, _, err := ws.NextReader(); err != nil {
+					return
+				}
+				got.Add(1)
+			}
+		}()
+	}
+	waitFor := func(n int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for got.Load() < n {
+			if time.Now().After(deadline) {
+				b.Fatalf("clients got %d of %d deliveries (pushes dropped %d)", got.Load(), n, s.gw.Stats().PushesDropped)
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	body := bytes.Repeat([]byte("g"), 64)
+	cpu0, sched0 := cpuTime(), schedCount()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if ahead := int64(i*members) - sendWindow; ahead > 0 {
+			waitFor(ahead)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / sendRate)))
+		require.NoError(b, s.api.SendToGroup(ctx, fmt.Sprintf("g%d", i%groups), body))
+	}
+	waitFor(int64(b.N * members))
+	b.StopTimer()
+	deliveries := float64(b.N * members)
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/deliveries, "cpu-us/delivery")
+	b.ReportMetric(float64(schedCount()-sched0)/deliveries, "scheds/delivery")
+}
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// schedCount is about how many times the Go scheduler has run a goroutine
+// that was waiting to run: the runtime records one such transition in 8
+// (gTrackingPeriod in runtime2.go).
+func schedCount() uint64 {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	var n uint64
+	for _, c := range s[0].Value.Float64Histogram().Counts {
+		n += c
+	}
+	return 8 * n
 }
 
 // stormClient dials a WebSocket client with a receive buffer of rcvbuf
