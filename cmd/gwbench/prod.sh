@@ -150,14 +150,16 @@ for round in $(seq 1 "$rounds"); do
       -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,reference]}" \
       -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,reference]}" \
       -v cg="${cpu[$round,$shape,production,gateway]}" \
-      'BEGIN{printf "round %s %-9s rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, ra/rb, qa/qb, ca/cb, cg/cb}'
+      'function d(x, y) { return y ? x / y : 0 }
+      BEGIN{printf "round %s %-9s rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, d(ra, rb), d(qa, qb), d(ca, cb), d(cg, cb)}'
     [ -z "${BASE:-}" ] && continue
     awk -v r="$round" -v s="$shape" \
       -v ra="${rate[$round,$shape,production]}" -v rb="${rate[$round,$shape,baseline]}" \
       -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,baseline]}" \
       -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,baseline]}" \
       -v ga="${cpu[$round,$shape,production,gateway]}" -v gb="${cpu[$round,$shape,baseline,gateway]}" \
-      'BEGIN{printf "round %s %-9s production / baseline: rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway %.2fx\n", r, s, ra/rb, qa/qb, ca/cb, ga/gb}'
+      'function d(x, y) { return y ? x / y : 0 }
+      BEGIN{printf "round %s %-9s production / baseline: rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway %.2fx\n", r, s, d(ra, rb), d(qa, qb), d(ca, cb), d(ga, gb)}'
   done
 done
 if [ "$failed" = 1 ]; then
