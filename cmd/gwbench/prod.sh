@@ -20,8 +20,9 @@
 # DIR/gatewayworker (an A/B of two builds in the same alternating run).
 # A run whose p99 passes BEHIND_MS (100) is marked: the machine was overloaded, and
 # messages written several per write make its CPU per unit look cheap.
-# PROD_GOMAXPROCS=N runs the three production processes with GOMAXPROCS=N
-# (the reference and gwbench keep Go's default). Exits 1 when a run FAILED.
+# PROD_GOMAXPROCS=N runs the three production processes with GOMAXPROCS=N,
+# BASE_GOMAXPROCS the baseline's (the reference and gwbench keep Go's
+# default): BASE=BINDIR BASE_GOMAXPROCS=1 compares GOMAXPROCS settings. Exits 1 when a run FAILED.
 set -euo pipefail
 bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group ...]}
 shift
@@ -57,7 +58,10 @@ start() { # start the servers of $1; sets names and pids
     names=(reference) pids=($!)
   else
     local gw=$bin/gatewayworker procs=${PROD_GOMAXPROCS:+GOMAXPROCS=$PROD_GOMAXPROCS} nats="nats://127.0.0.1:$nats_port" common=(--nats-token "$token" --log-level warn)
-    [ "$1" = baseline ] && gw=$BASE/gatewayworker
+    if [ "$1" = baseline ]; then
+      gw=$BASE/gatewayworker
+      procs=${BASE_GOMAXPROCS:+GOMAXPROCS=$BASE_GOMAXPROCS}
+    fi
     env $procs "$gw" nats --nats-port "$nats_port" "${common[@]}" >/dev/null 2>&1 &
     pids=($!)
     up "127.0.0.1:$nats_port"
@@ -150,14 +154,16 @@ for round in $(seq 1 "$rounds"); do
       -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,reference]}" \
       -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,reference]}" \
       -v cg="${cpu[$round,$shape,production,gateway]}" \
-      'BEGIN{printf "round %s %-9s rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, ra/rb, qa/qb, ca/cb, cg/cb}'
+      'function d(x, y) { return y ? x / y : 0 }
+      BEGIN{printf "round %s %-9s rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, d(ra, rb), d(qa, qb), d(ca, cb), d(cg, cb)}'
     [ -z "${BASE:-}" ] && continue
     awk -v r="$round" -v s="$shape" \
       -v ra="${rate[$round,$shape,production]}" -v rb="${rate[$round,$shape,baseline]}" \
       -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,baseline]}" \
       -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,baseline]}" \
       -v ga="${cpu[$round,$shape,production,gateway]}" -v gb="${cpu[$round,$shape,baseline,gateway]}" \
-      'BEGIN{printf "round %s %-9s production / baseline: rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway %.2fx\n", r, s, ra/rb, qa/qb, ca/cb, ga/gb}'
+      'function d(x, y) { return y ? x / y : 0 }
+      BEGIN{printf "round %s %-9s production / baseline: rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway %.2fx\n", r, s, d(ra, rb), d(qa, qb), d(ca, cb), d(ga, gb)}'
   done
 done
 if [ "$failed" = 1 ]; then
