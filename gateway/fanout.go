@@ -254,11 +254,30 @@ func (g *Gateway) write(targets []*client, cmd bus.Command, pos []byte) {
 	g.stats.bytesOut.Add(uint64(sent * len(cmd.Body)))
 }
 
-// sendWithPos sends a push to c, after its pos frame if pos is set.
+// sendWithPos sends a push to c, after its pos frame if pos is set, in
+// one write: a replay (history.go) and the fanout may write to c at once,
+// and nothing may come between a pos frame and its push. A transport that
+// cannot frame them together (a compressed WebSocket) sends the two under
+// c.rec's lock, which every writer of pos frames to c takes.
 func sendWithPos(c *client, pos, body []byte, text bool) {
-	if pos != nil {
-		_ = c.t.send(pos, true)
+	if pos == nil {
+		_ = c.t.send(body, text)
+		return
 	}
+	buf := frameBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledFrame {
+			frameBuffers.Put(buf)
+		}
+	}()
+	var ok bool
+	if *buf, ok = appendWithPos(c, (*buf)[:0], pos, body, text); ok {
+		_ = c.t.writeFrames(*buf)
+		return
+	}
+	c.rec.mu.Lock()
+	defer c.rec.mu.Unlock()
+	_ = c.t.send(pos, true)
 	_ = c.t.send(body, text)
 }
 

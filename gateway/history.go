@@ -60,13 +60,15 @@ type history struct {
 }
 
 // startHistory creates or updates the stream when Config.History asks for
-// history. Without JetStream it warns once and the gateway runs without.
+// history. Without JetStream it warns once and the gateway runs without;
+// another failure (a cluster still electing its JetStream leader) is
+// retried for 30 s, then Run fails.
 func (g *Gateway) startHistory(ctx context.Context) error {
 	if g.cfg.History == nil {
 		return nil
 	}
 	g.hist.reads = make(chan struct{}, maxConcurrentReads)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := g.bus.EnsureHistory(cctx, g.subj, *g.cfg.History)
@@ -496,9 +498,8 @@ func (g *Gateway) replay(c *client, ch bus.Channel, epoch string, m bus.HistoryM
 	if c.closing() {
 		return false
 	}
-	_ = c.t.send(pos, true)
 	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
-	_ = c.t.send(cmd.Body, fr.text(c))
+	sendWithPos(c, pos, cmd.Body, fr.text(c))
 	g.stats.historyReplayed.Add(1)
 	return true
 }

@@ -55,7 +55,7 @@ func TestLiveGapIsReadFromTheStream(t *testing.T) {
 	stored := map[uint64][]byte{}
 	for i := 1; i <= 5; i++ {
 		data := bus.MarshalCommand(&bus.Command{Op: bus.OpSend, Body: fmt.Appendf(nil, "m%d", i)})
-		seq, err := b.PublishRecoverable(ctx, room.Stored(g.subj), data)
+		seq, err := b.PublishRecoverable(ctx, g.subj, room.Stored(g.subj), data)
 		require.NoError(t, err)
 		stored[seq] = data
 	}

@@ -25,14 +25,14 @@ import (
 // historyStack is a JetStream server, a worker that greets clients with
 // their ids, and a pusher that stores recoverable pushes.
 type historyStack struct {
-	t    *testing.T
+	t    testing.TB
 	e    *bus.Embedded
 	pub  *bus.Conn
 	web  *api.Client
 	subj bus.Subjects
 }
 
-func newHistoryStack(t *testing.T, cfg bus.HistoryConfig) (*historyStack, func() *gateway.Gateway) {
+func newHistoryStack(t testing.TB, cfg bus.HistoryConfig) (*historyStack, func() *gateway.Gateway) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{JetStream: true, StoreDir: t.TempDir()})
 	workertest.Start(t, e, worker.Config{Handlers: workertest.Greeter})
 	pub := bustest.Connect(t, e, bus.Config{})
@@ -49,13 +49,13 @@ func newHistoryStack(t *testing.T, cfg bus.HistoryConfig) (*historyStack, func()
 // push stores one recoverable push of body to ch and returns its sequence.
 func (s *historyStack) push(ch bus.Channel, body string) uint64 {
 	s.t.Helper()
-	seq, err := s.pub.PublishRecoverable(context.Background(), ch.Stored(s.subj), bus.MarshalCommand(&bus.Command{Op: bus.OpSend, Body: []byte(body)}))
+	seq, err := s.pub.PublishRecoverable(context.Background(), s.subj, ch.Stored(s.subj), bus.MarshalCommand(&bus.Command{Op: bus.OpSend, Body: []byte(body)}))
 	require.NoError(s.t, err)
 	return seq
 }
 
 // dial connects with recover (nil: no parameter) and returns the client and its id.
-func dialRecover(t *testing.T, g *gateway.Gateway, recover map[string]string) (*gatewaytest.WS, string) {
+func dialRecover(t testing.TB, g *gateway.Gateway, recover map[string]string) (*gatewaytest.WS, string) {
 	t.Helper()
 	path := "/"
 	if recover != nil {
@@ -263,6 +263,7 @@ func TestRecoverParameterRefused(t *testing.T) {
 		require.NoError(t, err)
 		req.Header = http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"},
 			"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+		req.Close = true // the gateway closes after a refusal
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		body := make([]byte, 512)

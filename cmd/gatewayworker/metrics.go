@@ -84,6 +84,11 @@ var gatewayStats = []struct {
 	{"gatewayworker_gateway_nats_reconnects_total", "Reconnections to NATS.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.NATSReconnects) }},
 	{"gatewayworker_gateway_pushes_dropped_total", "Pushes (one per client) dropped because the gateway's writers fell 64 MiB or 4,096 pushes per shard behind.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.PushesDropped) }},
 	{"gatewayworker_gateway_replies_dropped_total", "JoinGroup and BindUID answers dropped because 65,536 waited for NATS to confirm subscriptions.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.RepliesDropped) }},
+	{"gatewayworker_gateway_recoveries_total", "Channels of reconnecting clients recovered completely from the history.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.Recoveries) }},
+	{"gatewayworker_gateway_recoveries_incomplete_total", "Channels of reconnecting clients told complete:false (history past its bound, another epoch, unreadable).", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.RecoveriesIncomplete) }},
+	{"gatewayworker_gateway_history_replayed_total", "Stored pushes replayed to recovering clients.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.HistoryReplayed) }},
+	{"gatewayworker_gateway_history_gaps_total", "Gaps in a live recoverable subject read from the history stream.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.HistoryGaps) }},
+	{"gatewayworker_gateway_history_gaps_lost_total", "Gaps given up after 10 failed reads: recoverable pushes this gateway's members did not get live.", prometheus.CounterValue, func(s gateway.Stats) float64 { return float64(s.HistoryGapsLost) }},
 }
 
 // addGateway exports a gateway's counters.

@@ -36,8 +36,10 @@ const (
 	// HistoryReadBatch is how many messages one direct-get request of
 	// [Conn.ReadHistory] asks for.
 	HistoryReadBatch = 256
-	// DefaultPublishAttempts bounds the attempts of [Conn.PublishRecoverable].
-	DefaultPublishAttempts = 5
+	// DefaultPublishAttempts bounds the attempts of [Conn.PublishRecoverable]:
+	// with its backoff (50 ms doubling up to 1 s) they span a stream leader's
+	// election in a cluster.
+	DefaultPublishAttempts = 8
 )
 
 // Errors of history, for errors.Is.
@@ -320,14 +322,14 @@ type pubAck struct {
 // acknowledged it. It tries up to DefaultPublishAttempts times, each
 // within DefaultRequestTimeout and ctx, with one Nats-Msg-Id, so that a
 // retry of a push the stream did store is not stored twice (within
-// HistoryDuplicateWindow). "No responders" twice means no stream takes
-// the subject: ErrNoHistory.
-func (c *Conn) PublishRecoverable(ctx context.Context, subject string, data []byte) (uint64, error) {
+// HistoryDuplicateWindow). "No responders" happens while a clustered
+// stream elects a leader, and where there is no stream: then the stream's
+// info says which, and the latter is ErrNoHistory at once.
+func (c *Conn) PublishRecoverable(ctx context.Context, s Subjects, subject string, data []byte) (uint64, error) {
 	var id [12]byte
 	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
 	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{"Nats-Msg-Id": []string{base64.RawURLEncoding.EncodeToString(id[:])}}}
 	backoff := 50 * time.Millisecond
-	noResponders := 0
 	var last error
 	for attempt := 0; attempt < DefaultPublishAttempts; attempt++ {
 		if attempt > 0 {
@@ -336,7 +338,7 @@ func (c *Conn) PublishRecoverable(ctx context.Context, subject string, data []by
 				return 0, fmt.Errorf("%w: %w (last: %w)", ErrNotStored, ctx.Err(), last)
 			case <-time.After(backoff):
 			}
-			backoff *= 2
+			backoff = min(2*backoff, time.Second)
 		}
 		actx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
 		r, err := c.nc.RequestMsgWithContext(actx, m)
@@ -344,8 +346,8 @@ func (c *Conn) PublishRecoverable(ctx context.Context, subject string, data []by
 		if err != nil {
 			last = wrap("publish", subject, err)
 			if errors.Is(err, nats.ErrNoResponders) {
-				if noResponders++; noResponders == 2 {
-					return 0, fmt.Errorf("bus: publish %s: %w", subject, ErrNoHistory)
+				if _, ierr := c.HistoryInfo(ctx, s); errors.Is(ierr, ErrNoHistory) {
+					return 0, fmt.Errorf("bus: publish %s: %w", subject, ierr)
 				}
 			}
 			if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrConnectionClosed) || ctx.Err() != nil {

@@ -115,7 +115,7 @@ func TestHistoryStoreReadLive(t *testing.T) {
 		if i%3 == 2 {
 			subject = s.HistoryGroup("b")
 		}
-		seq, err := c.PublishRecoverable(ctx, subject, fmt.Appendf(nil, "m%d", i))
+		seq, err := c.PublishRecoverable(ctx, s, subject, fmt.Appendf(nil, "m%d", i))
 		require.NoError(t, err)
 		require.Equal(t, uint64(i+1), seq)
 	}
@@ -170,6 +170,6 @@ func TestNoHistoryWithoutJetStream(t *testing.T) {
 	require.ErrorIs(t, err, bus.ErrNoHistory)
 	_, err = c.HistoryInfo(ctx, s)
 	require.ErrorIs(t, err, bus.ErrNoHistory)
-	_, err = c.PublishRecoverable(ctx, s.HistoryUID("x"), []byte("x"))
+	_, err = c.PublishRecoverable(ctx, s, s.HistoryUID("x"), []byte("x"))
 	require.ErrorIs(t, err, bus.ErrNoHistory)
 }

@@ -104,7 +104,7 @@ func (c *Client) pushTo(ctx context.Context, ch bus.Channel, cmd *bus.Command) e
 	if err := c.Available(); err != nil {
 		return err
 	}
-	_, err := c.bus.PublishRecoverable(ctx, ch.Stored(c.subj), bus.MarshalCommand(cmd))
+	_, err := c.bus.PublishRecoverable(ctx, c.subj, ch.Stored(c.subj), bus.MarshalCommand(cmd))
 	return historyErr(err)
 }
 
