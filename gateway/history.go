@@ -378,7 +378,7 @@ func (g *Gateway) startRecovery(c *client, ch bus.Channel, p bus.Position) {
 func (g *Gateway) recoverChannel(c *client, ch bus.Channel, p bus.Position) {
 	defer g.hist.wg.Done()
 	if !g.hist.on {
-		g.finishRecovery(c, ch, "", 0, recoveredFrame(ch, false, nil))
+		g.finishRecovery(&replayer{g: g, c: c, ch: ch}, 0, recoveredFrame(ch, false, nil))
 		return
 	}
 	if !g.takeRead() {
@@ -390,66 +390,73 @@ func (g *Gateway) recoverChannel(c *client, ch bus.Channel, p bus.Position) {
 	info, err := g.bus.HistoryInfo(ctx, g.subj)
 	if err != nil {
 		g.warnRateLimited("recovery: history not readable", "err", err)
-		g.finishRecovery(c, ch, "", 0, recoveredFrame(ch, false, nil))
+		g.finishRecovery(&replayer{g: g, c: c, ch: ch}, 0, recoveredFrame(ch, false, nil))
 		return
 	}
 	if old := g.hist.epoch.Load(); old == nil || *old != info.Epoch {
 		g.hist.epoch.Store(&info.Epoch)
 	}
+	r := &replayer{g: g, c: c, ch: ch, epoch: info.Epoch}
 	from, ok := info.Resume(p)
 	if !ok {
 		g.stats.recoveriesIncomplete.Add(1)
 		last := info.Last()
-		g.finishRecovery(c, ch, info.Epoch, last.Seq, recoveredFrame(ch, false, &last))
+		g.finishRecovery(r, last.Seq, recoveredFrame(ch, false, &last))
 		return
 	}
 	last := from - 1
 	err = g.bus.ReadHistory(ctx, g.subj, ch.Stored(g.subj), from, 0, func(m bus.HistoryMsg) bool {
-		if !g.replay(c, ch, info.Epoch, m) {
+		if !r.add(m) {
 			return false
 		}
 		last = m.Seq
 		return true
 	})
-	if c.closing() {
+	if !r.flush() || c.closing() {
 		return
 	}
 	if err != nil {
 		g.stats.recoveriesIncomplete.Add(1)
 		g.warnRateLimited("recovery: history read failed", "channel", ch.String(), "err", err)
 		at := bus.Position{Epoch: info.Epoch, Seq: last}
-		g.finishRecovery(c, ch, info.Epoch, last, recoveredFrame(ch, false, &at))
+		g.finishRecovery(r, last, recoveredFrame(ch, false, &at))
 		return
 	}
 	g.stats.recoveries.Add(1)
-	g.finishRecovery(c, ch, info.Epoch, last, nil)
+	g.finishRecovery(r, last, nil)
 }
 
-// finishRecovery sends c the live pushes of ch kept during its recovery
-// that are newer than last, then the recovered frame done (nil: a complete
-// one at the last sequence sent), and lets live pushes through again.
-// An incomplete frame goes first: what follows it is newer than its pos.
-func (g *Gateway) finishRecovery(c *client, ch bus.Channel, epoch string, last uint64, done []byte) {
+// finishRecovery sends r's client the live pushes of its channel kept
+// during its recovery that are newer than last, then the recovered frame
+// done (nil: a complete one at the last sequence sent), and lets live
+// pushes through again. An incomplete frame goes first: what follows it is
+// newer than its pos. The recovered frame and the end of recovering are
+// one step under the client's recovery lock, so no live push comes first.
+func (g *Gateway) finishRecovery(r *replayer, last uint64, done []byte) {
+	c, ch := r.c, r.ch
 	if done != nil {
 		_ = c.t.send(done, true)
 	}
-	r := c.rec
+	rec := c.rec
 	for {
-		r.mu.Lock()
-		st := r.chans[ch]
+		if !r.flush() {
+			return
+		}
+		rec.mu.Lock()
+		st := rec.chans[ch]
 		msgs, overflow := st.kept.take()
 		if len(msgs) == 0 && !overflow {
 			if done == nil {
-				_ = c.t.send(recoveredFrame(ch, true, &bus.Position{Epoch: epoch, Seq: last}), true)
+				_ = c.t.send(recoveredFrame(ch, true, &bus.Position{Epoch: r.epoch, Seq: last}), true)
 			}
 			st.recovering, st.last = false, last
-			r.mu.Unlock()
+			rec.mu.Unlock()
 			return
 		}
-		r.mu.Unlock()
-		if overflow && epoch != "" {
+		rec.mu.Unlock()
+		if overflow && r.epoch != "" {
 			err := g.bus.ReadHistory(g.life, g.subj, ch.Stored(g.subj), last+1, 0, func(m bus.HistoryMsg) bool {
-				if !g.replay(c, ch, epoch, m) {
+				if !r.add(m) {
 					return false
 				}
 				last = m.Seq
@@ -463,7 +470,7 @@ func (g *Gateway) finishRecovery(c *client, ch bus.Channel, epoch string, last u
 			if m.Seq <= last {
 				continue
 			}
-			if !g.replay(c, ch, epoch, m) {
+			if !r.add(m) {
 				return
 			}
 			last = m.Seq
@@ -471,19 +478,68 @@ func (g *Gateway) finishRecovery(c *client, ch bus.Channel, epoch string, last u
 	}
 }
 
-// replay sends one stored push to c, its pos frame first, once c's send
-// queue has room for it: a replay goes at the pace the client reads. A
-// client that takes nothing for recoveryStall is closed as slow.
-func (g *Gateway) replay(c *client, ch bus.Channel, epoch string, m bus.HistoryMsg) bool {
+// replayWrite is how many bytes of replayed frames go out in one write.
+const replayWrite = 32 << 10
+
+// replayer sends stored pushes of one channel to a recovering client,
+// each with its pos frame, many to a write, at the pace the client reads
+// (it waits while half of SendQueueLimit is unsent; a client that takes
+// nothing for recoveryStall is closed as slow).
+type replayer struct {
+	g     *Gateway
+	c     *client
+	ch    bus.Channel
+	epoch string
+	buf   []byte
+	n     int
+}
+
+// add frames one stored push; false when the client is gone.
+func (r *replayer) add(m bus.HistoryMsg) bool {
 	var cmd bus.Command
 	if err := decodeCommand(m.Data, &cmd); err != nil || cmd.Op != bus.OpSend {
 		return true // as deliverLive: skipped
 	}
-	pos := posFrame(ch, bus.Position{Epoch: epoch, Seq: m.Seq})
-	need := len(pos) + len(cmd.Body) + 2*maxFrameHeader
-	room := max(g.cfg.SendQueueLimit/2, need)
-	stalled := time.Now()
-	for last := c.t.queued(); c.t.queued()+need > room; {
+	pos := posFrame(r.ch, bus.Position{Epoch: r.epoch, Seq: m.Seq})
+	fr := newFraming(cmd.Body, cmd.Frame, r.g.cfg.WebSocketType)
+	text := fr.text(r.c)
+	if len(r.buf) > 0 && len(r.buf)+len(pos)+len(cmd.Body)+2*maxFrameHeader > replayWrite && !r.flush() {
+		return false
+	}
+	built, ok := appendWithPos(r.c, r.buf, pos, cmd.Body, text)
+	if !ok { // a compressed WebSocket: one by one
+		if !r.waitRoom(len(pos) + len(cmd.Body) + 2*maxFrameHeader) {
+			return false
+		}
+		sendWithPos(r.c, pos, cmd.Body, text)
+		r.g.stats.historyReplayed.Add(1)
+		return true
+	}
+	r.buf, r.n = built, r.n+1
+	return len(r.buf) < replayWrite || r.flush()
+}
+
+// flush writes what add framed; false when the client is gone.
+func (r *replayer) flush() bool {
+	if len(r.buf) == 0 {
+		return !r.c.closing()
+	}
+	if !r.waitRoom(len(r.buf)) {
+		return false
+	}
+	_ = r.c.t.writeFrames(r.buf)
+	r.g.stats.historyReplayed.Add(uint64(r.n))
+	r.buf, r.n = r.buf[:0], 0
+	return true
+}
+
+// waitRoom waits until the client's send queue has room for need bytes
+// within half of SendQueueLimit (or is empty); false when it closed.
+func (r *replayer) waitRoom(need int) bool {
+	c := r.c
+	room := max(r.g.cfg.SendQueueLimit/2, need)
+	stalled, last := time.Now(), c.t.queued()
+	for c.t.queued()+need > room {
 		if c.closing() {
 			return false
 		}
@@ -495,11 +551,5 @@ func (g *Gateway) replay(c *client, ch bus.Channel, epoch string, m bus.HistoryM
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	if c.closing() {
-		return false
-	}
-	fr := newFraming(cmd.Body, cmd.Frame, g.cfg.WebSocketType)
-	sendWithPos(c, pos, cmd.Body, fr.text(c))
-	g.stats.historyReplayed.Add(1)
-	return true
+	return !c.closing()
 }

@@ -1,10 +1,13 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -259,16 +262,18 @@ func TestRecoverParameterRefused(t *testing.T) {
 	}
 	tooMany := strings.TrimSuffix(many.String(), ",") + "}"
 	for _, bad := range []string{"[]", "null", `{"x:a":"e:1"}`, `{"g:a":"e:01"}`, `{"g:a":1}`, tooMany} {
-		req, err := http.NewRequest(http.MethodGet, "http://"+g.WebSocketAddr()+"/?recover="+url.QueryEscape(bad), nil)
+		// A raw request per case, as a browser's upgrade is: no "Connection: close".
+		conn, err := net.Dial("tcp", g.WebSocketAddr())
 		require.NoError(t, err)
-		req.Header = http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"},
-			"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
-		req.Close = true // the gateway closes after a refusal
-		resp, err := http.DefaultClient.Do(req)
+		_, err = fmt.Fprintf(conn, "GET /?recover=%s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", url.QueryEscape(bad))
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		require.NoError(t, err)
 		body := make([]byte, 512)
-		n, _ := resp.Body.Read(body)
+		n, _ := io.ReadFull(resp.Body, body)
 		resp.Body.Close()
+		conn.Close()
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%.40s", bad)
 		require.Contains(t, string(body[:n]), "recover", "%.40s", bad)
 	}
