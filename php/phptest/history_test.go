@@ -189,6 +189,25 @@ func TestRecoverablePHPToGateway(t *testing.T) {
 	}, read(c, 6))
 }
 
+// TestRecoverableUnderRolePermissions: the api role's NATS permissions
+// (docs/security.md) let the PHP facade store recoverable pushes and read
+// history, with its answers under the role's inbox.
+func TestRecoverableUnderRolePermissions(t *testing.T) {
+	phpBin(t)
+	var subj bus.Subjects
+	var users []bus.EmbeddedUser
+	for _, r := range []bus.Role{bus.RoleGateway, bus.RoleAPI} {
+		pub, sub := subj.Permissions(r)
+		users = append(users, bus.EmbeddedUser{Name: string(r), Password: string(r) + "-pw", Publish: pub, Subscribe: sub})
+	}
+	e := bustest.RunServer(t, bus.EmbeddedConfig{JetStream: true, StoreDir: t.TempDir(), Users: users})
+	gw := bustest.Connect(t, e, bus.Config{User: "gateway", Password: "gateway-pw", InboxPrefix: subj.Inbox(bus.RoleGateway)})
+	info, err := gw.EnsureHistory(context.Background(), subj, bus.HistoryConfig{Storage: bus.StorageMemory})
+	require.NoError(t, err)
+	runScript(t, map[string]string{"NATS_URL": e.URL(), "NATS_USER": "api", "NATS_PASS": "api-pw", "EPOCH": info.Epoch},
+		"history.php", "roles").pass()
+}
+
 // TestHistoryUnavailableFromPHP: without JetStream, or without the history
 // stream, recoverable sends and getHistory throw
 // HistoryUnavailableException; plain sends work.
