@@ -7,6 +7,7 @@
 //   php history.php unavailable  no JetStream, or no stream: HistoryUnavailableException
 //   php history.php retry       one recoverable send through a proxy that holds the first acknowledgement
 //   php history.php gateway     recoverable sends to a client of a real gateway, then while it is away
+//   php history.php roles       a recoverable send and history reads under the api role's permissions
 declare(strict_types=1);
 
 require __DIR__ . '/bootstrap.php';
@@ -33,6 +34,20 @@ if ($mode === 'gateway') {
     waitFor('away');
     Gateway::sendToUid('ann', 'r3', recoverable: true);
     Gateway::sendToGroup('room-1', 'r4', recoverable: true);
+    done();
+    exit;
+}
+
+if ($mode === 'roles') {
+    // Under the api role's permissions (NATS_USER, NATS_PASS): the history
+    // subjects and the role's inbox for the answers.
+    Gateway::$natsUser = getenv('NATS_USER');
+    Gateway::$natsPassword = getenv('NATS_PASS');
+    Gateway::sendToUid('ann', 'r1', recoverable: true);
+    Gateway::sendToGroup('room-1', 'r2', recoverable: true);
+    $epoch = getenv('EPOCH');
+    check('uid history', Gateway::getHistory('uid', 'ann'), ['messages' => [['pos' => "$epoch:1", 'data' => 'r1', 'frame' => 'default']], 'complete' => true]);
+    check('group history', Gateway::getHistory('group', 'room-1', "$epoch:1"), ['messages' => [['pos' => "$epoch:2", 'data' => 'r2', 'frame' => 'default']], 'complete' => true]);
     done();
     exit;
 }

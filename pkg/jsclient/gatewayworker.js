@@ -70,14 +70,12 @@ export const defaults = Object.freeze({
   protocols: undefined, // WebSocket subprotocols
   WebSocket: undefined, // the WebSocket class; default: globalThis.WebSocket
   recover: false, // true, or an object of initial positions {"u:ann": "mjx3k2:1457", ...}: recover missed pushes
+  maxRecoverBytes: 8192, // the ?recover= value's bound, URL-encoded (within the gateway's --max-header-bytes); at most MAX_RECOVER_BYTES
 });
 
 /** How many channel positions ?recover= carries at most (the newest). */
 export const MAX_RECOVER_CHANNELS = 256;
-/**
- * The longest ?recover= value, URL-encoded, in bytes (so the JSON is no
- * longer either): what the gateway takes.
- */
+/** The longest ?recover= JSON the gateway takes, in bytes: maxRecoverBytes cannot pass it. */
 export const MAX_RECOVER_BYTES = 16384;
 
 // Whether a close with code may be followed by a reconnect.
@@ -332,16 +330,17 @@ export class GatewayClient {
     if (this._positions.size > MAX_RECOVER_CHANNELS) this._positions.delete(this._positions.keys().next().value);
   }
 
-  // The ?recover= JSON: the newest positions that fit in MAX_RECOVER_BYTES
-  // once URL-encoded.
+  // The ?recover= JSON: the newest positions that fit in maxRecoverBytes
+  // once URL-encoded (so the JSON does too).
   _recoverQuery() {
+    const limit = Math.min(this.options.maxRecoverBytes, MAX_RECOVER_BYTES);
     const entries = [...this._positions];
     let size = 6; // %7B%7D
     let from = entries.length;
     while (from > 0) {
       const [ch, pos] = entries[from - 1];
       const add = encodeURIComponent(JSON.stringify(ch) + ':' + JSON.stringify(pos)).length + (from < entries.length ? 3 : 0); // %2C
-      if (size + add > MAX_RECOVER_BYTES) break;
+      if (size + add > limit) break;
       size += add;
       from--;
     }

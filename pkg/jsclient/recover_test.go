@@ -125,7 +125,7 @@ func startContractFixture(t *testing.T) *contractFixture {
 // frames become recovered events and set or drop positions, every
 // (re)connection carries ?recover= with the positions of the moment (beside
 // the token and the URL's own parameters, percent-encoded), at most 256
-// channels and 16 KiB (URL-encoded) of the newest; a client without recover sees the
+// channels and maxRecoverBytes (8 KiB, URL-encoded; 16 KiB at most) of the newest; a client without recover sees the
 // frames as messages and sends no ?recover=.
 func TestRecoverAgainstContractFixture(t *testing.T) {
 	node := bustest.Tool(t, "apt-get install -y nodejs", "node")
@@ -155,10 +155,12 @@ await track('script', process.env.URL + '/script?keep=1', { ...fast, recover: tr
 await track('plain', process.env.URL + '/plain', fast, (r) => r.messages.length === 2);
 const many = {};
 for (let i = 0; i < 300; i++) many['g:c' + i] = 'e:' + i;
-await track('many', process.env.URL + '/bounds', { recover: many }, () => false);
+await track('many', process.env.URL + '/bounds', { recover: many, maxRecoverBytes: 16384 }, () => false);
 const big = { 'g:a+b &c=d': 'e:x' };
 for (let i = 0; i < 100; i++) big['g:' + 'é'.repeat(100) + i] = 'e:' + i;
 await track('big', process.env.URL + '/bounds', { recover: big }, () => false);
+await track('bigger', process.env.URL + '/bounds', { recover: big, maxRecoverBytes: 16384 }, () => false);
+await track('too big', process.env.URL + '/bounds', { recover: big, maxRecoverBytes: 100000 }, () => false);
 try { new GatewayClient(process.env.URL, { recover: { 'u:a': 1 } }); } catch (e) { out.badPos = e.message; }
 out.skipped = new GatewayClient(process.env.URL, { recover: { 'x:a': 'e:1', 'u:': 'e:1', ['u:' + 'a'.repeat(257)]: 'e:1', 'u:b': 'E:1', 'u:c': 'e:01', 'u:d': 'e:', 'u:ok': 'e:0', 'g:ok': 'zz:12' } }).positions;
 try { new GatewayClient(process.env.URL, { recover: 'yes' }); } catch (e) { out.badRecover = e.message; }
@@ -198,22 +200,24 @@ console.log(JSON.stringify(out));
 	require.Equal(t, []string{"-"}, queries)
 
 	queries, raw = f.seen("/bounds")
-	require.Len(t, queries, 2)
+	require.Len(t, queries, 4)
 	var many map[string]string
 	require.NoError(t, json.Unmarshal([]byte(queries[0]), &many))
 	require.Len(t, many, 256, "at most 256 channels")
 	require.Equal(t, "e:44", many["g:c44"], "the newest 256 kept")
 	require.NotContains(t, many, "g:c43")
 
-	var big map[string]string
-	require.NoError(t, json.Unmarshal([]byte(queries[1]), &big))
-	encoded := raw[1][strings.Index(raw[1], "recover=")+len("recover="):]
-	require.LessOrEqual(t, len(encoded), 16384, "URL-encoded")
 	entry := len(url.QueryEscape(`,"g:` + strings.Repeat("é", 100) + `00":"e:00"`)) // one two-digit channel more
-	require.Greater(t, len(encoded)+entry, 16384, "as many as fit")
-	require.Contains(t, big, "g:"+strings.Repeat("é", 100)+"99", "the newest kept")
-	require.NotContains(t, big, "g:a+b &c=d", "the oldest dropped")
-	require.NotContains(t, raw[1], "+", "percent-encoded: a + in the query would read as a space")
+	for i, limit := range []int{8192, 16384, 16384} {
+		var big map[string]string
+		require.NoError(t, json.Unmarshal([]byte(queries[i+1]), &big))
+		encoded := raw[i+1][strings.Index(raw[i+1], "recover=")+len("recover="):]
+		require.LessOrEqual(t, len(encoded), limit, "URL-encoded")
+		require.Greater(t, len(encoded)+entry, limit, "as many as fit")
+		require.Contains(t, big, "g:"+strings.Repeat("é", 100)+"99", "the newest kept")
+		require.NotContains(t, big, "g:a+b &c=d", "the oldest dropped")
+		require.NotContains(t, raw[i+1], "+", "percent-encoded: a + in the query would read as a space")
+	}
 
 	require.Equal(t, "gatewayworker: recover: the position of u:a is not a string", out["badPos"])
 	require.Equal(t, map[string]any{"u:ok": "e:0", "g:ok": "zz:12"}, out["skipped"], "initial positions the gateway would refuse are skipped")

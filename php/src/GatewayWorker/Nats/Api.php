@@ -23,7 +23,7 @@ final class Api
     /** The most messages one history read returns. */
     public const MAX_HISTORY_LIMIT = 1000;
     /** How many times a recoverable push is sent (with the same Nats-Msg-Id) before giving up. */
-    public const RECOVERABLE_ATTEMPTS = 5;
+    public const RECOVERABLE_ATTEMPTS = 8;
 
     private string $prefix;
     private ?int $beats = null;
@@ -172,27 +172,31 @@ final class Api
      * stored; gateways deliver it from the stream's republish. An attempt
      * that gets no answer in $requestTimeout, or a JetStream 503, is repeated
      * with the same Nats-Msg-Id, which the stream's duplicate window (2 min)
-     * stores once, at most RECOVERABLE_ATTEMPTS times in all, after 50, 100,
-     * 200, 400 ms (as the Go side's bus.Conn.PublishRecoverable).
+     * stores once, at most RECOVERABLE_ATTEMPTS times in all, waiting 50 ms
+     * doubling up to 1 s between them (as the Go side's bus.Conn.PublishRecoverable).
+     * "No responders" is also what a clustered stream electing a leader
+     * answers: only the stream's info tells that there is no stream.
      *
-     * @throws HistoryUnavailableException when no stream stores $subject ("no responders" twice)
+     * @throws HistoryUnavailableException when no stream stores $subject
      * @throws TimeoutException when no attempt was acknowledged
      */
     private function pushRecoverable(string $subject, string $cmd): void
     {
         $headers = ['Nats-Msg-Id' => bin2hex(random_bytes(12))];
         $why = '';
-        $noResponders = 0;
         for ($attempt = 1; $attempt <= self::RECOVERABLE_ATTEMPTS; $attempt++) {
             if ($attempt > 1) {
-                usleep(50000 << ($attempt - 2));
+                usleep(min(50000 << ($attempt - 2), 1000000));
             }
             try {
                 $m = $this->nc->request($subject, $cmd, $this->requestTimeout, $headers);
             } catch (NoRespondersException $e) {
-                // Once may be a stream leader moving; twice, nothing stores it.
-                if (++$noResponders === 2) {
+                try {
+                    $this->streamInfo(); // no stream, or no JetStream: HistoryUnavailableException
+                } catch (HistoryUnavailableException) {
                     throw new HistoryUnavailableException("gatewayworker: no JetStream stream stores $subject: history is off, or the NATS server has no JetStream");
+                } catch (NatsException $e) {
+                    // Unknown for now (no meta leader yet): try again.
                 }
                 $why = $e->getMessage();
                 continue;
