@@ -66,6 +66,10 @@ raise net.ipv4.ip_local_port_range "12000 65000" set # gateways listen below 120
 raise net.core.somaxconn 65535
 raise net.ipv4.tcp_max_syn_backlog 65535
 raise fs.file-max $(( total * 2 + 262144 ))
+# Loopback packets wait in a per-CPU backlog of 1,000: TCP keepalive probes (Go's 15 s on the
+# gateways' sockets) and ping rounds overflowed it, and lost packets aborted connections
+# (ETIMEDOUT) and delayed gateways' beats past NATSLossTimeout.
+raise net.core.netdev_max_backlog 65536
 
 slab0=$(awk '/^Slab/ {print int($2 / 1024)}' /proc/meminfo) # MiB, before anything starts
 
