@@ -210,7 +210,10 @@ func (s *leanShard) dial(ctx context.Context, idx int) (*leanConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
 	u := s.urls[idx%len(s.urls)]
-	d := net.Dialer{Control: bindNoPort}
+	// No TCP keepalive: the server's WebSocket pings check liveness. Go's
+	// default (a probe every 15 s of silence) is 67,000 probes/s per
+	// million idle connections, enough to overflow loopback's backlog.
+	d := net.Dialer{Control: bindNoPort, KeepAlive: -1}
 	if src := s.cfg.Sources; len(src) > 0 {
 		d.LocalAddr = tcpAddr(src[(idx/len(s.urls))%len(src)])
 	}

@@ -66,8 +66,14 @@ raise net.ipv4.ip_local_port_range "12000 65000" set # gateways listen below 120
 raise net.core.somaxconn 65535
 raise net.ipv4.tcp_max_syn_backlog 65535
 raise fs.file-max $(( total * 2 + 262144 ))
+# Loopback packets wait in a per-CPU backlog of 1,000: TCP keepalive probes (Go's 15 s on the
+# gateways' sockets) and ping rounds overflowed it, and lost packets aborted connections
+# (ETIMEDOUT) and delayed gateways' beats past NATSLossTimeout.
+raise net.core.netdev_max_backlog 65536
 
 slab0=$(awk '/^Slab/ {print int($2 / 1024)}' /proc/meminfo) # MiB, before anything starts
+softnet_drops() { local d=0 a b rest; while read -r a b rest; do d=$(( d + 16#$b )); done < /proc/net/softnet_stat; echo $d; }
+drops0=$(softnet_drops)
 
 # --- processes ---
 rss() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); done; echo $s; }
@@ -182,6 +188,7 @@ awk -v total="$total" -v slab0="$slab0" 'NR > 1 && $1 ~ /^[0-9]+$/ {
     printf "## quietest 5 s with every socket open (CPU %% of one core): gateways %d, NATS %d, workers %d, gwbench %d\n", r[10], r[11], r[12], r[13]
   }' "$log/monitor.txt"
 grep -h "^ABORT" "$log/monitor.txt" || true
+echo "## loopback packets dropped at the backlog during the run: $(( $(softnet_drops) - drops0 ))"
 cat /proc/net/sockstat | sed 's/^/## sockstat now: /'
 if [ "$rc" -eq 0 ]; then echo "## PASS"; else echo "## FAIL (gwbench exit $rc)"; fi
 exit "$rc"
