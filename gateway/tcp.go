@@ -102,6 +102,7 @@ func (g *Gateway) tcpHandlers(e *nbio.Engine, codec protocol.Codec) {
 	opened := raceBridgeTCP(e)
 	e.OnOpen(func(conn *nbio.Conn) {
 		defer opened()
+		closeOnExec(conn)
 		c := g.newClient(conn.RemoteAddr().String(), &tcpTransport{sendQueue: new(sendQueue), c: conn, codec: codec})
 		if c == nil {
 			_ = conn.Close()

@@ -342,6 +342,7 @@ func (g *Gateway) tlsTCPHandlers(e *nbio.Engine, cfg *tls.Config, codec protocol
 	opened := raceBridgeTCP(e)
 	e.OnOpen(func(conn *nbio.Conn) {
 		defer opened()
+		closeOnExec(conn)
 		s := newTLSSession(conn, cfg, g.cfg.MaxPendingEventBytes)
 		conn.SetSession(s)
 		go g.serveTLSTCP(s, codec)

@@ -274,6 +274,7 @@ func (g *Gateway) listenWebSocket() error {
 	}
 	e.OnOpen(func(c net.Conn) {
 		if nc := pollerConn(c); nc != nil {
+			closeOnExec(nc)
 			hs.opened(nc)
 		}
 		opened()
