@@ -190,16 +190,22 @@ func (c *Client) Available() error {
 
 // publish sends cmd without waiting for anyone.
 func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) error {
+	if err := c.canPush(ctx, cmd); err != nil {
+		return err
+	}
+	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
+}
+
+// canPush is what a push needs before it goes out: a live context, a
+// known frame type and a NATS connection.
+func (c *Client) canPush(ctx context.Context, cmd *bus.Command) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := checkFrame(cmd); err != nil {
 		return err
 	}
-	if err := c.Available(); err != nil {
-		return err
-	}
-	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
+	return c.Available()
 }
 
 // checkFrame refuses a push whose frame type is none of the Frame

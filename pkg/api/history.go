@@ -95,13 +95,7 @@ func (c *Client) pushTo(ctx context.Context, ch bus.Channel, cmd *bus.Command) e
 		}
 		return c.publish(ctx, subject, cmd)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := checkFrame(cmd); err != nil {
-		return err
-	}
-	if err := c.Available(); err != nil {
+	if err := c.canPush(ctx, cmd); err != nil {
 		return err
 	}
 	_, err := c.bus.PublishRecoverable(ctx, c.subj, ch.Stored(c.subj), bus.MarshalCommand(cmd))
