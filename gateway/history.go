@@ -103,8 +103,13 @@ func (g *Gateway) refreshHistory(time.Time) {
 		g.warnRateLimited("history stream not readable", "err", err)
 		return
 	}
-	if old := g.hist.epoch.Load(); old == nil || *old != info.Epoch {
-		g.hist.epoch.Store(&info.Epoch)
+	g.noteEpoch(info.Epoch)
+}
+
+// noteEpoch keeps the stream's epoch as last read.
+func (g *Gateway) noteEpoch(epoch string) {
+	if old := g.hist.epoch.Load(); old == nil || *old != epoch {
+		g.hist.epoch.Store(&epoch)
 	}
 }
 
@@ -393,9 +398,7 @@ func (g *Gateway) recoverChannel(c *client, ch bus.Channel, p bus.Position) {
 		g.finishRecovery(&replayer{g: g, c: c, ch: ch}, 0, recoveredFrame(ch, false, nil))
 		return
 	}
-	if old := g.hist.epoch.Load(); old == nil || *old != info.Epoch {
-		g.hist.epoch.Store(&info.Epoch)
-	}
+	g.noteEpoch(info.Epoch)
 	r := &replayer{g: g, c: c, ch: ch, epoch: info.Epoch}
 	from, ok := info.Resume(p)
 	if !ok {
@@ -405,13 +408,7 @@ func (g *Gateway) recoverChannel(c *client, ch bus.Channel, p bus.Position) {
 		return
 	}
 	last := from - 1
-	err = g.bus.ReadHistory(ctx, g.subj, ch.Stored(g.subj), from, 0, func(m bus.HistoryMsg) bool {
-		if !r.add(m) {
-			return false
-		}
-		last = m.Seq
-		return true
-	})
+	err = r.read(ctx, &last)
 	if !r.flush() || c.closing() {
 		return
 	}
@@ -455,14 +452,7 @@ func (g *Gateway) finishRecovery(r *replayer, last uint64, done []byte) {
 		}
 		rec.mu.Unlock()
 		if overflow && r.epoch != "" {
-			err := g.bus.ReadHistory(g.life, g.subj, ch.Stored(g.subj), last+1, 0, func(m bus.HistoryMsg) bool {
-				if !r.add(m) {
-					return false
-				}
-				last = m.Seq
-				return true
-			})
-			if err != nil || c.closing() {
+			if err := r.read(g.life, &last); err != nil || c.closing() {
 				return
 			}
 		}
@@ -492,6 +482,18 @@ type replayer struct {
 	epoch string
 	buf   []byte
 	n     int
+}
+
+// read replays what the stream holds of r's channel after *last, moving
+// *last to each push framed.
+func (r *replayer) read(ctx context.Context, last *uint64) error {
+	return r.g.bus.ReadHistory(ctx, r.g.subj, r.ch.Stored(r.g.subj), *last+1, 0, func(m bus.HistoryMsg) bool {
+		if !r.add(m) {
+			return false
+		}
+		*last = m.Seq
+		return true
+	})
 }
 
 // add frames one stored push; false when the client is gone.
