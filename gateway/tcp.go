@@ -83,6 +83,7 @@ func (g *Gateway) listenTCP(l TCPListener) (*tcpServer, error) {
 		Name:               "gateway-" + codec.Name(),
 		Network:            "tcp",
 		Addrs:              []string{l.Addr},
+		Listen:             g.listenClients,
 		MaxWriteBufferSize: g.cfg.SendQueueLimit,
 		ReadBufferSize:     16 << 10,
 	})

@@ -274,7 +274,7 @@ type wssAcceptor struct {
 
 // listen is the engine's Listen.
 func (a *wssAcceptor) listen(network, addr string) (net.Listener, error) {
-	ln, err := net.Listen(network, addr)
+	ln, err := a.g.listenClients(network, addr)
 	if err != nil {
 		return nil, err
 	}

@@ -235,7 +235,7 @@ func (g *Gateway) listenWebSocket() error {
 		}})
 	})
 	var wss *wssAcceptor
-	var listen func(network, addr string) (net.Listener, error)
+	listen := g.listenClients
 	if f := g.cfg.WebSocketTLS; f != nil {
 		tlsConfig, err := loadTLS(f, "http/1.1")
 		if err != nil {
@@ -407,6 +407,13 @@ func isNbioProtocolError(err error) bool {
 	// A close frame with code 1002 is the client saying we broke the protocol.
 	var ce *websocket.CloseError
 	return errors.As(err, &ce) && ce.Code == 1002
+}
+
+// listenClients opens a client listener. nbio accepts through it, so the
+// sockets it accepts get its TCP keepalive (Config.TCPKeepAlive).
+func (g *Gateway) listenClients(network, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: g.cfg.TCPKeepAlive}
+	return lc.Listen(context.Background(), network, addr)
 }
 
 // probeListen reports whether addr can be listened on now.

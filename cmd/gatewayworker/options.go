@@ -84,7 +84,7 @@ type gatewayFlags struct {
 	wsCert, wsKey, tcpCert, tcpKey, proxies, advertise  string
 	wsType                                              string
 	wsCompression                                       bool
-	pingInterval                                        time.Duration
+	pingInterval, tcpKeepAlive, beatInterval            time.Duration
 	pingLimit, maxMessage, sendQueue, maxConns          int
 	maxHeader, maxInFlight                              int
 	rateLimit, gogc                                     int
@@ -182,6 +182,8 @@ func (g *gatewayFlags) register(c *cli, gogc int) {
 	c.str(&g.proxies, "trusted-proxies", "", "CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
 	c.int(&g.rateLimit, "rate-limit", 0, "close clients sending more messages per second than this; 0 no limit")
 	c.dur(&g.pingInterval, "ping-interval", gateway.DefaultPingInterval, "heartbeat interval; negative disables")
+	c.dur(&g.tcpKeepAlive, "tcp-keepalive", 0, "idle time before the kernel probes a client socket, and between probes; 0: off while the heartbeat runs, else 15s; negative off")
+	c.dur(&g.beatInterval, "beat-interval", gateway.DefaultBeatInterval, "how often the gateway announces itself on NATS; it closes its clients when its beats stop coming back for 2.5 intervals, and workers take it for dead after 3.5: raise it where the gateway may be starved of CPU for seconds")
 	c.int(&g.pingLimit, "ping-limit", 0, "close clients silent for this many intervals; 0 never")
 	c.str(&g.pingData, "ping-data", "", "data sent to every client at each heartbeat; empty sends WebSocket pings")
 	c.int(&g.maxMessage, "max-message-size", gateway.DefaultMaxMessageSize, "largest client message in bytes")
@@ -256,6 +258,7 @@ func (g *gatewayFlags) config(b *bus.Conn, prefix string, log *slog.Logger) (gat
 		WebSocketAddr: g.ws, WebSocketPath: g.wsPath, WebSocketCompression: g.wsCompression,
 		AllowedOrigins: splitList(g.origins),
 		PingInterval:   g.pingInterval, PingNotResponseLimit: g.pingLimit, PingData: []byte(g.pingData),
+		TCPKeepAlive: g.tcpKeepAlive, BeatInterval: g.beatInterval,
 		MaxMessageSize: g.maxMessage, SendQueueLimit: g.sendQueue, MaxConnections: g.maxConns,
 		MaxMessagesPerSecond: g.rateLimit, MaxHeaderBytes: g.maxHeader, MaxBatchesInFlight: g.maxInFlight,
 		Logger: log,

@@ -10,6 +10,8 @@
 # Usage: cmd/gwbench/million.sh BINDIR [TOTAL] [GATEWAYS] [WORKERS]
 #   defaults: 1000000, TOTAL/19000 rounded up, 4
 # Environment: HOLD (60s), DRAIN (120s), PING_INTERVAL (60s), GOGC_GATEWAY (20),
+# BEAT_INTERVAL (3s: the gateways' --beat-interval; at 1s, gateways starved of CPU among a
+# hundred processes on two cores saw their own beats come back after 2.5 s and closed their clients),
 # DIAL_RATE (1200 new connections/s: 3,000 starved NATS on 2 shared cores and gateways dropped their clients),
 # NICE_NATS (-10), NICE_WORKERS (-5),
 # MIN_AVAIL_GIB (6: abort when the machine has less available, i.e. above 18 of 24 GiB used),
@@ -30,6 +32,7 @@ hold=${HOLD:-60s}
 dial_rate=${DIAL_RATE:-1200}
 drain=${DRAIN:-120s}
 ping=${PING_INTERVAL:-60s}
+beat=${BEAT_INTERVAL:-3s}
 gogc=${GOGC_GATEWAY:-20}
 min_avail_kb=$(( ${MIN_AVAIL_GIB:-6} * 1024 * 1024 ))
 max_seconds=${MAX_SECONDS:-$(( 900 + total / 500 ))}
@@ -66,9 +69,9 @@ raise net.ipv4.ip_local_port_range "12000 65000" set # gateways listen below 120
 raise net.core.somaxconn 65535
 raise net.ipv4.tcp_max_syn_backlog 65535
 raise fs.file-max $(( total * 2 + 262144 ))
-# Loopback packets wait in a per-CPU backlog of 1,000: TCP keepalive probes (Go's 15 s on the
-# gateways' sockets) and ping rounds overflowed it, and lost packets aborted connections
-# (ETIMEDOUT) and delayed gateways' beats past NATSLossTimeout.
+# Loopback packets wait in a per-CPU backlog of 1,000: ping rounds (and, before gateways turned
+# TCP keepalive off, Go's 15 s probes on every socket) overflowed it, and lost packets aborted
+# connections (ETIMEDOUT) and delayed gateways' beats past NATSLossTimeout.
 raise net.core.netdev_max_backlog 65536
 
 slab0=$(awk '/^Slab/ {print int($2 / 1024)}' /proc/meminfo) # MiB, before anything starts
@@ -121,7 +124,7 @@ gw_pids=() urls=() base=$(free_ports 8000 "$gateways")
 for i in $(seq 1 "$gateways"); do
   port=$(( base + i - 1 ))
   GOMAXPROCS=1 "$bin/gatewayworker" gateway --id "m$i" --nats "$nats_url" --ws "127.0.0.1:$port" --tcp "" \
-    --max-conns $(( per + 100 )) --ping-interval "$ping" --gogc "$gogc" --log-level warn > "$log/gateway$i.log" 2>&1 &
+    --max-conns $(( per + 100 )) --ping-interval "$ping" --beat-interval "$beat" --gogc "$gogc" --log-level warn > "$log/gateway$i.log" 2>&1 &
   gw_pids+=($!); pids+=($!); urls+=("ws://127.0.0.1:$port/")
 done
 sleep 3
@@ -154,7 +157,7 @@ monitor_loop() {
 src_base="127.$(( 100 + RANDOM % 150 )).$(( RANDOM % 250 )).1"
 url_list=$(IFS=,; echo "${urls[*]}")
 srv_pids=$(IFS=,; echo "${gw_pids[*]}")
-echo "## $total connections over $gateways gateways ($per each, ping every $ping, --gogc $gogc), $workers bench workers, NATS on :$nats_port; hold $hold"
+echo "## $total connections over $gateways gateways ($per each, ping every $ping, beat every $beat, --gogc $gogc), $workers bench workers, NATS on :$nats_port; hold $hold"
 echo "## gwbench conns -n $total --dial-rate $dial_rate --hold $hold --broadcast --drain $drain --sample -1 --sources 64 --source-base $src_base --url ws://127.0.0.1:$base/...:$(( base + gateways - 1 ))/"
 # gwbench runs at nice 10: the load generator yields the CPU to the servers.
 # Gateways and gwbench's processes run on one P each (GOMAXPROCS=1): a hundred
