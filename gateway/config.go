@@ -117,6 +117,13 @@ type Config struct {
 	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
 	// heartbeats off.
 	PingInterval time.Duration
+	// WriteDelay is how long the writers of group, uid and broadcast
+	// pushes wait, after one arrives, for more before they write, so that
+	// a client receiving several gets them in one system call (Centrifugo's
+	// write_delay): less CPU per delivery for up to WriteDelay more latency.
+	// Zero means no wait; pushes that queued up while the writers were busy
+	// still go out together. Pushes to one client id are never delayed.
+	WriteDelay time.Duration
 	// TCPKeepAlive is how long a client socket may be silent before the
 	// kernel probes it, and then how often (TCP keepalive). Zero means off
 	// while the heartbeat runs (its pings make the kernel notice a dead
@@ -352,6 +359,7 @@ func (c Config) validate() error {
 	durations := map[string]time.Duration{
 		"NoWorkerRetry": c.NoWorkerRetry, "DrainTimeout": c.DrainTimeout,
 		"BeatInterval": c.BeatInterval, "HandshakeTimeout": c.HandshakeTimeout,
+		"WriteDelay": c.WriteDelay,
 	}
 	for _, name := range slices.Sorted(maps.Keys(durations)) {
 		if durations[name] < 0 {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gatewayworker/gatewayworker/internal/bus"
 )
@@ -53,12 +54,34 @@ func (f *fanout) start(g *Gateway) {
 		go func(jobs <-chan fanoutJob) {
 			defer f.wg.Done()
 			var w coalescer
+			var delay *time.Timer
+			if d := g.cfg.WriteDelay; d > 0 {
+				delay = time.NewTimer(d)
+				delay.Stop()
+			}
 			for {
 				select {
 				case job := <-jobs:
 					w.jobs = append(w.jobs[:0], job)
 				case <-f.quit:
 					return
+				}
+				// WriteDelay: wait for more pushes to the same clients, to
+				// write them with one system call per client.
+				if delay != nil {
+					delay.Reset(g.cfg.WriteDelay)
+				wait:
+					for len(w.jobs) < maxCoalesced {
+						select {
+						case job := <-jobs:
+							w.jobs = append(w.jobs, job)
+						case <-delay.C:
+							break wait
+						case <-f.quit:
+							return
+						}
+					}
+					delay.Stop()
 				}
 				// Pushes that queued up meanwhile go out together: one
 				// write per client instead of one per push.

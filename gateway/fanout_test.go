@@ -305,3 +305,30 @@ func TestSendQueueLimitHoldsForEveryClient(t *testing.T) {
 	bound := uint64(4*stuck*(limit+pushBytes) + 32<<20)
 	require.Less(t, top-min(top, before), bound, "the heap grew past SendQueueLimit plus one message per client")
 }
+
+// TestWriteDelayJoinsPushes sends two broadcasts 50 ms apart to a raw TCP
+// client of a gateway with a WriteDelay of 2 s: the client's first read
+// gets both, in order, because the gateway wrote them together. Without
+// the delay the first arrives alone, 50 ms before the second is sent.
+func TestWriteDelayJoinsPushes(t *testing.T) {
+	s := startEdge(t, gateway.Config{WriteDelay: 2 * time.Second, TCP: []gateway.TCPListener{{Addr: "127.0.0.1:0"}}})
+	conn, err := net.Dial("tcp", s.gw.TCPAddr())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(wait)))
+	greeting := make([]byte, 0, 64)
+	for !bytes.HasSuffix(greeting, []byte("\n")) { // its id, sent to it alone: not delayed
+		b := make([]byte, 1)
+		_, err := conn.Read(b)
+		require.NoError(t, err)
+		greeting = append(greeting, b...)
+	}
+	ctx := context.Background()
+	require.NoError(t, s.api.SendToAll(ctx, []byte("first")))
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, s.api.SendToAll(ctx, []byte("second")))
+	buf := make([]byte, 64)
+	n, err := conn.Read(buf)
+	require.NoError(t, err)
+	require.Equal(t, "first\nsecond\n", string(buf[:n]))
+}

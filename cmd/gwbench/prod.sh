@@ -20,6 +20,8 @@
 # DIR/gatewayworker (an A/B of two builds in the same alternating run).
 # A run whose p99 passes BEHIND_MS (100) is marked: the machine was overloaded, and
 # messages written several per write make its CPU per unit look cheap.
+# PROD_FLAGS adds flags to the production gateway only (PROD_FLAGS="--write-delay 20ms"
+# BASE=bin compares a gateway setting against the same build without it).
 # PROD_GOMAXPROCS=N runs the three production processes with GOMAXPROCS=N,
 # BASE_GOMAXPROCS the baseline's (the reference and gwbench keep Go's
 # default): BASE=BINDIR BASE_GOMAXPROCS=1 compares GOMAXPROCS settings. Exits 1 when a run FAILED.
@@ -67,7 +69,9 @@ start() { # start the servers of $1; sets names and pids
     up "127.0.0.1:$nats_port"
     local metrics=()
     [ -n "$profile" ] && metrics=(--metrics "127.0.0.1:$metrics_port")
-    env $procs "$gw" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" >/dev/null 2>&1 &
+    local extra=()
+    [ "$1" = production ] && read -ra extra <<<"${PROD_FLAGS:-}"
+    env $procs "$gw" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" "${extra[@]}" >/dev/null 2>&1 &
     pids+=($!)
     env $procs "$gw" worker --app bench --nats "$nats" "${common[@]}" >/dev/null 2>&1 &
     pids+=($!)
