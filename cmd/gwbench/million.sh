@@ -69,6 +69,15 @@ raise net.ipv4.ip_local_port_range "12000 65000" set # gateways listen below 120
 raise net.core.somaxconn 65535
 raise net.ipv4.tcp_max_syn_backlog 65535
 raise fs.file-max $(( total * 2 + 262144 ))
+# The kernel's ceiling on all TCP buffers (pages), sized from RAM at boot: 575,778 (2.2 GiB) on
+# 24 GiB. Each socket holds up to a page of it (forward allocation, a ping or pong in flight):
+# ~0.4 page per socket measured, so the ceiling was reached near 800,000 connections (1.6 million
+# sockets), where the kernel drops what arrives on any socket. Pressure from one page per socket
+# of both ends, the ceiling at one and a half (12 GiB for a million).
+read -r tcp_low tcp_pressure tcp_max < /proc/sys/net/ipv4/tcp_mem
+if [ "$tcp_max" -lt $(( total * 3 )) ]; then
+  raise net.ipv4.tcp_mem "$tcp_low $(( total * 2 > tcp_pressure ? total * 2 : tcp_pressure )) $(( total * 3 ))" set
+fi
 # Loopback packets wait in a per-CPU backlog of 1,000: ping rounds (and, before gateways turned
 # TCP keepalive off, Go's 15 s probes on every socket) overflowed it, and lost packets aborted
 # connections (ETIMEDOUT) and delayed gateways' beats past NATSLossTimeout.
