@@ -17,21 +17,32 @@ import (
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
 
-// natsCluster starts n nats-server processes routed into one cluster and
-// returns their client URLs.
+// natsCluster starts n nats-server processes, routed into one cluster when
+// n > 1, and returns their client URLs.
 func natsCluster(t *testing.T, n int) (urls []string, procs []*exec.Cmd) {
+	return natsServers(t, n, false)
+}
+
+// natsServers is natsCluster; with jetStream each server also runs
+// JetStream on its own temporary store directory (clustered: a stream may
+// have up to n replicas).
+func natsServers(t *testing.T, n int, jetStream bool) (urls []string, procs []*exec.Cmd) {
 	t.Helper()
 	bin := natsServerBin.get(t)
 	var routes []string
-	clusterPorts := make([]int, n)
-	for i := range n {
-		clusterPorts[i] = freePort(t)
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", clusterPorts[i]))
+	for range n {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)))
 	}
 	for i := range n {
 		port := freePort(t)
-		cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-n", fmt.Sprintf("n%d", i+1),
-			"--cluster_name", "gw-it", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		args := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-n", fmt.Sprintf("n%d", i+1)}
+		if jetStream {
+			args = append(args, "-js", "-sd", t.TempDir())
+		}
+		if n > 1 {
+			args = append(args, "--cluster_name", "gw-it", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		}
+		cmd := exec.Command(bin, args...)
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 		procs = append(procs, cmd)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,34 +16,6 @@ import (
 
 	"github.com/gatewayworker/gatewayworker/pkg/api"
 )
-
-// natsJetStream starts n nats-server processes with JetStream, each with
-// its own temporary store directory; more than one are routed into a
-// cluster (JetStream clustered: a stream may have up to n replicas).
-func natsJetStream(t *testing.T, n int) (urls []string, procs []*exec.Cmd) {
-	t.Helper()
-	bin := natsServerBin.get(t)
-	var routes []string
-	for range n {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)))
-	}
-	for i := range n {
-		port := freePort(t)
-		args := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-n", fmt.Sprintf("n%d", i+1), "-js", "-sd", t.TempDir()}
-		if n > 1 {
-			args = append(args, "--cluster_name", "gw-js", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
-		}
-		cmd := exec.Command(bin, args...)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		procs = append(procs, cmd)
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", port))
-	}
-	for _, u := range urls {
-		waitPort(t, strings.TrimPrefix(u, "nats://"))
-	}
-	return urls, procs
-}
 
 // startHistoryGateway starts a gateway with history and its flags, and
 // waits until its stream is ready.
@@ -285,7 +256,7 @@ func bindUID(t *testing.T, a *api.Client, c *recClient, uid string) {
 // in order, once, when it reconnects: to the same gateway, then to
 // another. Then history past its bound: complete:false, nothing replayed.
 func TestRecoveryAfterDisconnect(t *testing.T) {
-	urls, _ := natsJetStream(t, 1)
+	urls, _ := natsServers(t, 1, true)
 	flags := []string{"--history-max-bytes", fmt.Sprint(1 << 20)}
 	_, ws1 := startHistoryGateway(t, urls[0], flags...)
 	_, ws2 := startHistoryGateway(t, urls[0], flags...)
@@ -438,7 +409,7 @@ func (l *recoverableLoad) finish(name string) {
 // on the 3 nodes: every stored push reaches its client, in order, once
 // (the gateway reads what it missed between nodes from the stream).
 func TestG4RecoverableNATSNodeKilled(t *testing.T) {
-	urls, procs := natsJetStream(t, 3)
+	urls, procs := natsServers(t, 3, true)
 	_, ws := startHistoryGateway(t, urls[0], "--history-replicas", "3")
 	startTier(t, "worker", "worker", "--nats", strings.Join(urls[1:], ","), "--app", "bench")
 	a := apiClient(t, urls[1:], api.Config{})
@@ -463,7 +434,7 @@ func TestG4RecoverableNATSNodeKilled(t *testing.T) {
 // load; its clients reconnect to another gateway with their positions and
 // get every stored push, in order, once.
 func TestG4RecoverableGatewayKilled(t *testing.T) {
-	urls, _ := natsJetStream(t, 3)
+	urls, _ := natsServers(t, 3, true)
 	g1, ws1 := startHistoryGateway(t, urls[0], "--history-replicas", "3")
 	_, ws2 := startHistoryGateway(t, urls[1], "--history-replicas", "3")
 	startTier(t, "worker", "worker", "--nats", strings.Join(urls, ","), "--app", "bench")
