@@ -117,6 +117,13 @@ type Config struct {
 	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
 	// heartbeats off.
 	PingInterval time.Duration
+	// PingNotResponseLimit closes a client that sent nothing for this many
+	// heartbeat intervals. Zero means clients never have to send anything
+	// (GatewayWorker's meaning); the heartbeat then only sends PingData.
+	PingNotResponseLimit int
+	// PingData is sent to every client at each heartbeat. Empty sends a
+	// WebSocket ping frame to WebSocket clients and nothing to TCP clients.
+	PingData []byte
 	// WriteDelay is how long the writers of group, uid and broadcast
 	// pushes wait, after one arrives, for more before they write, so that
 	// a client receiving several gets them in one system call (Centrifugo's
@@ -131,13 +138,6 @@ type Config struct {
 	// was 67,000 packets a second at a million connections), else Go's
 	// 15 s; negative turns it off.
 	TCPKeepAlive time.Duration
-	// PingNotResponseLimit closes a client that sent nothing for this many
-	// heartbeat intervals. Zero means clients never have to send anything
-	// (GatewayWorker's meaning); the heartbeat then only sends PingData.
-	PingNotResponseLimit int
-	// PingData is sent to every client at each heartbeat. Empty sends a
-	// WebSocket ping frame to WebSocket clients and nothing to TCP clients.
-	PingData []byte
 
 	// MaxMessageSize is the largest message a client may send, in bytes.
 	// Zero means DefaultMaxMessageSize (64 KiB); at most

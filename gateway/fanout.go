@@ -66,8 +66,8 @@ func (f *fanout) start(g *Gateway) {
 				case <-f.quit:
 					return
 				}
-				// WriteDelay: wait for more pushes to the same clients, to
-				// write them with one system call per client.
+				// WriteDelay: wait for more pushes to this shard's clients,
+				// to write a client's several with one system call.
 				if delay != nil {
 					delay.Reset(g.cfg.WriteDelay)
 				wait:
