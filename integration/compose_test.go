@@ -12,6 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
 // The compose test runs compose.yaml for real: a 3-node NATS cluster, two
@@ -64,8 +66,9 @@ func waitEcho(t *testing.T, url string) {
 }
 
 func TestCompose(t *testing.T) {
+	bustest.Tool(t, "apt-get install -y docker-compose", "docker-compose")
 	if exec.Command("docker", "info").Run() != nil {
-		t.Skip("no working Docker engine")
+		bustest.Missing(t, "no working Docker engine (docker info failed): apt-get install -y docker.io && service docker start")
 	}
 	// Not compose.yaml's defaults: a stack left up from docs/operations.md's
 	// `docker-compose up -d` keeps its ports and network, and so does this one.
