@@ -9,11 +9,15 @@
 #
 # Usage: cmd/gwbench/million.sh BINDIR [TOTAL] [GATEWAYS] [WORKERS]
 #   defaults: 1000000, TOTAL/19000 rounded up, 4
-# Environment: HOLD (60s), DRAIN (120s), PING_INTERVAL (60s), GOGC_GATEWAY (20),
+# Environment: HOLD (60s), DRAIN (120s), PING_INTERVAL (120s: a ping round costs ~40 µs of CPU per
+# client, gateway and client together, so 60 s kept 0.67 of this box's two cores busy), GOGC_GATEWAY (20),
 # BEAT_INTERVAL (3s: the gateways' --beat-interval; at 1s, gateways starved of CPU among a
 # hundred processes on two cores saw their own beats come back after 2.5 s and closed their clients),
-# DIAL_RATE (1200 new connections/s: 3,000 starved NATS on 2 shared cores and gateways dropped their clients),
-# NICE_NATS (-10), NICE_WORKERS (-5),
+# DIAL_RATE (700 new connections/s: each is an OnConnect through NATS to a worker; at 1,200, once gwbench
+# ran at nice 0 and really dialled that fast, with a compile beside it, NATS backed up past 550,000
+# connections until its clients' pings went unanswered, and gateways reconnected over and over),
+# NICE_NATS (-10), NICE_WORKERS (-5), NICE_GWBENCH (0: at 10, gwbench got so little of a CPU that
+# fifty-three busy gateways had pinged, that a broadcast the gateways wrote in 15 s was read over 10 minutes),
 # MIN_AVAIL_GIB (6: abort when the machine has less available, i.e. above 18 of 24 GiB used),
 # MAX_SECONDS (bound on the whole run; default 900 + TOTAL/500), LOG (directory, kept).
 #
@@ -29,9 +33,9 @@ total=${2:-1000000}
 gateways=${3:-$(( (total + 18999) / 19000 ))}
 workers=${4:-4}
 hold=${HOLD:-60s}
-dial_rate=${DIAL_RATE:-1200}
+dial_rate=${DIAL_RATE:-700}
 drain=${DRAIN:-120s}
-ping=${PING_INTERVAL:-60s}
+ping=${PING_INTERVAL:-120s}
 beat=${BEAT_INTERVAL:-3s}
 gogc=${GOGC_GATEWAY:-20}
 min_avail_kb=$(( ${MIN_AVAIL_GIB:-6} * 1024 * 1024 ))
@@ -143,18 +147,19 @@ done
 
 # --- the monitor: budget every 5 s, abort when memory runs low ---
 monitor_loop() {
-  local prev_g=0 prev_n=0 prev_w=0 prev_b=0 t0 prev_t now dt g n w b bench
+  local prev_g=0 prev_n=0 prev_w=0 prev_b=0 prev_m=0 t0 prev_t now dt g n w b m bench
   t0=$(date +%s%N) prev_t=$t0
-  echo "t_s tcp_inuse tcp_mem_pages avail_mib slab_mib gw_rss_kib nats_rss_kib worker_rss_kib gwbench_rss_kib gw_cpu_pct nats_cpu_pct worker_cpu_pct gwbench_cpu_pct"
+  echo "t_s tcp_inuse tcp_mem_pages avail_mib slab_mib gw_rss_kib nats_rss_kib worker_rss_kib gwbench_rss_kib gw_cpu_pct nats_cpu_pct worker_cpu_pct gwbench_cpu_pct box_cpu_pct"
   while sleep 5; do
     bench=$(descendants "$gwbench_pid" | tr '\n' ' ')
     g=$(ticks "${gw_pids[@]}") n=$(ticks "$nats_pid") w=$(ticks "${worker_pids[@]}") b=$(ticks $bench)
+    m=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat) # the whole machine's busy ticks
     now=$(date +%s%N) dt=$(( (now - prev_t) / 10000000 )) prev_t=$now # hundredths of a second, as ticks
     read -r inuse mem <<<"$(awk '/^TCP:/ {print $3, $NF}' /proc/net/sockstat)"
     read -r avail slab <<<"$(awk '/^MemAvailable/ {a = $2} /^Slab/ {s = $2} END {print a, s}' /proc/meminfo)"
     echo "$(( (now - t0) / 1000000000 )) $inuse $mem $(( avail / 1024 )) $(( slab / 1024 )) $(rss "${gw_pids[@]}") $(rss "$nats_pid") $(rss "${worker_pids[@]}") $(rss $bench)" \
-      "$(( (g - prev_g) * 100 / dt )) $(( (n - prev_n) * 100 / dt )) $(( (w - prev_w) * 100 / dt )) $(( (b - prev_b) * 100 / dt ))"
-    prev_g=$g prev_n=$n prev_w=$w prev_b=$b
+      "$(( (g - prev_g) * 100 / dt )) $(( (n - prev_n) * 100 / dt )) $(( (w - prev_w) * 100 / dt )) $(( (b - prev_b) * 100 / dt )) $(( (m - prev_m) * 100 / dt ))"
+    prev_g=$g prev_n=$n prev_w=$w prev_b=$b prev_m=$m
     if [ "$avail" -lt "$min_avail_kb" ]; then
       echo "ABORT: MemAvailable $(( avail / 1024 )) MiB is below $(( min_avail_kb / 1024 )) MiB: stopping gwbench"
       kill $bench 2>/dev/null
@@ -168,10 +173,9 @@ url_list=$(IFS=,; echo "${urls[*]}")
 srv_pids=$(IFS=,; echo "${gw_pids[*]}")
 echo "## $total connections over $gateways gateways ($per each, ping every $ping, beat every $beat, --gogc $gogc), $workers bench workers, NATS on :$nats_port; hold $hold"
 echo "## gwbench conns -n $total --dial-rate $dial_rate --hold $hold --broadcast --drain $drain --sample -1 --sources 64 --source-base $src_base --url ws://127.0.0.1:$base/...:$(( base + gateways - 1 ))/"
-# gwbench runs at nice 10: the load generator yields the CPU to the servers.
 # Gateways and gwbench's processes run on one P each (GOMAXPROCS=1): a hundred
 # processes of two Ps on two cores spend their time spinning for work.
-GOMAXPROCS=1 nice -n 10 timeout --kill-after=30 "$max_seconds" "$bin/gwbench" conns -n "$total" --hold "$hold" --broadcast --drain "$drain" \
+GOMAXPROCS=1 nice -n "${NICE_GWBENCH:-0}" timeout --kill-after=30 "$max_seconds" "$bin/gwbench" conns -n "$total" --hold "$hold" --broadcast --drain "$drain" \
   --sample -1 --sources 64 --source-base "$src_base" --dial-parallel 256 --dial-rate "$dial_rate" --dial-timeout 30s \
   --server-pid "$srv_pids" --url "$url_list" --json > "$log/gwbench.json" 2> "$log/gwbench.txt" &
 gwbench_pid=$!; pids+=("$gwbench_pid")
@@ -197,7 +201,7 @@ awk -v total="$total" -v slab0="$slab0" 'NR > 1 && $1 ~ /^[0-9]+$/ {
     best = -1
     for (i in rows) { split(rows[i], r, " "); if (r[2] >= 2 * total) { c = r[10] + r[11] + r[12] + r[13]; if (best < 0 || c < best) { best = c; q = rows[i] } } }
     split(q, r, " ")
-    printf "## quietest 5 s with every socket open (CPU %% of one core): gateways %d, NATS %d, workers %d, gwbench %d\n", r[10], r[11], r[12], r[13]
+    printf "## quietest 5 s with every socket open (CPU %% of one core): gateways %d, NATS %d, workers %d, gwbench %d; the whole box %d of 200\n", r[10], r[11], r[12], r[13], r[14]
   }' "$log/monitor.txt"
 grep -h "^ABORT" "$log/monitor.txt" || true
 echo "## loopback packets dropped at the backlog during the run: $(( $(softnet_drops) - drops0 ))"
