@@ -94,10 +94,12 @@ type Gateway struct {
 	win      window
 	presence presence
 	ws       *nbhttp.Engine
-	tcp      []*tcpServer
-	wsAddr   string
-	loops    sync.WaitGroup
-	warns    ratelog.Limiter
+	// handshakes are the WebSocket connections not upgraded yet.
+	handshakes *handshakes
+	tcp        []*tcpServer
+	wsAddr     string
+	loops      sync.WaitGroup
+	warns      ratelog.Limiter
 	// lastOwnBeat is when a heartbeat of ours last came back (Unix ns);
 	// reconnectForced is set once per silence, when we tried another node.
 	lastOwnBeat     atomic.Int64
@@ -369,7 +371,7 @@ func (g *Gateway) shutdown() {
 		// DrainTimeout left them running after Run returned.
 		wsCtx, cancel := context.WithTimeout(context.Background(), max(g.cfg.DrainTimeout, wsShutdownAtLeast))
 		defer cancel()
-		_ = g.ws.Shutdown(wsCtx)
+		g.stopWebSocket(wsCtx)
 	}
 	for _, t := range g.tcp {
 		t.engine.Stop()

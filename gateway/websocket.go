@@ -282,7 +282,7 @@ func (g *Gateway) listenWebSocket() error {
 	if err := e.Start(); err != nil {
 		return &ListenError{Listener: "websocket", Addr: g.cfg.WebSocketAddr, Err: err}
 	}
-	g.ws = e
+	g.ws, g.handshakes = e, hs
 	g.wsAddr = e.Addrs[0]
 	return nil
 }
@@ -455,11 +455,19 @@ func (g *Gateway) listen() error {
 	return nil
 }
 
+// stopWebSocket stops the WebSocket listener: the handshakes first, so
+// that none is parsed when nbio's engine closes every connection from its
+// own goroutine (see handshakes.stop).
+func (g *Gateway) stopWebSocket(ctx context.Context) {
+	g.handshakes.stop(ctx)
+	_ = g.ws.Shutdown(ctx)
+}
+
 // stopListeners stops what listen started, after a failed start.
 func (g *Gateway) stopListeners() {
 	if g.ws != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = g.ws.Shutdown(ctx)
+		g.stopWebSocket(ctx)
 		cancel()
 	}
 	for _, t := range g.tcp {

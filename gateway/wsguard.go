@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -223,10 +224,12 @@ var response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnec
 // (20 MiB of headers were accepted, then sent to workers).
 type handshakes struct {
 	timeout time.Duration
-	// maxBytes bounds the bytes read before the upgrade (see read).
+	// maxBytes bounds the bytes read before the upgrade (see within).
 	maxBytes int
 	mu       sync.Mutex
 	pending  map[*nbio.Conn]*handshake
+	// stopping is set once the gateway stops: no handshake is parsed.
+	stopping bool
 }
 
 type handshake struct {
@@ -237,6 +240,11 @@ type handshake struct {
 	// guardedData (ws://) or serveWSS (wss://) closes the connection when
 	// nbio's parser has returned.
 	refused bool
+	// parsing is set while nbio's parser reads the connection's data on
+	// its poller (ws://). closing is set once the connection is to close
+	// from another goroutine: then no parse starts, and one in progress is
+	// followed by the close, on the poller (see guardedData).
+	parsing, closing bool
 }
 
 // pollerConn is the nbio connection under c: what OnOpen and OnData see.
@@ -264,34 +272,74 @@ func (h *handshakes) opened(c *nbio.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	hs := &handshake{}
-	var expire func()
-	// nbio may reuse the connection for a later one: hs must still be
-	// its entry.
-	mine := func(take bool) bool {
+	hs.timer = time.AfterFunc(h.timeout, func() {
+		if h.closeLater(c, hs) {
+			return
+		}
+		_ = c.Close()
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		ok := h.pending[c] == hs
-		if ok && take {
+		// nbio may reuse the connection for a later one: hs must still be
+		// its entry.
+		if h.pending[c] == hs {
 			delete(h.pending, c)
 		}
-		return ok
-	}
-	expire = func() {
-		if !mine(false) {
-			return
-		}
-		if c.ExecuteLen() > 0 {
-			// A handler runs inside nbio's parser: closing now would
-			// freeze the poller (see closingAfterRead). Come back.
-			time.AfterFunc(10*time.Millisecond, expire)
-			return
-		}
-		if mine(true) {
-			_ = c.Close()
-		}
-	}
-	hs.timer = time.AfterFunc(h.timeout, expire)
+	})
 	h.pending[c] = hs
+}
+
+// closeLater marks c's handshake hs closing, and reports whether c is
+// already taken care of: gone from the handshakes (upgraded, or a later
+// connection's), or being parsed, so that its poller closes it. Otherwise
+// the caller closes c: closing it from another goroutine while nbio's
+// parser runs a handler would freeze the poller (see closingAfterRead).
+func (h *handshakes) closeLater(c *nbio.Conn, hs *handshake) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending[c] != hs {
+		return true
+	}
+	hs.closing = true
+	return hs.parsing
+}
+
+// stop closes every connection still in its handshake and returns once
+// none is being parsed, or at ctx's end; from then on no handshake is
+// parsed and nbio's own shutdown may close connections from its goroutine.
+func (h *handshakes) stop(ctx context.Context) {
+	h.mu.Lock()
+	h.stopping = true
+	idle := make([]*nbio.Conn, 0, len(h.pending))
+	for c, hs := range h.pending {
+		hs.closing = true
+		if !hs.parsing {
+			idle = append(idle, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range idle {
+		_ = c.Close()
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for h.parsingAny() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (h *handshakes) parsingAny() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, hs := range h.pending {
+		if hs.parsing {
+			return true
+		}
+	}
+	return false
 }
 
 // finished ends a connection's handshake clock.
@@ -305,17 +353,12 @@ func (h *handshakes) finished(c *nbio.Conn) {
 	}
 }
 
-// read counts data, read by c before its upgrade, and reports whether the
-// request head is still within bounds. data is the request's text: on a
-// TLS listener, what crypto/tls decrypted (the TLS handshake is bounded by
-// crypto/tls and MaxPendingEventBytes).
-func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	hs := h.pending[c]
-	if hs == nil {
-		return true // upgraded, or timed out and closing
-	}
+// within counts data, read by hs's connection before its upgrade, and
+// reports whether the request head is still within bounds. data is the
+// request's text: on a TLS listener, what crypto/tls decrypted (the TLS
+// handshake is bounded by crypto/tls and MaxPendingEventBytes). h.mu is
+// held.
+func (h *handshakes) within(hs *handshake, data []byte) bool {
 	hs.bytes += len(data)
 	for _, b := range data {
 		if b == '\n' {
@@ -328,34 +371,80 @@ func (h *handshakes) read(c *nbio.Conn, data []byte) bool {
 // bound counts data, read by c before its upgrade, and past the bounds
 // answers 431 on w and returns errHeaderTooLarge: c is to be closed.
 func (h *handshakes) bound(c *nbio.Conn, w io.Writer, data []byte) error {
-	if h.read(c, data) {
+	h.mu.Lock()
+	hs := h.pending[c]
+	ok := hs == nil || h.within(hs, data) // nil: upgraded, or timed out and closing
+	h.mu.Unlock()
+	if ok {
 		return nil
 	}
 	_, _ = w.Write(response431)
 	return errHeaderTooLarge
 }
 
+// errHandshakeClosing is why a connection whose handshake was to close
+// (timed out, or the gateway stopping) read no further.
+var errHandshakeClosing = errors.New("gateway: websocket handshake closing")
+
 // guardedData wraps the engine's data handler: before the upgrade it
 // bounds the request head, answering 431 and closing past MaxHeaderBytes,
 // so that a client sending header lines without end holds at most that
 // much, and it closes connections whose request was refused (see
-// closingAfterRead). After the upgrade it costs a type check. wss://
-// connections, whose session is a tlsSession, pass through: serveWSS
-// bounds their decrypted head.
+// closingAfterRead) or that were to close meanwhile (closeLater, stop)
+// once the parser has returned. After the upgrade it costs a type check.
+// wss:// connections, whose session is a tlsSession, pass through:
+// serveWSS bounds their decrypted head.
 func (h *handshakes) guardedData(c *nbio.Conn, data []byte) {
 	p, ok := c.Session().(*nbhttp.Parser)
 	if !ok {
 		c.DataHandler()(c, data)
 		return
 	}
-	if err := h.bound(c, p.Conn, data); err != nil {
+	hs, err := h.parse(c, data)
+	if err != nil {
+		if errors.Is(err, errHeaderTooLarge) {
+			_, _ = p.Conn.Write(response431)
+		}
 		_ = c.CloseWithError(err)
 		return
 	}
 	c.DataHandler()(c, data)
-	if h.refused(c) {
+	if hs != nil && h.parsed(c, hs) {
 		_ = c.Close()
 	}
+}
+
+// parse admits data, read by c before its upgrade, to nbio's parser and
+// returns c's handshake, marked parsing (nil: c upgraded, or it closed and
+// nbio runs no handler for it), or the error to close c with.
+func (h *handshakes) parse(c *nbio.Conn, data []byte) (*handshake, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs := h.pending[c]
+	switch {
+	case h.stopping || hs != nil && hs.closing:
+		return nil, errHandshakeClosing
+	case hs == nil:
+		return nil, nil
+	case !h.within(hs, data):
+		return nil, errHeaderTooLarge
+	}
+	hs.parsing = true
+	return hs, nil
+}
+
+// parsed ends hs's parse and reports whether c, still in its handshake,
+// is to close now: its request was refused, or it was to close meanwhile.
+func (h *handshakes) parsed(c *nbio.Conn, hs *handshake) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs.parsing = false
+	if h.pending[c] != hs || !hs.refused && !hs.closing {
+		return false
+	}
+	delete(h.pending, c)
+	hs.timer.Stop()
+	return true
 }
 
 // refused reports whether c's request was answered without an upgrade
