@@ -281,7 +281,10 @@ func (c Config) withDefaults() Config {
 		c.BeatInterval = DefaultBeatInterval
 	}
 	if c.NATSLossTimeout == 0 {
-		c.NATSLossTimeout = c.BeatInterval * DefaultNATSLossTimeout / DefaultBeatInterval
+		// 2.5 × BeatInterval, as the defaults are. (A Duration times a
+		// Duration overflowed past a 3.7 s beat and came out negative:
+		// "never close".)
+		c.NATSLossTimeout = c.BeatInterval * 5 / 2
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
