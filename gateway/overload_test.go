@@ -31,7 +31,9 @@ func (t stuckTransport) writeFrames([]byte) error { <-t.release; return nil }
 // and the flood then piled up unbounded in nats.go behind it.
 func TestBroadcastFloodIsDroppedAndCounted(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	g := runWithClients(t, e, "flood", 0)
+	// More clients than maxInline: broadcasts go through the shards, not
+	// the callback's own writes (which the stuck socket would hold).
+	g := runWithClients(t, e, "flood", maxInline)
 	release := make(chan struct{})
 	defer close(release)
 	require.NotNil(t, g.newClient("127.0.0.1:1", stuckTransport{release: release}))
