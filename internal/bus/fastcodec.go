@@ -377,6 +377,15 @@ func (r *reader) key(seen *uint32) byte {
 	return k[0]
 }
 
+// null consumes a nil, if one comes next, and reports whether it did.
+func (r *reader) null() bool {
+	if r.ok && r.i < len(r.b) && r.b[r.i] == 0xc0 {
+		r.i++
+		return true
+	}
+	return false
+}
+
 func (r *reader) strings() []string {
 	n := r.arrayLen()
 	if !r.ok {
@@ -389,7 +398,6 @@ func (r *reader) strings() []string {
 	return ss
 }
 
-// done reports whether decoding succeeded and used every byte.
 func (r *reader) bool() bool {
 	switch r.byte() {
 	case 0xc2:
@@ -401,6 +409,7 @@ func (r *reader) bool() bool {
 	return false
 }
 
+// done reports whether decoding succeeded and used every byte.
 func (r *reader) done() bool { return r.ok && r.i == len(r.b) }
 
 // UnmarshalBatch is [Unmarshal] for an EventBatch, without b escaping to
@@ -487,8 +496,7 @@ func (e *EventBatch) decode(r *reader) {
 		case 'r':
 			e.Resent = r.bool()
 		case 'e':
-			if r.ok && r.i < len(r.b) && r.b[r.i] == 0xc0 {
-				r.i++
+			if r.null() {
 				e.Events = nil
 				continue
 			}
@@ -519,6 +527,48 @@ func (ev *Event) decode(r *reader) {
 			ev.Body = r.bin()
 		case 'r':
 			ev.Reason = CloseReason(r.uint(math.MaxUint8))
+		case 'w':
+			if r.null() {
+				ev.WS = nil
+				continue
+			}
+			ev.WS = new(WebSocketInfo)
+			ev.WS.decode(r)
+		default:
+			r.fail()
+		}
+		if !r.ok {
+			return
+		}
+	}
+}
+
+func (w *WebSocketInfo) decode(r *reader) {
+	var seen uint32
+	for range r.mapLen() {
+		switch r.key(&seen) {
+		case 'p':
+			w.Path = r.str()
+		case 'q':
+			w.Query = r.str()
+		case 'h':
+			if r.null() {
+				w.Header = nil
+				continue
+			}
+			n := r.mapLen()
+			if !r.ok {
+				return
+			}
+			w.Header = make(map[string][]string, n)
+			for range n {
+				name := r.str()
+				if r.null() {
+					w.Header[name] = nil
+				} else {
+					w.Header[name] = r.strings()
+				}
+			}
 		default:
 			r.fail()
 		}
