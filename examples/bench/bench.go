@@ -3,7 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
+	"time"
 
+	"github.com/gatewayworker/gatewayworker/pkg/api"
 	"github.com/gatewayworker/gatewayworker/worker"
 )
 
@@ -26,16 +29,42 @@ func onMessage(ctx context.Context, c *worker.Client, e worker.MessageEvent) err
 	op, group, payload := parse(e.Data)
 	switch op {
 	case opAll:
-		return c.SendToAll(ctx, payload)
+		return retryUnavailable(ctx, func() error { return c.SendToAll(ctx, payload) })
 	case opJoin:
 		if err := c.JoinGroup(ctx, c.ID(), string(group)); err != nil {
 			return c.SendToCurrentClient(ctx, []byte(joinFailed+err.Error()))
 		}
 		return c.SendToCurrentClient(ctx, []byte(joinOK))
 	case opGroup:
-		return c.SendToGroup(ctx, string(group), payload)
+		return retryUnavailable(ctx, func() error { return c.SendToGroup(ctx, string(group), payload) })
 	}
-	return c.SendToCurrentClient(ctx, payload)
+	return retryUnavailable(ctx, func() error { return c.SendToCurrentClient(ctx, payload) })
+}
+
+// Retries of a send refused while NATS reconnects.
+const (
+	retryEvery = 20 * time.Millisecond
+	retryFor   = time.Second
+)
+
+// retryUnavailable runs send, and again every retryEvery for up to retryFor
+// while it fails with api.ErrNATSUnavailable: NATS was reconnecting, to
+// another node after a node's loss, and nothing was sent, so trying again
+// cannot duplicate. Without it a handler running at that moment lost its
+// push (a recoverable group push in the compose test).
+func retryUnavailable(ctx context.Context, send func() error) error {
+	err := send()
+	if !errors.Is(err, api.ErrNATSUnavailable) {
+		return err
+	}
+	for deadline := time.Now().Add(retryFor); errors.Is(err, api.ErrNATSUnavailable) && time.Now().Before(deadline); err = send() {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(retryEvery):
+		}
+	}
+	return err
 }
 
 // op is what a bench frame asks for.
