@@ -386,7 +386,12 @@ func (r *reader) null() bool {
 	return false
 }
 
+// strings reads an array of strings, or nil as msgpack/v5 writes a nil
+// slice.
 func (r *reader) strings() []string {
+	if r.null() {
+		return nil
+	}
 	n := r.arrayLen()
 	if !r.ok {
 		return nil
@@ -563,11 +568,7 @@ func (w *WebSocketInfo) decode(r *reader) {
 			w.Header = make(map[string][]string, n)
 			for range n {
 				name := r.str()
-				if r.null() {
-					w.Header[name] = nil
-				} else {
-					w.Header[name] = r.strings()
-				}
+				w.Header[name] = r.strings()
 			}
 		default:
 			r.fail()
