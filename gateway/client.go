@@ -164,6 +164,9 @@ type client struct {
 
 	// shard is the fanout goroutine that writes this client's pushes.
 	shard uint8
+	// pingPart is the part of the clients the heartbeat visits it with
+	// (heartbeat.go).
+	pingPart uint8
 	// detached is guarded by registry.mu, the rest by mu.
 	detached bool
 	// ended is set once the close event is queued: nothing follows it.

@@ -113,9 +113,10 @@ type Config struct {
 	// Nil means no history (`gatewayworker gateway` turns it on: --history).
 	History *bus.HistoryConfig
 
-	// PingInterval is how often the heartbeat runs (GatewayWorker's
-	// pingInterval). Zero means DefaultPingInterval (25s); negative turns
-	// heartbeats off.
+	// PingInterval is how often the heartbeat visits each client
+	// (GatewayWorker's pingInterval); it visits a sixty-fourth of them every
+	// PingInterval/64, not all at once. Zero means DefaultPingInterval
+	// (25s); negative turns heartbeats off.
 	PingInterval time.Duration
 	// PingNotResponseLimit closes a client that sent nothing for this many
 	// heartbeat intervals. Zero means clients never have to send anything

@@ -325,7 +325,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.startLoop(life, 100*time.Millisecond, g.sweep)
 	g.startLoop(life, g.cfg.BeatInterval, func(time.Time) { g.beat(false) })
 	if g.cfg.PingInterval > 0 {
-		g.startLoop(life, g.cfg.PingInterval, func(time.Time) { g.heartbeat() })
+		g.startHeartbeat(life)
 	}
 	if g.hist.on {
 		g.startLoop(life, historyRefresh, g.refreshHistory)
@@ -482,12 +482,13 @@ func (g *Gateway) admit(addr string, t transport, rec *recovery) (*client, bus.C
 	// The id is the tail of the batches' reply subject: one string for both.
 	reply := g.inbox + clientid.Make(g.cfg.ID, uint64(g.boot.UnixMilli()), seq)
 	c := &client{
-		id:    reply[len(g.inbox):],
-		reply: reply,
-		addr:  addr,
-		t:     t,
-		rec:   rec,
-		shard: uint8(seq % fanoutShards),
+		id:       reply[len(g.inbox):],
+		reply:    reply,
+		addr:     addr,
+		t:        t,
+		rec:      rec,
+		shard:    uint8(seq % fanoutShards),
+		pingPart: uint8(seq % uint64(pingSlices(g.cfg.PingInterval))),
 		// Until its token came or a worker accepted it (auth.go).
 		unaccepted: g.auth != nil,
 	}
@@ -971,24 +972,6 @@ func (g *Gateway) onOwnBeat(m bus.Msg) {
 	}
 	g.lastOwnBeat.Store(time.Now().UnixNano())
 	g.reconnectForced.Store(false)
-}
-
-// heartbeat runs every PingInterval, with GatewayWorker's semantics.
-func (g *Gateway) heartbeat() {
-	limit := int32(g.cfg.PingNotResponseLimit)
-	ping := newFraming(g.cfg.PingData, bus.FrameDefault, g.cfg.WebSocketType)
-	for _, c := range g.reg.liveClients(nil) {
-		n := c.silent.Add(1)
-		if limit > 0 && n > limit {
-			c.end(bus.CloseHeartbeatTimeout, nil)
-			continue
-		}
-		if len(g.cfg.PingData) > 0 {
-			_ = c.t.send(g.cfg.PingData, ping.text(c))
-		} else {
-			c.t.ping()
-		}
-	}
 }
 
 // Addrs lists the listeners' bound addresses as URLs, once Ready:

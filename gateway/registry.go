@@ -253,6 +253,19 @@ func (r *registry) liveClients(dst []*client) []*client {
 	return dst
 }
 
+// livePart appends every client with an open socket in heartbeat part
+// to dst.
+func (r *registry) livePart(part uint8, dst []*client) []*client {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.clients {
+		if !c.detached && c.pingPart == part {
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
 // acceptedClients appends every accepted client with an open socket to
 // dst: those a broadcast reaches.
 func (r *registry) acceptedClients(dst []*client) []*client {
