@@ -20,7 +20,8 @@
 # NICE_NATS (-10), NICE_WORKERS (-5), NICE_GWBENCH (0: at 10, gwbench got so little of a CPU that
 # fifty-three busy gateways had pinged, that a broadcast the gateways wrote in 15 s was read over 10 minutes),
 # MIN_AVAIL_GIB (6: abort when the machine has less available, i.e. above 18 of 24 GiB used),
-# MAX_SECONDS (bound on the whole run; default 900 + TOTAL/500), LOG (directory, kept).
+# MAX_SECONDS (bound on the whole run; default 900 + TOTAL/300: the dial at DIAL_RATE, then up to
+# 2 ms per echo), LOG (directory, kept).
 #
 # As root it raises what the kernel needs (conntrack table, local port range,
 # listen backlogs, file-max) and restores every value at exit; otherwise it
@@ -40,7 +41,7 @@ ping=${PING_INTERVAL:-120s}
 beat=${BEAT_INTERVAL:-10s}
 gogc=${GOGC_GATEWAY:-20}
 min_avail_kb=$(( ${MIN_AVAIL_GIB:-6} * 1024 * 1024 ))
-max_seconds=${MAX_SECONDS:-$(( 900 + total / 500 ))}
+max_seconds=${MAX_SECONDS:-$(( 900 + total / 300 ))}
 per=$(( (total + gateways - 1) / gateways ))
 if [ "$per" -gt 19800 ]; then
   echo "million.sh: $per connections per gateway exceed 20,000 open files: use more gateways" >&2
