@@ -488,7 +488,7 @@ func (g *Gateway) admit(addr string, t transport, rec *recovery) (*client, bus.C
 		t:        t,
 		rec:      rec,
 		shard:    uint8(seq % fanoutShards),
-		pingPart: uint8(seq % uint64(pingSlices(g.cfg.PingInterval))),
+		pingPart: uint8(seq % uint64(pingParts(g.cfg.PingInterval))),
 		// Until its token came or a worker accepted it (auth.go).
 		unaccepted: g.auth != nil,
 	}

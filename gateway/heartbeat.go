@@ -8,36 +8,36 @@ import (
 )
 
 // The heartbeat visits every client once per PingInterval, but not all at
-// once: clients are split into up to maxPingSlices parts by their admission
+// once: clients are split into up to maxPingParts parts by their admission
 // order, and one part is visited every PingInterval/parts. A gateway of
 // 19,000 idle clients wrote 19,000 pings in one burst, and on a box of
 // fifty such gateways the bursts (and the pongs they brought back) kept
 // both cores busy for seconds while beats and events waited behind them.
 // Spread out, the same pings cost the same CPU but never all at once.
 const (
-	maxPingSlices = 64
+	maxPingParts = 64
 	// minPingTick keeps short intervals (tests use tens of milliseconds)
 	// from waking the heartbeat more often than this.
 	minPingTick = 10 * time.Millisecond
 )
 
-// pingSlices is how many parts the heartbeat splits clients into.
-func pingSlices(interval time.Duration) int {
-	return max(1, min(maxPingSlices, int(interval/minPingTick)))
+// pingParts is how many parts the heartbeat splits clients into.
+func pingParts(interval time.Duration) int {
+	return max(1, min(maxPingParts, int(interval/minPingTick)))
 }
 
-// pingSchedule says which parts are due: part k%slices at start + (k+1)·tick.
+// pingSchedule says which parts are due: part k%parts at start + (k+1)·tick.
 // Only the heartbeat's goroutine uses it.
 type pingSchedule struct {
-	start  time.Time
-	tick   time.Duration
-	slices int
-	next   int // the next part to visit, counted from start
+	start time.Time
+	tick  time.Duration
+	parts int
+	next  int // the next part to visit, counted from start
 }
 
 func newPingSchedule(start time.Time, interval time.Duration) *pingSchedule {
-	n := pingSlices(interval)
-	return &pingSchedule{start: start, tick: interval / time.Duration(n), slices: n}
+	n := pingParts(interval)
+	return &pingSchedule{start: start, tick: interval / time.Duration(n), parts: n}
 }
 
 // due calls visit with each part due at now, oldest first. A heartbeat
@@ -45,9 +45,9 @@ func newPingSchedule(start time.Time, interval time.Duration) *pingSchedule {
 // every part whose time passed once, however many of its times passed.
 func (s *pingSchedule) due(now time.Time, visit func(part int)) {
 	end := int(now.Sub(s.start) / s.tick)
-	s.next = max(s.next, end-s.slices)
+	s.next = max(s.next, end-s.parts)
 	for ; s.next < end; s.next++ {
-		visit(s.next % s.slices)
+		visit(s.next % s.parts)
 	}
 }
 

@@ -13,12 +13,12 @@ import (
 	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
 
-func TestPingSlices(t *testing.T) {
+func TestPingParts(t *testing.T) {
 	for interval, want := range map[time.Duration]int{
 		-time.Second: 1, 5 * time.Millisecond: 1, 50 * time.Millisecond: 5,
 		640 * time.Millisecond: 64, DefaultPingInterval: 64, time.Hour: 64,
 	} {
-		require.Equal(t, want, pingSlices(interval), "PingInterval %v", interval)
+		require.Equal(t, want, pingParts(interval), "PingInterval %v", interval)
 	}
 }
 
@@ -28,7 +28,7 @@ func TestPingSlices(t *testing.T) {
 func TestPingScheduleVisitsEachPartOncePerInterval(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	s := newPingSchedule(t0, 640*time.Millisecond)
-	require.Equal(t, 64, s.slices)
+	require.Equal(t, 64, s.parts)
 	require.Equal(t, 10*time.Millisecond, s.tick)
 	var got []int
 	due := func(at time.Duration) []int {
@@ -88,10 +88,10 @@ func TestHeartbeatVisitsEachClientOncePerRound(t *testing.T) {
 		return total
 	}
 	for round := 1; round <= 2; round++ {
-		for part := range maxPingSlices {
+		for part := range maxPingParts {
 			before := sum()
 			g.heartbeat(part)
-			require.LessOrEqual(t, sum()-before, int32(n/maxPingSlices+1), "part %d pinged too many", part)
+			require.LessOrEqual(t, sum()-before, int32(n/maxPingParts+1), "part %d pinged too many", part)
 		}
 		for i, c := range counters {
 			require.Equal(t, int32(round), c.pings.Load(), "client %d after round %d", i, round)
@@ -100,7 +100,7 @@ func TestHeartbeatVisitsEachClientOncePerRound(t *testing.T) {
 
 	// A third silent round is one too many, except for the client that spoke.
 	require.True(t, g.onInput(clients[0], []byte("hi")))
-	for part := range maxPingSlices {
+	for part := range maxPingParts {
 		g.heartbeat(part)
 	}
 	require.Zero(t, counters[0].reason.Load(), "the client that spoke is open")

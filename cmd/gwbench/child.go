@@ -180,8 +180,7 @@ func (c *childShard) end(ctx context.Context, e endInfo) (*shardStats, error) {
 		c.kill()
 		return nil, err
 	}
-	c.wait(5 * time.Second)
-	return st, nil
+	return st, nil // the child keeps its connections until kill
 }
 
 // wait closes stdin, reads what is left, and reaps the child, killing it
@@ -200,12 +199,13 @@ func (c *childShard) wait(d time.Duration) {
 	})
 }
 
+// kill closes the child's pipe, on which it closes its connections and
+// exits; it is killed if it has not within 10 s.
 func (c *childShard) kill() {
 	if c.cmd == nil {
 		return
 	}
-	_ = c.cmd.Process.Kill()
-	c.wait(0)
+	c.wait(10 * time.Second)
 }
 
 // runChild runs one shard for a parent process: it reports "ready" after
@@ -281,8 +281,15 @@ func runChild(spec shardSpec, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	res, err := sh.end(ctx, *e)
 	if err != nil {
+		sh.kill()
 		_ = enc.Encode(wireMsg{Type: msgError, Error: err.Error()})
 		return err
 	}
-	return enc.Encode(wireMsg{Type: msgResult, Stats: res})
+	err = enc.Encode(wireMsg{Type: msgResult, Stats: res})
+	// The connections stay open until the parent closes the pipe, once
+	// every child has ended (see execute).
+	for range cmds {
+	}
+	sh.kill()
+	return err
 }

@@ -309,9 +309,8 @@ func (s *leanShard) end(ctx context.Context, e endInfo) (*shardStats, error) {
 	}
 	st.Unexpected = s.unexpect.Load()
 	st.Lost = s.lost.Load()
-	s.kill()
 	st.Errors = s.errs.snapshot()
-	return st, nil
+	return st, nil // the connections stay open until kill: see execute
 }
 
 // awaitBroadcast waits until every connection got the broadcast, or for

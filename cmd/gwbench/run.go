@@ -159,6 +159,12 @@ func execute(ctx context.Context, cfg config, stderr io.Writer) (*report, error)
 	if dr != nil {
 		dr.close()
 	}
+	// Only now, with every shard ended, do connections close: a shard that
+	// closed its own as soon as its echoes were in sent a storm of close
+	// events through the servers while other shards still waited for
+	// theirs (a million's echoes: NATS connections went stale, echoes were
+	// lost).
+	_, _ = eachShard(shards, func(sh shard) (*shardStats, error) { sh.kill(); return nil, nil })
 
 	var rd, res shardStats
 	for i := range shards {
