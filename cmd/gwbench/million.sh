@@ -11,7 +11,7 @@
 #   defaults: 1000000, TOTAL/19000 rounded up, 4
 # Environment: HOLD (60s), DRAIN (120s), PING_INTERVAL (300s: a ping round costs ~40 µs of CPU per
 # client, gateway and client together, more at a million: 60 s kept 0.67 of this box's two cores busy,
-# and with the VM agent's half core 120 s left too little for a million echoes), GOGC_GATEWAY (20),
+# and a million idle connections kept the whole box 200 % busy at 120 s, 137-144 % at 300 s), GOGC_GATEWAY (20),
 # BEAT_INTERVAL (10s: the gateways' --beat-interval; at 1s, gateways starved of CPU among a
 # hundred processes on two cores saw their own beats come back after 2.5 s and closed their clients,
 # and at 3s 2,698 clients were closed so during the broadcast),
