@@ -7,9 +7,11 @@
 # Reports, per run and as ratios (us / reference) per round: the rate, p99,
 # and the CPU microseconds per round trip or delivery of every process
 # (utime+stime from /proc/PID/stat over the load run).
-# Usage: cmd/gwbench/prod.sh BINDIR [SHAPE...]   SHAPE: echo (default), broadcast, group
+# Usage: cmd/gwbench/prod.sh BINDIR [SHAPE...]   SHAPE: echo (default), broadcast, group, rooms
 #   echo: 100 connections x 64 B, closed loop
 #   broadcast: 1,000 receivers x 100 broadcasts/s;  group: 100 groups x 10 at 2,000/s
+#   rooms: 5,000 groups x 2 at 2,000/s (10,000 connections, a group subscription per 2)
+# Every run also prints each process's peak RSS (VmHWM).
 # BINDIR holds gatewayworker and gwbench. ROUNDS (default 2), DURATION (default
 # 10s), PROD_PORT (default 7390: the reference and the gateway listen on it in
 # turn, NATS on +1; PROFILE=DIR also serves the gateway's /metrics and pprof on
@@ -26,7 +28,7 @@
 # BASE_GOMAXPROCS the baseline's (the reference and gwbench keep Go's
 # default): BASE=BINDIR BASE_GOMAXPROCS=1 compares GOMAXPROCS settings. Exits 1 when a run FAILED.
 set -euo pipefail
-bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group ...]}
+bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group|rooms ...]}
 shift
 shapes=${*:-echo}
 rounds=${ROUNDS:-2}
@@ -89,7 +91,8 @@ for round in $(seq 1 "$rounds"); do
       echo) args="echo -c 100 --size 64 --duration $dur"; unit="round trip" units=round-trips;;
       broadcast) args="fanout -n 1000 --rate 100 --duration $dur --drain 5s"; unit=delivery units=deliveries;;
       group) args="group --groups 100 --members 10 --rate 2000 --duration $dur"; unit=delivery units=deliveries;;
-      *) echo "prod.sh: unknown shape $shape (echo, broadcast, group)" >&2; exit 2;;
+      rooms) args="group --groups 5000 --members 2 --rate 2000 --duration $dur"; unit=delivery units=deliveries;;
+      *) echo "prod.sh: unknown shape $shape (echo, broadcast, group, rooms)" >&2; exit 2;;
     esac
     order="reference production${BASE:+ baseline}"
     [ $((round % 2)) = 0 ] && order="${BASE:+baseline }production reference"
@@ -111,8 +114,11 @@ for round in $(seq 1 "$rounds"); do
         curl_pid=$!
       fi
       json=$("$bin/gwbench" $args --json --url "ws://127.0.0.1:$port/" 2>/dev/null) || failed=1
-      after=()
+      after=() peak=""
       for p in "${pids[@]}"; do after+=("$(ticks "$p")"); done
+      for i in "${!pids[@]}"; do
+        peak+=" ${names[i]} $(awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/${pids[i]}/status")"
+      done
       [ -n "$curl_pid" ] && { wait "$curl_pid" || true; }
       if [ ${#perfs[@]} -gt 0 ]; then
         kill -INT "${perfs[@]}" 2>/dev/null || true
@@ -145,6 +151,7 @@ for round in $(seq 1 "$rounds"); do
       behind=$(awk -v q="$q" -v lim="${BEHIND_MS:-100}" 'BEGIN{if (q > lim) print "  [p99 over " lim " ms: overloaded, CPU per unit not comparable]"}')
       printf 'round %s %-9s %-10s %9.0f %s/s  p99 %7.3f ms  CPU us per %s:%s (total %s)%s\n' \
         "$round" "$shape" "$who" "$r" "$units" "$q" "$unit" "$line" "$total" "$behind"
+      echo "  peak RSS MiB:$peak"
       kill "${pids[@]}" 2>/dev/null || true
       wait "${pids[@]}" 2>/dev/null || true
     done
