@@ -25,7 +25,7 @@ const fanoutShards = 8
 // nothing piles up in nats.go behind it either.
 //
 // maxInline: a push to at most this many clients, when the shards have
-// nothing to write, is written by the NATS callback itself (see fanOutWith):
+// nothing to write, is written by the goroutine that took it from NATS (see fanOutWith):
 // a few non-blocking writes cost less than waking the shards' goroutines,
 // which a push to a group of ten did about six times.
 const (
@@ -134,7 +134,7 @@ func (g *Gateway) fanOutWith(targets []*client, cmd bus.Command, pos []byte) {
 		return
 	}
 	// Written here when no shard has work: the pushes of this subject,
-	// which one NATS callback hands over in order, were all written, so
+	// which one goroutine hands over in order, were all written, so
 	// this one cannot overtake them. Not with WriteDelay, which is there
 	// to join pushes in the shards.
 	if len(targets) <= maxInline && g.cfg.WriteDelay == 0 && g.fan.jobs.Load() == 0 {

@@ -322,6 +322,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.loops.Add(1)
 	go func() { defer g.loops.Done(); g.syncSubs(life) }()
+	for _, b := range g.subs.pushes {
+		g.loops.Add(1)
+		go func() { defer g.loops.Done(); g.consumeMemberPushes(life, b) }()
+	}
 	g.startLoop(life, 100*time.Millisecond, g.sweep)
 	g.startLoop(life, g.cfg.BeatInterval, func(time.Time) { g.beat(false) })
 	if g.cfg.PingInterval > 0 {

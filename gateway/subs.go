@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"hash/maphash"
+	"runtime"
 	"sync"
 
 	"github.com/gatewayworker/gatewayworker/internal/bus"
@@ -14,11 +16,31 @@ import (
 // harmless.
 const maxWaitingReplies = 1 << 16
 
+// memberBuffer is how many group and uid pushes wait for one consumer
+// (memberConsumers): past it nats.go drops them and counts a slow
+// consumer, as it did past bus.PendingMsgs for one subscription's handler.
+const memberBuffer = 16 << 10
+
+// memberConsumers is how many goroutines hand group and uid pushes to
+// their members: GOMAXPROCS, at most 8. A push to a few members is
+// written by its consumer (fanOutWith), so small group sends still use
+// every core; larger ones go to the fanout shards.
+func memberConsumers() int { return min(runtime.GOMAXPROCS(0), 8) }
+
 // subscriptions holds the group and uid subscriptions, one per name with a
 // member here. One goroutine (Gateway.syncSubs) subscribes, unsubscribes
 // and flushes; the NATS callbacks and nbio's pollers only mark names to
 // check and queue answers, so none of them waits on the network.
+//
+// Their pushes wait in a few buffers (pushes), each taken by one goroutine
+// (Gateway.consumeMemberPushes), instead of a nats.go goroutine per
+// subscription: that one held 2 KB or more of stack per group or uid,
+// more than a client costs. A subject always goes to the same buffer, so
+// its pushes stay in order.
 type subscriptions struct {
+	pushes []*bus.Buffer
+	seed   maphash.Seed
+
 	// wake has room for one signal: work was queued.
 	wake chan struct{}
 
@@ -61,7 +83,37 @@ type waitingReply struct {
 }
 
 func newSubscriptions() subscriptions {
-	return subscriptions{wake: make(chan struct{}, 1), subs: map[string]*subEntry{}, dirty: map[string]subName{}}
+	pushes := make([]*bus.Buffer, memberConsumers())
+	for i := range pushes {
+		pushes[i] = bus.NewBuffer(memberBuffer)
+	}
+	return subscriptions{pushes: pushes, seed: maphash.MakeSeed(),
+		wake: make(chan struct{}, 1), subs: map[string]*subEntry{}, dirty: map[string]subName{}}
+}
+
+// bufferFor is the buffer subject's pushes wait in.
+func (s *subscriptions) bufferFor(subject string) *bus.Buffer {
+	return s.pushes[maphash.String(s.seed, subject)%uint64(len(s.pushes))]
+}
+
+// consumeMemberPushes hands the group and uid pushes waiting in b to their
+// members, until ctx ends.
+func (g *Gateway) consumeMemberPushes(ctx context.Context, b *bus.Buffer) {
+	for {
+		m, ok := b.Next(ctx.Done())
+		if !ok {
+			return
+		}
+		name, uid, err := g.subj.Member(m.Subject)
+		switch {
+		case err != nil:
+			g.warnRateLimited("push on an unexpected subject", "subject", m.Subject, "err", err)
+		case uid:
+			g.onMemberPush(m, name, g.reg.uidMembers)
+		default:
+			g.onMemberPush(m, name, g.reg.groupMembers)
+		}
+	}
 }
 
 func (s *subscriptions) signal() {
@@ -233,11 +285,7 @@ func (g *Gateway) subscribeMember(subject string, n subName) (*bus.Subscription,
 		ls := &liveSub{ch: bus.Channel{UID: n.uid, Name: n.name}}
 		return g.bus.SubscribeLive(subject, func(m bus.HistoryMsg) { g.onLive(ls, m) })
 	}
-	members := g.reg.groupMembers
-	if n.uid {
-		members = g.reg.uidMembers
-	}
-	return g.bus.Subscribe(subject, func(m bus.Msg) { g.onMemberPush(m, n.name, members) })
+	return g.bus.SubscribeInto(g.subs.bufferFor(subject), subject)
 }
 
 // unsubscribeMembers ends every group and uid subscription, once the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,4 +158,61 @@ func TestCommandsDoNotWaitForAFlush(t *testing.T) {
 	require.NoError(t, <-joined)
 	require.NoError(t, a.SendToGroup(ctx, "room", []byte("to room")))
 	require.Equal(t, "to room", joiner.Read(wait))
+}
+
+// TestMemberSubscriptionsHaveNoGoroutineEach: a group or uid subscription
+// costs the gateway no goroutine of its own (nats.go gives a callback
+// subscription one, 2 KB of stack or more, which at a uid per client cost
+// more than the client), and the pushes of hundreds of subjects, sharing
+// a few consumers, still reach their members, each subject's in order,
+// hostile names included.
+func TestMemberSubscriptionsHaveNoGoroutineEach(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{})
+	workertest.Start(t, e, worker.Config{Handlers: worker.Handlers{
+		OnConnect: func(ctx context.Context, c *worker.Client) error {
+			return c.SendToCurrentClient(ctx, []byte(c.ID()))
+		},
+		OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
+	}})
+	const names = 400
+	gw := gatewaytest.Start(t, e, gateway.Config{MaxGroupsPerClient: names})
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{}), RequestTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := gatewaytest.DialWS(t, gw, "/", nil)
+	id := c.Read(wait)
+
+	before := runtime.NumGoroutine()
+	groups := []string{"a.b", "*", ">", "two words", "héllo"}
+	for i := len(groups); i < names; i++ {
+		groups = append(groups, "room-"+strconv.Itoa(i))
+	}
+	for _, g := range groups {
+		require.NoError(t, a.JoinGroup(ctx, id, g))
+	}
+	require.NoError(t, a.BindUID(ctx, id, "user.*>"))
+	grown := runtime.NumGoroutine() - before
+	require.Less(t, grown, names/10, "%d group subscriptions grew the process by %d goroutines", names, grown)
+
+	// Every subject's pushes, interleaved: each group's arrive in order.
+	const rounds = 3
+	for r := range rounds {
+		for _, g := range groups {
+			require.NoError(t, a.SendToGroup(ctx, g, []byte(g+"#"+strconv.Itoa(r))))
+		}
+	}
+	next := map[string]int{}
+	for range rounds * len(groups) {
+		g, r, ok := strings.Cut(c.Read(wait), "#")
+		require.True(t, ok)
+		require.Equal(t, strconv.Itoa(next[g]), r, "group %q out of order", g)
+		next[g]++
+	}
+	for _, g := range groups {
+		require.Equal(t, rounds, next[g], "group %q", g)
+	}
+	require.NoError(t, a.SendToUID(ctx, "user.*>", []byte("to uid")))
+	require.Equal(t, "to uid", c.Read(wait))
 }

@@ -332,7 +332,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.Sticky {
 		// Into the same buffer: the batches of the clients that stick here
 		// run on the same consumers as the queue group's.
-		direct, err := w.bus.SubscribeInto(sub, w.subj.WorkerEvents(w.id))
+		direct, err := w.bus.SubscribeInto(sub.Buffer, w.subj.WorkerEvents(w.id))
 		if err != nil {
 			return fmt.Errorf("worker: %w", err)
 		}

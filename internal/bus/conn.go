@@ -394,31 +394,41 @@ func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
 	return &Subscription{sub: sub}, nil
 }
 
-// Buffered is a queue subscription whose messages wait in a buffer until
-// taken with Next or TryNext, by any number of goroutines.
-type Buffered struct {
-	*Subscription
+// Buffer is where the messages of any number of subscriptions wait, in
+// the order they arrived, until taken with Next, NextOr or TryNext, by any
+// number of goroutines. No goroutine of nats.go is behind it: an
+// asynchronous subscription has one of its own (2 KB of stack or more),
+// which at a subscription per group or uid costs more than a client.
+// A message that finds it full is dropped (nats.go calls that a slow
+// consumer): size it for the worst backlog.
+type Buffer struct {
 	ch chan *nats.Msg
 }
 
+// NewBuffer returns an empty buffer of capacity messages.
+func NewBuffer(capacity int) *Buffer { return &Buffer{ch: make(chan *nats.Msg, capacity)} }
+
+// Buffered is a queue subscription whose messages wait in a [Buffer].
+type Buffered struct {
+	*Subscription
+	*Buffer
+}
+
 // QueueSubscribeBuffered joins queue group queue on subject; the messages
-// NATS gives this member wait in a buffer of capacity messages. A message
-// that finds it full is dropped (nats.go calls that a slow consumer): size
-// it for the worst backlog.
+// NATS gives this member wait in a buffer of capacity messages.
 func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buffered, error) {
-	ch := make(chan *nats.Msg, capacity)
-	sub, err := c.nc.ChanQueueSubscribe(subject, queue, ch)
+	b := NewBuffer(capacity)
+	sub, err := c.nc.ChanQueueSubscribe(subject, queue, b.ch)
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
-	return &Buffered{Subscription: &Subscription{sub: sub}, ch: ch}, nil
+	return &Buffered{Subscription: &Subscription{sub: sub}, Buffer: b}, nil
 }
 
-// SubscribeInto subscribes b's buffer to subject as well, outside any
-// queue group: its messages wait in the same buffer, in arrival order with
-// b's own, and b's Next and TryNext take them. Unsubscribe or drain the
-// returned subscription on its own.
-func (c *Conn) SubscribeInto(b *Buffered, subject string) (*Subscription, error) {
+// SubscribeInto subscribes to subject, outside any queue group, into b:
+// its messages wait there in arrival order with those of b's other
+// subscriptions.
+func (c *Conn) SubscribeInto(b *Buffer, subject string) (*Subscription, error) {
 	sub, err := c.nc.ChanSubscribe(subject, b.ch)
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
@@ -428,7 +438,7 @@ func (c *Conn) SubscribeInto(b *Buffered, subject string) (*Subscription, error)
 
 // Next takes the next message, waiting for one until stop is closed; ok is
 // false then.
-func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
+func (b *Buffer) Next(stop <-chan struct{}) (m Msg, ok bool) {
 	select {
 	case nm := <-b.ch:
 		return msgOf(nm), true
@@ -438,7 +448,7 @@ func (b *Buffered) Next(stop <-chan struct{}) (m Msg, ok bool) {
 }
 
 // NextOr is Next that also gives up, ok false, when wake is signalled.
-func (b *Buffered) NextOr(stop, wake <-chan struct{}) (m Msg, ok bool) {
+func (b *Buffer) NextOr(stop, wake <-chan struct{}) (m Msg, ok bool) {
 	select {
 	case nm := <-b.ch:
 		return msgOf(nm), true
@@ -450,7 +460,7 @@ func (b *Buffered) NextOr(stop, wake <-chan struct{}) (m Msg, ok bool) {
 }
 
 // TryNext takes the next message if one waits.
-func (b *Buffered) TryNext() (m Msg, ok bool) {
+func (b *Buffer) TryNext() (m Msg, ok bool) {
 	select {
 	case nm := <-b.ch:
 		return msgOf(nm), true
@@ -460,7 +470,7 @@ func (b *Buffered) TryNext() (m Msg, ok bool) {
 }
 
 // Waiting is the number of messages in the buffer.
-func (b *Buffered) Waiting() int { return len(b.ch) }
+func (b *Buffer) Waiting() int { return len(b.ch) }
 
 // Unsubscribe ends the subscription at once.
 func (s *Subscription) Unsubscribe() error {

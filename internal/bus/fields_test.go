@@ -26,7 +26,7 @@ var envelopes = []any{
 // the bus, and have no msgpack tags (history's go in JetStream headers and
 // JSON, docs/protocol.md "History").
 var notEnvelopes = []string{
-	"Buffered", "Channel", "Config", "Conn", "Embedded", "EmbeddedConfig", "EmbeddedUser",
+	"Buffer", "Buffered", "Channel", "Config", "Conn", "Embedded", "EmbeddedConfig", "EmbeddedUser",
 	"HistoryConfig", "HistoryInfo", "HistoryMsg", "Msg", "Position", "Subjects", "Subscription", "TLSConfig",
 }
 

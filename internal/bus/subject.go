@@ -65,6 +65,21 @@ func (s Subjects) Query(op string) string { return s.p() + ".q." + op }
 // Heartbeat carries gateway presence beats (see [Beat]).
 func (s Subjects) Heartbeat() string { return s.p() + ".hb" }
 
+// Member is the group or uid that subject, a [Subjects.Group] or
+// [Subjects.UID] subject, is for; uid tells which. Any other subject is
+// an [ErrInvalidToken].
+func (s Subjects) Member(subject string) (name string, uid bool, err error) {
+	p := s.p()
+	if len(subject) > len(p)+5 && subject[:len(p)] == p && subject[len(p)] == '.' {
+		kind, tok := subject[len(p)+1:len(p)+5], subject[len(p)+5:]
+		if kind == "grp." || kind == "uid." {
+			name, err = DecodeToken(tok)
+			return name, kind == "uid.", err
+		}
+	}
+	return "", false, fmt.Errorf("%w: %q is not a group or uid subject", ErrInvalidToken, subject)
+}
+
 // tokenPrefix marks an encoded token. It is outside the plain alphabet, so a
 // plain token and an encoded one never collide.
 const tokenPrefix = '~'

@@ -76,3 +76,27 @@ func FuzzTokenRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// TestSubjectsMember: Member reverses Group and UID for any name, under
+// any prefix, and refuses every other subject.
+func TestSubjectsMember(t *testing.T) {
+	for _, prefix := range []string{"", "tenant1.gw"} {
+		s, err := NewSubjects(prefix)
+		require.NoError(t, err)
+		for _, name := range []string{"room1", "a.b", "*", ">", "", "two words", "房间", "~Kg", "grp.x"} {
+			got, uid, err := s.Member(s.Group(name))
+			require.NoError(t, err)
+			require.Equal(t, name, got)
+			require.False(t, uid)
+			got, uid, err = s.Member(s.UID(name))
+			require.NoError(t, err)
+			require.Equal(t, name, got)
+			require.True(t, uid)
+		}
+		for _, other := range []string{s.All(), s.Events(), s.Gateway("g1"), s.Heartbeat(), s.Query("ping"),
+			s.p() + ".grp.", s.p() + ".grp.a.b", s.p() + ".uid.~!!", "other.grp.room1", s.p() + "x.grp.room1", ""} {
+			_, _, err := s.Member(other)
+			require.ErrorIs(t, err, ErrInvalidToken, other)
+		}
+	}
+}
