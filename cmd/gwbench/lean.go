@@ -46,11 +46,15 @@ type leanShard struct {
 	// bcastPrefix starts the broadcast's payload; its send time follows.
 	bcastPrefix []byte
 	// echoDone gets a token back for each sample echo answered.
-	echoDone  chan struct{}
-	sampleOK  atomic.Int64
-	closeOnce sync.Once
-	maskMu    sync.Mutex
-	maskState uint64
+	echoDone chan struct{}
+	sampleOK atomic.Int64
+	// sampleTwice counts sample echoes answered again after their answer:
+	// events are handled at least once (docs/guarantees.md), so a batch
+	// whose ack NATS delayed past the gateway's AckTimeout may run twice.
+	sampleTwice atomic.Int64
+	closeOnce   sync.Once
+	maskMu      sync.Mutex
+	maskState   uint64
 }
 
 // leanConn is one connection: its socket, its index and what the poller
@@ -142,12 +146,18 @@ func (h leanHandler) message(_ byte, payload []byte) {
 		s.delivered.Add(1)
 		return
 	}
-	if rest, ok := bytes.CutPrefix(payload, []byte(samplePrefix)); ok && c.echo.Load() == echoWaiting {
+	if rest, ok := bytes.CutPrefix(payload, []byte(samplePrefix)); ok {
 		if idx, err := strconv.Atoi(string(rest)); err == nil && idx == int(c.idx) {
-			c.echo.Store(echoOK)
-			s.sampleOK.Add(1)
-			s.echoDone <- struct{}{}
-			return
+			switch c.echo.Load() {
+			case echoWaiting:
+				c.echo.Store(echoOK)
+				s.sampleOK.Add(1)
+				s.echoDone <- struct{}{}
+				return
+			case echoOK:
+				s.sampleTwice.Add(1)
+				return
+			}
 		}
 	}
 	s.unexpect.Add(1)
@@ -307,7 +317,7 @@ func (s *leanShard) end(ctx context.Context, e endInfo) (*shardStats, error) {
 	if !e.Interrupted {
 		s.sample(ctx, st)
 	}
-	st.Unexpected = s.unexpect.Load()
+	st.Unexpected, st.SampleTwice = s.unexpect.Load(), s.sampleTwice.Load()
 	st.Lost = s.lost.Load()
 	st.Errors = s.errs.snapshot()
 	return st, nil // the connections stay open until kill: see execute

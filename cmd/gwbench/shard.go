@@ -80,6 +80,8 @@ type shardStats struct {
 	// conns
 	Sampled  int64 `json:"sampled"`
 	SampleOK int64 `json:"sample_ok"`
+	// SampleTwice counts sample echoes answered a second time (leanShard.sampleTwice).
+	SampleTwice int64 `json:"sample_twice"`
 	// ClientRSSKB is the VmRSS of the shard's process at the end of the
 	// hold (conns), summed over processes.
 	ClientRSSKB int64 `json:"client_rss_kb"`
@@ -115,6 +117,7 @@ func (s *shardStats) merge(o *shardStats) {
 	s.Latency = mergeHist(s.Latency, o.Latency)
 	s.Sampled += o.Sampled
 	s.SampleOK += o.SampleOK
+	s.SampleTwice += o.SampleTwice
 	s.ClientRSSKB += o.ClientRSSKB
 }
 

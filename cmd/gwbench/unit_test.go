@@ -266,3 +266,24 @@ func TestPace(t *testing.T) {
 	cancel()
 	require.False(t, pace(ctx, time.Now(), 10, 1), "ended before its turn")
 }
+
+// TestSampleEchoAnsweredTwice: a connection's sample echo that comes back
+// again after its answer (at-least-once handling ran its batch twice) is
+// counted as such, not as an unexpected message; an echo of another
+// connection's index, or one nobody waits for, still is unexpected.
+func TestSampleEchoAnsweredTwice(t *testing.T) {
+	s := &leanShard{echoDone: make(chan struct{}, 1), bcastPrefix: []byte("bcast-")}
+	c := &leanConn{idx: 7}
+	h := leanHandler{s: s, c: c}
+
+	h.message(opText, []byte(samplePrefix+"7"))
+	require.Equal(t, int64(1), s.unexpect.Load(), "an echo nobody waits for")
+	c.echo.Store(echoWaiting)
+	h.message(opText, []byte(samplePrefix+"8"))
+	h.message(opText, []byte(samplePrefix+"7"))
+	h.message(opText, []byte(samplePrefix+"7"))
+	h.message(opText, []byte("other"))
+	require.Equal(t, int64(1), s.sampleOK.Load())
+	require.Equal(t, int64(1), s.sampleTwice.Load())
+	require.Equal(t, int64(3), s.unexpect.Load(), "another index and an unknown message")
+}
