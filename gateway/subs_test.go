@@ -104,13 +104,10 @@ func (p *pingEater) forward(dst io.Writer, src io.Reader) {
 	}
 }
 
-// TestCommandsDoNotWaitForAFlush: a JoinGroup that makes the gateway
-// subscribe waits for NATS to confirm the subscription (a push made after
-// it returned reaches the new member), but no other command waits behind
-// it. The gateway's connection goes through a proxy that eats its PINGs, so
-// the confirming Flush hangs as on a frozen server (the gateway's command
-// callback used to flush, and every later command waited the 2 s it took).
-func TestCommandsDoNotWaitForAFlush(t *testing.T) {
+// startIDWorker runs a NATS server, a worker that sends each client its id
+// when it connects and ignores its messages, and an API client.
+func startIDWorker(t *testing.T) (*bus.Embedded, *api.Client) {
+	t.Helper()
 	e := bustest.RunServer(t, bus.EmbeddedConfig{})
 	workertest.Start(t, e, worker.Config{Handlers: worker.Handlers{
 		OnConnect: func(ctx context.Context, c *worker.Client) error {
@@ -118,6 +115,20 @@ func TestCommandsDoNotWaitForAFlush(t *testing.T) {
 		},
 		OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
 	}})
+	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{}), RequestTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	return e, a
+}
+
+// TestCommandsDoNotWaitForAFlush: a JoinGroup that makes the gateway
+// subscribe waits for NATS to confirm the subscription (a push made after
+// it returned reaches the new member), but no other command waits behind
+// it. The gateway's connection goes through a proxy that eats its PINGs, so
+// the confirming Flush hangs as on a frozen server (the gateway's command
+// callback used to flush, and every later command waited the 2 s it took).
+func TestCommandsDoNotWaitForAFlush(t *testing.T) {
+	e, a := startIDWorker(t)
 	proxy := startPingEater(t, strings.TrimPrefix(e.URL(), "nats://"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -126,9 +137,6 @@ func TestCommandsDoNotWaitForAFlush(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(gwBus.Close)
 	gw := gatewaytest.Start(t, e, gateway.Config{Bus: gwBus})
-	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{}), RequestTimeout: 10 * time.Second})
-	require.NoError(t, err)
-	t.Cleanup(a.Close)
 	joiner := gatewaytest.DialWS(t, gw, "/", nil)
 	joinerID := joiner.Read(wait)
 	other := gatewaytest.DialWS(t, gw, "/", nil)
@@ -167,18 +175,9 @@ func TestCommandsDoNotWaitForAFlush(t *testing.T) {
 // a few consumers, still reach their members, each subject's in order,
 // hostile names included.
 func TestMemberSubscriptionsHaveNoGoroutineEach(t *testing.T) {
-	e := bustest.RunServer(t, bus.EmbeddedConfig{})
-	workertest.Start(t, e, worker.Config{Handlers: worker.Handlers{
-		OnConnect: func(ctx context.Context, c *worker.Client) error {
-			return c.SendToCurrentClient(ctx, []byte(c.ID()))
-		},
-		OnMessage: func(context.Context, *worker.Client, worker.MessageEvent) error { return nil },
-	}})
+	e, a := startIDWorker(t)
 	const names = 400
 	gw := gatewaytest.Start(t, e, gateway.Config{MaxGroupsPerClient: names})
-	a, err := api.New(api.Config{Bus: bustest.Connect(t, e, bus.Config{}), RequestTimeout: 10 * time.Second})
-	require.NoError(t, err)
-	t.Cleanup(a.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := gatewaytest.DialWS(t, gw, "/", nil)
