@@ -175,7 +175,8 @@ func TestCloseCodes(t *testing.T) {
 		want: bus.CloseSlowConsumer, wantCode: 4002, wantText: "slow consumer",
 	}, {
 		name: "heartbeat timeout",
-		cfg:  gateway.Config{PingInterval: 50 * time.Millisecond, PingNotResponseLimit: 1, PingData: []byte("ping")},
+		// Two intervals leave the worker time to greet the client first, even under -race on a loaded box.
+		cfg: gateway.Config{PingInterval: 200 * time.Millisecond, PingNotResponseLimit: 1, PingData: []byte("ping")},
 		cause: func(*testing.T, *codeStack, *websocket.Conn, string) *websocket.Conn {
 			return nil // the client stays silent
 		},
