@@ -45,7 +45,9 @@ type fanoutJob struct {
 // fanout owns the shard goroutines. The job channels are never closed: a
 // NATS callback may still be queueing when the gateway stops.
 type fanout struct {
-	shards [fanoutShards]chan fanoutJob
+	// shards carry pointers: a job is ~150 bytes, and a queue's ring is
+	// touched whole once as many jobs went through it (3.5 MB a gateway).
+	shards [fanoutShards]chan *fanoutJob
 	// queued is the body bytes of the jobs in shards.
 	queued atomic.Int64
 	// jobs counts the jobs queued in shards or being written.
@@ -57,9 +59,9 @@ type fanout struct {
 func (f *fanout) start(g *Gateway) {
 	f.quit = make(chan struct{})
 	for i := range f.shards {
-		f.shards[i] = make(chan fanoutJob, fanoutQueue)
+		f.shards[i] = make(chan *fanoutJob, fanoutQueue)
 		f.wg.Add(1)
-		go func(jobs <-chan fanoutJob) {
+		go func(jobs <-chan *fanoutJob) {
 			defer f.wg.Done()
 			var w coalescer
 			var delay *time.Timer
@@ -154,7 +156,7 @@ func (g *Gateway) fanOutWith(targets []*client, cmd bus.Command, pos []byte) {
 		g.fan.jobs.Add(1) // before the shard may write it
 		if g.fan.queued.Add(size) <= fanoutBytes {
 			select {
-			case g.fan.shards[i] <- fanoutJob{targets: part, cmd: cmd, pos: pos}:
+			case g.fan.shards[i] <- &fanoutJob{targets: part, cmd: cmd, pos: pos}:
 				continue
 			default:
 			}
@@ -184,7 +186,7 @@ const maxCoalesced = 64
 // nbio then counts only the rest); a frame that still does not fit closes
 // the client as a slow consumer.
 type coalescer struct {
-	jobs    []fanoutJob
+	jobs    []*fanoutJob
 	index   map[*client]int
 	clients []*client
 	frames  [][]byte
