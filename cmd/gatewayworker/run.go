@@ -113,7 +113,7 @@ func connectBus(ctx context.Context, n *natsFlags, embedded *bus.Embedded, role 
 	cfg := n.config(string(role), log)
 	cfg.InboxPrefix = subj.Inbox(role)
 	if embedded != nil {
-		cfg.NATSOptions = append(cfg.NATSOptions, embedded.InProcess())
+		cfg.InProcess = embedded
 	}
 	start := time.Now()
 	for attempt := 0; ; attempt++ {

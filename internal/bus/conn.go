@@ -87,6 +87,14 @@ type Config struct {
 	ReconnectBufSize int
 	// Logger receives connection state changes. Nil means slog.Default().
 	Logger *slog.Logger
+	// InProcess, if set, connects through memory to this embedded server,
+	// in its process, instead of to URLs (which may then be empty). A
+	// message between such connections of one process is handed over in
+	// memory, without the server, when nothing outside the process listens
+	// on its subject (docs/architecture.md, "In-process delivery"); the
+	// server's permissions are not checked for it, so set this only for
+	// connections of your own code, as `gatewayworker run` does.
+	InProcess *Embedded
 	// NATSOptions are applied last, for anything this struct does not cover.
 	NATSOptions []nats.Option
 }
@@ -126,7 +134,7 @@ func (c Config) withDefaults() Config {
 
 // validate checks a Config that withDefaults filled.
 func (c Config) validate() error {
-	if len(c.URLs) == 0 {
+	if len(c.URLs) == 0 && c.InProcess == nil {
 		return errors.New("bus: no NATS URL configured")
 	}
 	switch {
@@ -174,6 +182,9 @@ func (c Config) options(slow *atomic.Uint64) ([]nats.Option, error) {
 			log.Error("nats async error", "subject", subject, "err", err)
 		}),
 	}
+	if c.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(c.InProcess.srv))
+	}
 	if c.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
@@ -220,6 +231,13 @@ type Conn struct {
 	opts []nats.Option
 	// siblings are closed with the connection that dialled them.
 	siblings *siblings
+	// local, for connections to an embedded server in this process, hands
+	// messages over in memory; mirrored are this connection's subscriptions
+	// it knows.
+	local      *local
+	mirroredMu sync.Mutex
+	mirrored   map[*localSub]struct{}
+	closed     atomic.Bool
 }
 
 // siblings are the connections Sibling dialled from one Conn: they end when
@@ -228,16 +246,16 @@ type Conn struct {
 type siblings struct {
 	mu     sync.Mutex
 	closed bool
-	conns  []*nats.Conn
+	conns  []*Conn
 }
 
-func (s *siblings) add(nc *nats.Conn) bool {
+func (s *siblings) add(c *Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	s.conns = append(s.conns, nc)
+	s.conns = append(s.conns, c)
 	return true
 }
 
@@ -246,8 +264,8 @@ func (s *siblings) close() {
 	conns := s.conns
 	s.closed, s.conns = true, nil
 	s.mu.Unlock()
-	for _, nc := range conns {
-		nc.Close()
+	for _, c := range conns {
+		c.Close()
 	}
 }
 
@@ -276,6 +294,10 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	c.siblings = sib
+	if cfg.InProcess != nil {
+		c.local = cfg.InProcess.local
+		c.local.addConn(c)
+	}
 	return c, nil
 }
 
@@ -296,7 +318,10 @@ func (c *Conn) Sibling(ctx context.Context, suffix string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !c.siblings.add(s.nc) {
+	if s.local = c.local; s.local != nil {
+		s.local.addConn(s)
+	}
+	if !c.siblings.add(s) {
 		s.Close()
 		return nil, ErrClosed
 	}
@@ -344,11 +369,17 @@ func redact(urls string) string {
 
 // Publish sends data to subject. It only buffers: delivery is at most once.
 func (c *Conn) Publish(subject string, data []byte) error {
+	if c.local != nil {
+		return c.local.publish(c, subject, "", data)
+	}
 	return wrap("publish", subject, c.nc.Publish(subject, data))
 }
 
 // PublishRequest sends data to subject with a reply subject.
 func (c *Conn) PublishRequest(subject, reply string, data []byte) error {
+	if c.local != nil {
+		return c.local.publish(c, subject, reply, data)
+	}
 	return wrap("publish", subject, c.nc.PublishRequest(subject, reply, data))
 }
 
@@ -374,6 +405,10 @@ type Handler func(Msg)
 // Subscription is an interest in a subject.
 type Subscription struct {
 	sub *nats.Subscription
+	// conn and local, when the subscription is mirrored for in-memory
+	// hand-over (Config.InProcess).
+	conn  *Conn
+	local *localSub
 }
 
 // msgOf is m as this package shows it.
@@ -384,14 +419,58 @@ func msgOf(m *nats.Msg) Msg {
 
 // Subscribe calls h for every message on subject.
 func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
-	sub, err := c.nc.Subscribe(subject, func(m *nats.Msg) { h(msgOf(m)) })
+	cb := func(m *nats.Msg) { h(msgOf(m)) }
+	ls := &localSub{slow: c.slow}
+	if _, _, ok := mirrorable(subject); ok && c.local != nil {
+		// What comes through the server joins what is handed over in one
+		// queue, run by one goroutine: h sees one message at a time, in
+		// the order they came.
+		ls.handler = newLocalQueue(h)
+		cb = func(m *nats.Msg) { ls.enqueue(msgOf(m)) }
+	}
+	sub, err := c.nc.Subscribe(subject, cb)
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
 	if err := sub.SetPendingLimits(PendingMsgs, PendingBytes); err != nil {
+		_ = sub.Unsubscribe()
+		if ls.handler != nil {
+			ls.handler.close(false)
+		}
 		return nil, wrap("subscribe", subject, err)
 	}
-	return &Subscription{sub: sub}, nil
+	s := &Subscription{sub: sub}
+	ls.nsub = sub
+	c.mirror(s, subject, ls)
+	return s, nil
+}
+
+// mirror lets local hand s's messages over in memory, or know what it
+// cannot hand over.
+func (c *Conn) mirror(s *Subscription, subject string, ls *localSub) {
+	if c.local == nil {
+		return
+	}
+	c.local.add(ls, subject)
+	c.mirroredMu.Lock()
+	if c.mirrored == nil {
+		c.mirrored = map[*localSub]struct{}{}
+	}
+	c.mirrored[ls] = struct{}{}
+	c.mirroredMu.Unlock()
+	s.conn, s.local = c, ls
+}
+
+// unmirror stops handing over to ls; a handler's queue stops too unless
+// the subscription drains.
+func (c *Conn) unmirror(ls *localSub, draining bool) {
+	c.local.remove(ls)
+	if ls.handler != nil && !draining {
+		ls.handler.close(false)
+	}
+	c.mirroredMu.Lock()
+	delete(c.mirrored, ls)
+	c.mirroredMu.Unlock()
 }
 
 // Buffer is where the messages of any number of subscriptions wait, in
@@ -422,7 +501,9 @@ func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buf
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
-	return &Buffered{Subscription: &Subscription{sub: sub}, Buffer: b}, nil
+	s := &Subscription{sub: sub}
+	c.mirror(s, subject, &localSub{queue: queue, nsub: sub, into: b.ch, slow: c.slow})
+	return &Buffered{Subscription: s, Buffer: b}, nil
 }
 
 // SubscribeInto subscribes to subject, outside any queue group, into b:
@@ -433,7 +514,9 @@ func (c *Conn) SubscribeInto(b *Buffer, subject string) (*Subscription, error) {
 	if err != nil {
 		return nil, wrap("subscribe", subject, err)
 	}
-	return &Subscription{sub: sub}, nil
+	s := &Subscription{sub: sub}
+	c.mirror(s, subject, &localSub{nsub: sub, into: b.ch, slow: c.slow})
+	return s, nil
 }
 
 // Next takes the next message, waiting for one until stop is closed; ok is
@@ -474,17 +557,32 @@ func (b *Buffer) Waiting() int { return len(b.ch) }
 
 // Unsubscribe ends the subscription at once.
 func (s *Subscription) Unsubscribe() error {
+	if s.local != nil {
+		s.conn.unmirror(s.local, false)
+	}
 	return wrap("unsubscribe", s.sub.Subject, s.sub.Unsubscribe())
 }
 
 // Drain stops new deliveries but lets the handler finish the messages
 // already received; wait for it with [Subscription.Drained].
 func (s *Subscription) Drain() error {
+	if s.local != nil {
+		s.conn.unmirror(s.local, true)
+	}
 	return wrap("drain", s.sub.Subject, s.sub.Drain())
 }
 
 // Drained reports whether a drained subscription has handled its backlog.
-func (s *Subscription) Drained() bool { return !s.sub.IsValid() }
+func (s *Subscription) Drained() bool {
+	if s.sub.IsValid() {
+		return false
+	}
+	if s.local == nil || s.local.handler == nil {
+		return true
+	}
+	s.local.handler.close(true) // nats.go gave it all it will
+	return s.local.handler.finished()
+}
 
 // NewInbox returns a unique subject for replies.
 func (c *Conn) NewInbox() string { return c.nc.NewInbox() }
@@ -520,7 +618,21 @@ func (c *Conn) SlowConsumers() uint64 { return c.slow.Load() }
 func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }
 
 // Close closes the connection at once.
-func (c *Conn) Close() { c.nc.Close() }
+func (c *Conn) Close() {
+	if c.local != nil && c.closed.CompareAndSwap(false, true) {
+		c.local.removeConn(c)
+	}
+	c.mirroredMu.Lock()
+	mirrored := make([]*localSub, 0, len(c.mirrored))
+	for ls := range c.mirrored {
+		mirrored = append(mirrored, ls)
+	}
+	c.mirroredMu.Unlock()
+	for _, ls := range mirrored {
+		c.unmirror(ls, false)
+	}
+	c.nc.Close()
+}
 
 func wrap(op, subject string, err error) error {
 	switch {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 )
 
 // Defaults for [EmbeddedConfig].
@@ -91,6 +90,9 @@ const (
 // Embedded is a running in-process NATS server.
 type Embedded struct {
 	srv *server.Server
+	// local hands messages between the in-process connections to srv over
+	// in memory (Config.InProcess).
+	local *local
 }
 
 func (cfg EmbeddedConfig) withDefaults() EmbeddedConfig {
@@ -194,7 +196,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("bus: embedded NATS on %s:%d not ready after %v", host, port, wait)
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, local: newLocal(srv)}, nil
 }
 
 // JetStream reports whether the server runs JetStream.
@@ -203,11 +205,9 @@ func (e *Embedded) JetStream() bool { return e.srv.JetStreamEnabled() }
 // URL is the address clients connect to.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
 
-// InProcess returns the option that connects a [Config] to this server
-// through memory instead of TCP: for the processes of `gatewayworker run`,
-// which share the server's process. It saves every NATS message a write and
-// a read system call on each side; other processes still use [Embedded.URL].
-func (e *Embedded) InProcess() nats.Option { return nats.InProcessServer(e.srv) }
+// HandedOver counts the messages this server's in-process connections
+// delivered to each other in memory, without it (Config.InProcess).
+func (e *Embedded) HandedOver() uint64 { return e.local.delivered.Load() }
 
 // Shutdown stops the server and waits for it; safe to call more than once.
 // Close the server's clients first, or they spend a while reconnecting.
