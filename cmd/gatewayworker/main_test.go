@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -208,12 +209,32 @@ func TestStatusAndMetrics(t *testing.T) {
 	ws := field(t, banner, "websocket")
 	natsURL := field(t, banner, "nats")
 	origin := http.Header{"Origin": {strings.TrimSuffix(page, "/")}}
+	var clients []*websocket.Conn
 	for range 2 {
 		c, _, err := websocket.DefaultDialer.Dial(ws, origin)
 		require.NoError(t, err)
 		defer c.Close()
 		require.NoError(t, c.WriteJSON(map[string]any{"type": "login", "client_name": "x", "room_id": 1}))
+		clients = append(clients, c)
 	}
+	metric := func(name string) float64 {
+		resp, err := http.Get(page + "metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for line := range strings.Lines(string(body)) {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				require.NoError(t, err)
+				return f
+			}
+		}
+		t.Fatalf("no %s in /metrics", name)
+		return 0
+	}
+	// The logins went from the gateway to the worker and back in memory:
+	// nothing else is connected to run's NATS yet.
+	require.Eventually(t, func() bool { return metric("gatewayworker_nats_handed_over_total") > 0 }, 10*time.Second, 50*time.Millisecond)
 
 	var report statusReport
 	require.Eventually(t, func() bool {
@@ -250,6 +271,16 @@ func TestStatusAndMetrics(t *testing.T) {
 	require.Contains(t, string(body), `gatewayworker_nats_slow_consumers_total{conn="worker"} 0`)
 	require.Contains(t, string(body), "gatewayworker_gateway_pushes_dropped_total 0")
 	require.Contains(t, string(body), "gatewayworker_gateway_replies_dropped_total 0")
+
+	// status, a client of run's NATS from elsewhere, came and went: the
+	// chat still works, and hands over again once status is gone.
+	before := metric("gatewayworker_nats_handed_over_total")
+	require.Eventually(t, func() bool {
+		require.NoError(t, clients[0].WriteJSON(map[string]any{"type": "say", "to_client_id": "all", "content": "hi"}))
+		for m := readJSON(t, clients[1]); m["type"] != "say"; m = readJSON(t, clients[1]) {
+		}
+		return metric("gatewayworker_nats_handed_over_total") > before
+	}, 10*time.Second, 50*time.Millisecond)
 }
 
 func TestHealth(t *testing.T) {

@@ -304,6 +304,10 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	m := newMetrics()
 	m.addGateway(gw)
 	m.addBus("gateway", gwBus)
+	if embedded != nil {
+		m.counter("gatewayworker_nats_handed_over_total", "Messages between this process's tiers handed over in memory, without the embedded NATS server.",
+			func() float64 { return float64(embedded.HandedOver()) })
+	}
 	var wkBus *bus.Conn
 	// Without a built-in worker, workerRun stands for one that never stops
 	// by itself, so that shutdown and the select below stay one path.

@@ -297,6 +297,10 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.InProcess != nil {
 		c.local = cfg.InProcess.local
 		c.local.addConn(c)
+		// Known to local until closed, however it ends (nats.go gives up
+		// after MaxReconnects): local counts the server's clients that are
+		// this process's.
+		c.nc.SetClosedHandler(func(*nats.Conn) { sib.close(); c.Close() })
 	}
 	return c, nil
 }
@@ -319,7 +323,10 @@ func (c *Conn) Sibling(ctx context.Context, suffix string) (*Conn, error) {
 		return nil, err
 	}
 	if s.local = c.local; s.local != nil {
+		// Known to local until closed, however it ends: local counts the
+		// server's clients that are this process's.
 		s.local.addConn(s)
+		s.nc.SetClosedHandler(func(*nats.Conn) { s.Close() })
 	}
 	if !c.siblings.add(s) {
 		s.Close()
