@@ -161,11 +161,14 @@ func (c *chatClient) next(types ...string) map[string]any {
 // TestTiersAsSeparateProcesses runs `run` (embedded NATS, a gateway and a
 // worker), a second gateway and a second worker as three processes, and
 // chats across the two gateways; then stops the extra worker and gateway
-// with SIGTERM, which must exit cleanly while the chat goes on.
+// with SIGTERM, which must exit cleanly while the chat goes on. run's own
+// tiers hand messages to each other in memory only while nothing else is
+// connected to its NATS.
 func TestTiersAsSeparateProcesses(t *testing.T) {
 	natsPort := freePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	all := start(t, "run", "run", "--nats-port", fmt.Sprint(natsPort), "--nats-store-dir", t.TempDir(), "--ws", "127.0.0.1:0", "--tcp", "", "--http", "", "--log-level", "warn")
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	all := start(t, "run", "run", "--nats-port", fmt.Sprint(natsPort), "--nats-store-dir", t.TempDir(), "--ws", "127.0.0.1:0", "--tcp", "", "--http", "", "--metrics", metrics, "--log-level", "warn")
 	ws1 := all.waitLine(t, `^\s+websocket\s+(\S+)`)
 	gw2 := start(t, "gateway", "gateway", "--nats", natsURL, "--ws", "127.0.0.1:0", "--tcp", "", "--ping-data", `{"type":"ping"}`)
 	ws2 := "ws://" + gw2.waitLine(t, `gateway listening.*websocket=(\S+)`) + "/"
@@ -183,12 +186,15 @@ func TestTiersAsSeparateProcesses(t *testing.T) {
 	}
 	require.Len(t, list["client_list"], 2, "the room spans both gateways: %v", list)
 
+	handedOver := metric(t, metrics, "gatewayworker_nats_handed_over_total")
 	for i := range 20 {
 		ann.send(map[string]any{"type": "say", "to_client_id": "all", "content": fmt.Sprint("m", i)})
 	}
 	for i := range 20 {
 		require.Equal(t, fmt.Sprint("m", i), bob.next("say")["content"], "in order, across processes")
 	}
+	require.Equal(t, handedOver, metric(t, metrics, "gatewayworker_nats_handed_over_total"),
+		"with other processes on its NATS, run hands nothing over in memory")
 
 	require.NoError(t, wk2.stop(t), "a worker stops cleanly on SIGTERM")
 	ann.send(map[string]any{"type": "say", "to_client_id": "all", "content": "after worker stop"})
@@ -197,6 +203,15 @@ func TestTiersAsSeparateProcesses(t *testing.T) {
 	require.NoError(t, gw2.stop(t), "a gateway stops cleanly on SIGTERM")
 	m := ann.next("logout")
 	require.Equal(t, "Bob", m["from_client_name"])
+	// run's tiers are the only clients of its NATS again: they hand their
+	// messages to each other in memory, behind a fence, and lose none.
+	for i := range 20 {
+		ann.send(map[string]any{"type": "say", "to_client_id": "all", "content": fmt.Sprint("alone ", i)})
+	}
+	for i := range 20 {
+		require.Equal(t, fmt.Sprint("alone ", i), ann.next("say")["content"], "in order")
+	}
+	require.Greater(t, metric(t, metrics, "gatewayworker_nats_handed_over_total"), handedOver, "in memory")
 	require.True(t, strings.HasPrefix(ws1, "ws://127.0.0.1:"))
 	require.NoError(t, all.stop(t))
 }

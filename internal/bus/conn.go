@@ -88,12 +88,12 @@ type Config struct {
 	// Logger receives connection state changes. Nil means slog.Default().
 	Logger *slog.Logger
 	// InProcess, if set, connects through memory to this embedded server,
-	// in its process, instead of to URLs (which may then be empty). A
-	// message between such connections of one process is handed over in
-	// memory, without the server, when nothing outside the process listens
-	// on its subject (docs/architecture.md, "In-process delivery"); the
-	// server's permissions are not checked for it, so set this only for
-	// connections of your own code, as `gatewayworker run` does.
+	// in its process, instead of to URLs (which may then be empty). While
+	// such connections are the server's only clients, a message between
+	// them is handed over in memory, without the server
+	// (docs/architecture.md, "In-process delivery"); the server's
+	// permissions are not checked for it, so set this only for connections
+	// of your own code, as `gatewayworker run` does.
 	InProcess *Embedded
 	// NATSOptions are applied last, for anything this struct does not cover.
 	NATSOptions []nats.Option
@@ -468,11 +468,15 @@ func (c *Conn) mirror(s *Subscription, subject string, ls *localSub) {
 	s.conn, s.local = c, ls
 }
 
-// unmirror stops handing over to ls; a handler's queue stops too unless
-// the subscription drains.
+// unmirror stops handing over to ls. Unless the subscription drains, its
+// handler's queue stops too and c forgets it; a draining one's queue
+// stops once drained, or when c closes.
 func (c *Conn) unmirror(ls *localSub, draining bool) {
 	c.local.remove(ls)
-	if ls.handler != nil && !draining {
+	if draining {
+		return
+	}
+	if ls.handler != nil {
 		ls.handler.close(false)
 	}
 	c.mirroredMu.Lock()

@@ -198,7 +198,9 @@ func TestInProcessStopsAtUnsubscribeAndClose(t *testing.T) {
 
 	other := inProcess(t, e)
 	got2, _ := collect(t, other, "gw.y.cmd")
-	other.Close()
+	_, draining := collect(t, other, "gw.z.cmd")
+	require.NoError(t, draining.Drain())
+	other.Close() // ends the draining subscription's goroutine too (goleak checks)
 	require.NoError(t, pub.Publish("gw.y.cmd", []byte("late")))
 	silent(t, got2)
 
