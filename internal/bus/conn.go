@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -237,7 +238,6 @@ type Conn struct {
 	local      *local
 	mirroredMu sync.Mutex
 	mirrored   map[*localSub]struct{}
-	closed     atomic.Bool
 }
 
 // siblings are the connections Sibling dialled from one Conn: they end when
@@ -427,37 +427,41 @@ func msgOf(m *nats.Msg) Msg {
 // Subscribe calls h for every message on subject.
 func (c *Conn) Subscribe(subject string, h Handler) (*Subscription, error) {
 	cb := func(m *nats.Msg) { h(msgOf(m)) }
-	ls := &localSub{slow: c.slow}
-	if _, _, ok := mirrorable(subject); ok && c.local != nil {
-		// What comes through the server joins what is handed over in one
-		// queue, run by one goroutine: h sees one message at a time, in
-		// the order they came.
-		ls.handler = newLocalQueue(h)
-		cb = func(m *nats.Msg) { ls.enqueue(msgOf(m)) }
+	var ls *localSub
+	if c.local != nil {
+		ls = &localSub{slow: c.slow}
+		if _, _, ok := mirrorable(subject); ok {
+			// What comes through the server joins what is handed over in
+			// one queue, run by one goroutine: h sees one message at a
+			// time, in the order they came.
+			ls.handler = newLocalQueue(h)
+			cb = func(m *nats.Msg) { ls.enqueue(msgOf(m)) }
+		}
 	}
 	sub, err := c.nc.Subscribe(subject, cb)
-	if err != nil {
-		return nil, wrap("subscribe", subject, err)
+	if err == nil {
+		err = sub.SetPendingLimits(PendingMsgs, PendingBytes)
+		if err != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
-	if err := sub.SetPendingLimits(PendingMsgs, PendingBytes); err != nil {
-		_ = sub.Unsubscribe()
-		if ls.handler != nil {
+	if err != nil {
+		if ls != nil && ls.handler != nil {
 			ls.handler.close(false)
 		}
 		return nil, wrap("subscribe", subject, err)
 	}
 	s := &Subscription{sub: sub}
-	ls.nsub = sub
-	c.mirror(s, subject, ls)
+	if ls != nil {
+		ls.nsub = sub
+		c.mirror(s, subject, ls)
+	}
 	return s, nil
 }
 
 // mirror lets local hand s's messages over in memory, or know what it
-// cannot hand over.
+// cannot hand over. c.local must be set.
 func (c *Conn) mirror(s *Subscription, subject string, ls *localSub) {
-	if c.local == nil {
-		return
-	}
 	c.local.add(ls, subject)
 	c.mirroredMu.Lock()
 	if c.mirrored == nil {
@@ -513,7 +517,9 @@ func (c *Conn) QueueSubscribeBuffered(subject, queue string, capacity int) (*Buf
 		return nil, wrap("subscribe", subject, err)
 	}
 	s := &Subscription{sub: sub}
-	c.mirror(s, subject, &localSub{queue: queue, nsub: sub, into: b.ch, slow: c.slow})
+	if c.local != nil {
+		c.mirror(s, subject, &localSub{queue: queue, nsub: sub, into: b.ch, slow: c.slow})
+	}
 	return &Buffered{Subscription: s, Buffer: b}, nil
 }
 
@@ -526,7 +532,9 @@ func (c *Conn) SubscribeInto(b *Buffer, subject string) (*Subscription, error) {
 		return nil, wrap("subscribe", subject, err)
 	}
 	s := &Subscription{sub: sub}
-	c.mirror(s, subject, &localSub{nsub: sub, into: b.ch, slow: c.slow})
+	if c.local != nil {
+		c.mirror(s, subject, &localSub{nsub: sub, into: b.ch, slow: c.slow})
+	}
 	return s, nil
 }
 
@@ -630,17 +638,14 @@ func (c *Conn) Reconnects() uint64 { return c.nc.Stats().Reconnects }
 
 // Close closes the connection at once.
 func (c *Conn) Close() {
-	if c.local != nil && c.closed.CompareAndSwap(false, true) {
-		c.local.removeConn(c)
-	}
-	c.mirroredMu.Lock()
-	mirrored := make([]*localSub, 0, len(c.mirrored))
-	for ls := range c.mirrored {
-		mirrored = append(mirrored, ls)
-	}
-	c.mirroredMu.Unlock()
-	for _, ls := range mirrored {
-		c.unmirror(ls, false)
+	if c.local != nil {
+		c.local.removeConn(c) // closing twice (nats.go's ClosedHandler) is harmless
+		c.mirroredMu.Lock()
+		mirrored := slices.Collect(maps.Keys(c.mirrored))
+		c.mirroredMu.Unlock()
+		for _, ls := range mirrored {
+			c.unmirror(ls, false)
+		}
 	}
 	c.nc.Close()
 }

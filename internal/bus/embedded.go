@@ -196,7 +196,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("bus: embedded NATS on %s:%d not ready after %v", host, port, wait)
 	}
-	return &Embedded{srv: srv, local: newLocal(srv)}, nil
+	maxPayload := int(cfg.MaxPayload)
+	if maxPayload == 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	return &Embedded{srv: srv, local: newLocal(srv, maxPayload)}, nil
 }
 
 // JetStream reports whether the server runs JetStream.

@@ -26,6 +26,9 @@ import (
 // per subject: it stops counting at the first wildcard it meets.
 type local struct {
 	acc *server.Account
+	// maxPayload is the server's max_payload: a larger message goes to
+	// the server, which refuses it.
+	maxPayload int
 	// mu is held shared by every publish of an in-process connection, the
 	// ones through the server included, and exclusively by the fence.
 	mu sync.RWMutex
@@ -52,8 +55,8 @@ type local struct {
 // the handlers' backlogs; a fence that times out is tried again after it.
 const fenceTimeout = time.Second
 
-func newLocal(srv *server.Server) *local {
-	return &local{acc: srv.GlobalAccount(), conns: map[*Conn]struct{}{},
+func newLocal(srv *server.Server, maxPayload int) *local {
+	return &local{acc: srv.GlobalAccount(), maxPayload: maxPayload, conns: map[*Conn]struct{}{},
 		exact: map[string][]*localSub{}, prefixed: map[string][]*localSub{}, others: map[*localSub]string{}}
 }
 
@@ -141,7 +144,8 @@ func (l *local) remove(s *localSub) {
 }
 
 // alone reports whether this process's in-process connections are the
-// server's only clients. l.mu must be held.
+// server's only clients, all of them connected (a closed one leaves
+// conns, and its subscriptions local). l.mu must be held.
 func (l *local) aloneLocked() bool { return l.acc.NumConnections() == len(l.conns) }
 
 // publish sends a message of c: in memory when it may, through the server
@@ -151,10 +155,12 @@ func (l *local) publish(c *Conn, subject, reply string, data []byte) error {
 	defer l.mu.RUnlock()
 	switch {
 	case !l.aloneLocked():
-		l.ready.Store(false)
+		if l.ready.Load() {
+			l.ready.Store(false)
+		}
 	case !l.ready.Load():
 		l.startFence()
-	case int64(len(data)) <= c.nc.MaxPayload() && c.nc.IsConnected() && l.deliverLocked(subject, reply, data):
+	case len(data) <= l.maxPayload && l.deliverLocked(subject, reply, data):
 		return nil
 	}
 	if reply == "" {
@@ -235,11 +241,6 @@ func (l *local) deliverLocked(subject, reply string, data []byte) bool {
 	for _, pattern := range l.others {
 		if server.SubjectMatchesFilter(subject, pattern) {
 			return false
-		}
-	}
-	for i := range n {
-		if !at(subs, wild, i).nsub.IsValid() {
-			return false // closed with its connection: the server decides
 		}
 	}
 	for i := range n {

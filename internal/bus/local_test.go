@@ -294,21 +294,27 @@ func TestInProcessKeepsEachPublishersOrderAcrossClients(t *testing.T) {
 	require.Less(t, handed, uint64(2*perPublisher), "some went through the server")
 }
 
+// held subscribes a handler that waits for release before it counts a
+// message, and waits until pub's messages are handed over.
+func held(t *testing.T, e *bus.Embedded, sub, pub *bus.Conn, subject string) (s *bus.Subscription, release chan struct{}, handled *atomic.Int64, base uint64) {
+	t.Helper()
+	release, handled = make(chan struct{}), new(atomic.Int64)
+	s, err := sub.Subscribe(subject, func(bus.Msg) {
+		<-release
+		handled.Add(1)
+	})
+	require.NoError(t, err)
+	require.NoError(t, sub.Flush(t.Context()))
+	return s, release, handled, handingOver(t, e, pub)
+}
+
 // TestInProcessDrainHandlesWhatWasHandedOver: a drained subscription
 // handles the messages already handed to it before it reports drained,
 // and none is handed to it after Drain.
 func TestInProcessDrainHandlesWhatWasHandedOver(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{Token: "t"})
 	pub, sub := inProcess(t, e), inProcess(t, e)
-	release := make(chan struct{})
-	var handled atomic.Int32
-	s, err := sub.Subscribe("gw.x.cmd", func(bus.Msg) {
-		<-release
-		handled.Add(1)
-	})
-	require.NoError(t, err)
-	require.NoError(t, sub.Flush(t.Context()))
-	base := handingOver(t, e, pub)
+	s, release, handled, base := held(t, e, sub, pub, "gw.x.cmd")
 	for range 5 {
 		require.NoError(t, pub.Publish("gw.x.cmd", nil))
 	}
@@ -321,7 +327,7 @@ func TestInProcessDrainHandlesWhatWasHandedOver(t *testing.T) {
 	require.Equal(t, base+5, e.HandedOver())
 	close(release)
 	require.Eventually(t, s.Drained, 5*time.Second, 5*time.Millisecond)
-	require.Contains(t, []int32{5, 6}, handled.Load())
+	require.Contains(t, []int64{5, 6}, handled.Load())
 }
 
 // TestInProcessFloodEndsInACountedDrop: a handler that stops keeping up
@@ -330,15 +336,7 @@ func TestInProcessDrainHandlesWhatWasHandedOver(t *testing.T) {
 func TestInProcessFloodEndsInACountedDrop(t *testing.T) {
 	e := bustest.RunServer(t, bus.EmbeddedConfig{Token: "t"})
 	pub, sub := inProcess(t, e), inProcess(t, e)
-	release := make(chan struct{})
-	var handled atomic.Int64
-	_, err := sub.Subscribe("flood", func(bus.Msg) {
-		<-release
-		handled.Add(1)
-	})
-	require.NoError(t, err)
-	require.NoError(t, sub.Flush(t.Context()))
-	handingOver(t, e, pub)
+	_, release, handled, _ := held(t, e, sub, pub, "flood")
 	const flood = bus.PendingMsgs + 20_000
 	for range flood {
 		require.NoError(t, pub.Publish("flood", []byte("x")))
