@@ -154,8 +154,11 @@ func (cs *consumers) spill() {
 	}
 }
 
-// take returns a waiting batch: from q first (spill put older ones there).
-func (cs *consumers) take() (*queued, bool) {
+// take returns a waiting batch: from q first (spill put older ones there),
+// then from sub's buffer into own, the calling consumer's: a batch that was
+// never in q is nobody else's (claimWaiting sees only q), and runBatch
+// keeps nothing of it, so one per consumer does for all of them.
+func (cs *consumers) take(own *queued) (*queued, bool) {
 	if e, ok := cs.q.pop(); ok {
 		return e, true
 	}
@@ -163,7 +166,8 @@ func (cs *consumers) take() (*queued, bool) {
 	if !ok {
 		return nil, false
 	}
-	return &queued{m: m, at: time.Unix(0, cs.emptyAt.Load())}, true
+	own.m, own.at = m, time.Unix(0, cs.emptyAt.Load())
+	return own, true
 }
 
 func (cs *consumers) spawn(extra bool) {
@@ -175,8 +179,9 @@ func (cs *consumers) spawn(extra bool) {
 func (cs *consumers) consume(extra bool) {
 	defer cs.wg.Done()
 	defer cs.n.Add(-1)
+	own := new(queued)
 	for {
-		e, ok := cs.take()
+		e, ok := cs.take(own)
 		if !ok {
 			cs.emptyAt.Store(time.Now().UnixNano())
 			if extra {
@@ -192,12 +197,13 @@ func (cs *consumers) consume(extra bool) {
 					continue // spill queued batches: take them
 				}
 				// Stopping: the subscription ended; run what is left.
-				for e, ok := cs.take(); ok && !cs.abandoned.Load(); e, ok = cs.take() {
+				for e, ok := cs.take(own); ok && !cs.abandoned.Load(); e, ok = cs.take(own) {
 					cs.run(e)
 				}
 				return
 			}
-			e = &queued{m: m, at: time.Now()}
+			own.m, own.at = m, time.Now()
+			e = own
 		}
 		if cs.abandoned.Load() {
 			return

@@ -23,6 +23,13 @@ type metrics struct {
 	reg      *prometheus.Registry
 	handlers *prometheus.HistogramVec
 	failures *prometheus.CounterVec
+	// byKind holds each event kind's series, looked up once: finding a
+	// series by its label value on every event cost 1.6 % of run's CPU
+	// under the echo.
+	byKind [bus.EventClose + 1]struct {
+		took   prometheus.Observer
+		failed prometheus.Counter
+	}
 }
 
 func newMetrics() *metrics {
@@ -42,16 +49,25 @@ func newMetrics() *metrics {
 	// Series exist from the start, at 0: an alert on the rate of handler
 	// errors sees a series before the first error.
 	for k := bus.EventConnect; k <= bus.EventClose; k++ {
-		m.failures.WithLabelValues(k.String())
+		m.byKind[k].took = m.handlers.WithLabelValues(k.String())
+		m.byKind[k].failed = m.failures.WithLabelValues(k.String())
 	}
 	return m
 }
 
 // observe is a worker.Config.ObserveHandler.
 func (m *metrics) observe(kind bus.EventKind, took time.Duration, err error) {
-	m.handlers.WithLabelValues(kind.String()).Observe(took.Seconds())
+	if kind < bus.EventConnect || kind > bus.EventClose {
+		// Not a kind a worker runs handlers for; its label says so.
+		m.handlers.WithLabelValues(kind.String()).Observe(took.Seconds())
+		if err != nil {
+			m.failures.WithLabelValues(kind.String()).Inc()
+		}
+		return
+	}
+	m.byKind[kind].took.Observe(took.Seconds())
 	if err != nil {
-		m.failures.WithLabelValues(kind.String()).Inc()
+		m.byKind[kind].failed.Inc()
 	}
 }
 

@@ -382,6 +382,28 @@ func (c *Conn) Publish(subject string, data []byte) error {
 	return wrap("publish", subject, c.nc.Publish(subject, data))
 }
 
+// PublishCommand sends cmd to subject, encoded into a buffer that is used
+// again: nothing keeps what Publish is given (nats.go copies it into its
+// write buffer, an in-process hand-over copies it for each subscriber),
+// and a push is the one message a worker sends per event that nobody
+// needs to keep.
+func (c *Conn) PublishCommand(subject string, cmd *Command) error {
+	buf := commandBuffers.Get().(*[]byte)
+	data := cmd.appendMsgpack(append((*buf)[:0], EnvelopeVersion))
+	err := c.Publish(subject, data)
+	if cap(data) <= maxPooledCommand {
+		*buf = data[:0]
+		commandBuffers.Put(buf)
+	}
+	return err
+}
+
+// maxPooledCommand bounds the buffers PublishCommand keeps: a large push
+// is rare, and its buffer would stay in the pool for nothing.
+const maxPooledCommand = 64 << 10
+
+var commandBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 // PublishRequest sends data to subject with a reply subject.
 func (c *Conn) PublishRequest(subject, reply string, data []byte) error {
 	if c.local != nil {

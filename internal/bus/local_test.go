@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -345,4 +346,43 @@ func TestInProcessFloodEndsInACountedDrop(t *testing.T) {
 	close(release)
 	require.Eventually(t, func() bool { return handled.Load() >= bus.PendingMsgs }, 10*time.Second, 10*time.Millisecond)
 	require.LessOrEqual(t, handled.Load(), int64(bus.PendingMsgs+1), "at most PendingMsgs waited (plus the one in the handler)")
+}
+
+// TestPublishCommandKeepsNothingItGave: PublishCommand encodes into a
+// buffer it uses again for the next push; every message a subscriber
+// holds must still be the one sent, in memory and through the server.
+func TestPublishCommandKeepsNothingItGave(t *testing.T) {
+	e := bustest.RunServer(t, bus.EmbeddedConfig{Token: "t"})
+	for _, path := range []string{"in memory", "through the server"} {
+		t.Run(path, func(t *testing.T) {
+			pub := inProcess(t, e)
+			sub := inProcess(t, e)
+			if path == "through the server" {
+				pub = bustest.Connect(t, e, bus.Config{Token: "t"})
+			}
+			held := bus.NewBuffer(200)
+			_, err := sub.SubscribeInto(held, "gw.x.cmd")
+			require.NoError(t, err)
+			require.NoError(t, sub.Flush(t.Context()))
+			if path == "in memory" {
+				handingOver(t, e, pub)
+			}
+			for i := range 100 {
+				cmd := bus.Command{Op: bus.OpSend, Clients: []string{"c" + strconv.Itoa(i)}, Body: []byte(strings.Repeat(strconv.Itoa(i), i+1))}
+				require.NoError(t, pub.PublishCommand("gw.x.cmd", &cmd))
+			}
+			for i := range 100 {
+				var m bus.Msg
+				require.Eventually(t, func() bool {
+					var ok bool
+					m, ok = held.TryNext()
+					return ok
+				}, 5*time.Second, time.Millisecond, "message %d", i)
+				var cmd bus.Command
+				require.NoError(t, bus.UnmarshalCommand(m.Data, &cmd))
+				require.Equal(t, []string{"c" + strconv.Itoa(i)}, cmd.Clients)
+				require.Equal(t, strings.Repeat(strconv.Itoa(i), i+1), string(cmd.Body))
+			}
+		})
+	}
 }

@@ -193,7 +193,7 @@ func (c *Client) publish(ctx context.Context, subject string, cmd *bus.Command) 
 	if err := c.canPush(ctx, cmd); err != nil {
 		return err
 	}
-	return ofBus(c.bus.Publish(subject, bus.MarshalCommand(cmd)))
+	return ofBus(c.bus.PublishCommand(subject, cmd))
 }
 
 // canPush is what a push needs before it goes out: a live context, a
