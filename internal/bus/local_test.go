@@ -227,8 +227,7 @@ func TestInProcessKeepsEachPublishersOrderAcrossClients(t *testing.T) {
 	var inside, overlaps atomic.Int32
 	last := map[string]int{}
 	var disorder []string
-	done := make(chan struct{})
-	var count atomic.Int32
+	var count atomic.Int64
 	_, err := sub.Subscribe("gw.x.cmd", func(m bus.Msg) {
 		if inside.Add(1) > 1 {
 			overlaps.Add(1)
@@ -241,13 +240,46 @@ func TestInProcessKeepsEachPublishersOrderAcrossClients(t *testing.T) {
 		}
 		last[who] = n
 		inside.Add(-1)
-		if count.Add(1) == 2*perPublisher {
-			close(done)
-		}
+		count.Add(1)
 	})
 	require.NoError(t, err)
 	require.NoError(t, sub.Flush(t.Context()))
 	before := handingOver(t, e, sub)
+
+	// Each publisher sends at least perPublisher messages, and goes on
+	// until the test has seen what it waits for: some through the server,
+	// some handed over.
+	first := bustest.Connect(t, e, bus.Config{Token: "t"}) // through the server while it is connected
+	var sent [2]atomic.Int64
+	enough := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range sent {
+		p := inProcess(t, e)
+		wg.Go(func() {
+			for n := 1; ; n++ {
+				if n > perPublisher {
+					select {
+					case <-enough:
+						return
+					default:
+					}
+				}
+				if err := p.Publish("gw.x.cmd", fmt.Appendf(nil, "p%d %d", i, n)); err != nil {
+					t.Error(err)
+					return
+				}
+				sent[i].Store(int64(n))
+				if n%100 == 0 {
+					time.Sleep(100 * time.Microsecond) // let clients come and go meanwhile
+				}
+			}
+		})
+	}
+	sentAtLeast := func(n int64) func() bool {
+		return func() bool { return sent[0].Load() >= n && sent[1].Load() >= n }
+	}
+	require.Eventually(t, sentAtLeast(100), 10*time.Second, time.Millisecond)
+	first.Close()
 
 	stop := make(chan struct{})
 	var visits sync.WaitGroup
@@ -264,35 +296,21 @@ func TestInProcessKeepsEachPublishersOrderAcrossClients(t *testing.T) {
 			time.Sleep(3 * time.Millisecond)
 		}
 	})
-	var wg sync.WaitGroup
-	for i := range 2 {
-		p := inProcess(t, e)
-		wg.Go(func() {
-			for n := 1; n <= perPublisher; n++ {
-				if err := p.Publish("gw.x.cmd", fmt.Appendf(nil, "p%d %d", i, n)); err != nil {
-					t.Error(err)
-					return
-				}
-				if n%100 == 0 {
-					time.Sleep(100 * time.Microsecond) // let clients come and go meanwhile
-				}
-			}
-		})
-	}
-	wg.Wait()
+	require.Eventually(t, sentAtLeast(perPublisher), 20*time.Second, time.Millisecond)
 	close(stop)
 	visits.Wait()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("handled %d of %d", count.Load(), 2*perPublisher)
-	}
+	// The last visitor left: hand-over resumes behind a fence.
+	require.Eventually(t, func() bool { return e.HandedOver() > before }, 10*time.Second, time.Millisecond, "hand-over resumed")
+	close(enough)
+	wg.Wait()
+
+	total := sent[0].Load() + sent[1].Load()
+	require.Eventually(t, func() bool { return count.Load() == total }, 20*time.Second, time.Millisecond, "handled all %d", total)
 	require.Zero(t, overlaps.Load(), "the handler ran two messages at once")
 	require.Empty(t, disorder)
 	handed := e.HandedOver() - before
-	t.Logf("handed over %d of %d", handed, 2*perPublisher)
-	require.Positive(t, handed, "some were handed over")
-	require.Less(t, handed, uint64(2*perPublisher), "some went through the server")
+	t.Logf("handed over %d of %d", handed, total)
+	require.Less(t, handed, uint64(total), "some went through the server")
 }
 
 // held subscribes a handler that waits for release before it counts a
