@@ -15,7 +15,8 @@
 # BINDIR holds gatewayworker and gwbench. ROUNDS (default 2), DURATION (default
 # 10s), PROD_PORT (default 7390: the reference and the gateway listen on it in
 # turn, NATS on +1; PROFILE=DIR also serves the gateway's /metrics and pprof on
-# +2 and saves a CPU profile of DURATION per production run in DIR).
+# +2, the worker's on +3, and saves a CPU profile of each for DURATION per
+# production run in DIR).
 # SYSCALLS=1 also counts each process's system calls and context switches per round trip or delivery
 # (perf stat on the syscalls tracepoints: root or perf_event_paranoid <= 1).
 # BASE=DIR adds a third contender, "baseline": the production shape from
@@ -36,6 +37,7 @@ dur=${DURATION:-10s}
 port=${PROD_PORT:-7390}
 nats_port=$((port + 1))
 metrics_port=$((port + 2))
+worker_metrics_port=$((port + 3))
 profile=${PROFILE:-}
 hz=$(getconf CLK_TCK)
 token=prodbench-$$-$RANDOM
@@ -69,13 +71,13 @@ start() { # start the servers of $1; sets names and pids
     env $procs "$gw" nats --nats-port "$nats_port" "${common[@]}" >/dev/null 2>&1 &
     pids=($!)
     up "127.0.0.1:$nats_port"
-    local metrics=()
-    [ -n "$profile" ] && metrics=(--metrics "127.0.0.1:$metrics_port")
+    local metrics=() worker_metrics=()
+    [ -n "$profile" ] && metrics=(--metrics "127.0.0.1:$metrics_port") worker_metrics=(--metrics "127.0.0.1:$worker_metrics_port")
     local extra=()
     [ "$1" = production ] && read -ra extra <<<"${PROD_FLAGS:-}"
     env $procs "$gw" gateway --nats "$nats" "${common[@]}" --ws "127.0.0.1:$port" --tcp "" "${metrics[@]}" "${extra[@]}" >/dev/null 2>&1 &
     pids+=($!)
-    env $procs "$gw" worker --app bench --nats "$nats" "${common[@]}" >/dev/null 2>&1 &
+    env $procs "$gw" worker --app bench --nats "$nats" "${common[@]}" "${worker_metrics[@]}" >/dev/null 2>&1 &
     pids+=($!)
     names=(nats gateway worker)
     sleep 1 # the worker subscribes and announces itself
@@ -98,7 +100,7 @@ for round in $(seq 1 "$rounds"); do
     [ $((round % 2)) = 0 ] && order="${BASE:+baseline }production reference"
     for who in $order; do
       start "$who"
-      before=() curl_pid=""
+      before=() curls=()
       for p in "${pids[@]}"; do before+=("$(ticks "$p")"); done
       perfs=()
       if [ "${SYSCALLS:-}" = 1 ]; then
@@ -109,9 +111,11 @@ for round in $(seq 1 "$rounds"); do
       fi
       if [ -n "$profile" ] && [ "$who" != reference ]; then
         mkdir -p "$profile"
-        curl -s -o "$profile/gateway-$who-$shape-$round.pprof" \
-          "http://127.0.0.1:$metrics_port/debug/pprof/profile?seconds=${dur%s}" &
-        curl_pid=$!
+        for tier in gateway:$metrics_port worker:$worker_metrics_port; do
+          curl -s -o "$profile/${tier%%:*}-$who-$shape-$round.pprof" \
+            "http://127.0.0.1:${tier#*:}/debug/pprof/profile?seconds=${dur%s}" &
+          curls+=($!)
+        done
       fi
       json=$("$bin/gwbench" $args --json --url "ws://127.0.0.1:$port/" 2>/dev/null) || failed=1
       after=() peak=""
@@ -119,7 +123,7 @@ for round in $(seq 1 "$rounds"); do
       for i in "${!pids[@]}"; do
         peak+=" ${names[i]} $(awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/${pids[i]}/status")"
       done
-      [ -n "$curl_pid" ] && { wait "$curl_pid" || true; }
+      [ ${#curls[@]} -gt 0 ] && { wait "${curls[@]}" || true; }
       if [ ${#perfs[@]} -gt 0 ]; then
         kill -INT "${perfs[@]}" 2>/dev/null || true
         wait "${perfs[@]}" 2>/dev/null || true
