@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,13 +130,7 @@ func (l *local) remove(s *localSub) {
 	if s.prefixed {
 		m = l.prefixed
 	}
-	subs := m[s.key]
-	for i, o := range subs {
-		if o == s {
-			subs = append(subs[:i:i], subs[i+1:]...)
-			break
-		}
-	}
+	subs := slices.DeleteFunc(m[s.key], func(o *localSub) bool { return o == s })
 	if len(subs) == 0 {
 		delete(m, s.key)
 	} else {
