@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/gatewayworker/gatewayworker/internal/bus/bustest"
 )
@@ -241,13 +242,22 @@ func sameLine(want, got string) error {
 
 // TestReadmeListsEveryTask: the README's `go tool task --list` line names
 // every task of Taskfile.yml, in its order, and its Go version is go.mod's.
+// Taskfile.yml must also parse as YAML, each task with a description: a ": "
+// in an unquoted one broke every `go tool task` for a day while the tests
+// passed.
 func TestReadmeListsEveryTask(t *testing.T) {
 	taskfile, err := os.ReadFile("../../Taskfile.yml")
 	require.NoError(t, err)
+	var parsed struct {
+		Tasks map[string]struct{ Desc string }
+	}
+	require.NoError(t, yaml.Unmarshal(taskfile, &parsed), "Taskfile.yml is not valid YAML: go tool task would refuse it")
 	var tasks []string
 	for _, m := range regexp.MustCompile(`(?m)^  ([a-z:]+):$`).FindAllStringSubmatch(string(taskfile), -1) {
 		tasks = append(tasks, m[1])
+		require.NotEmpty(t, parsed.Tasks[m[1]].Desc, "task %s has no desc", m[1])
 	}
+	require.Len(t, parsed.Tasks, len(tasks))
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
 	m := regexp.MustCompile(`go tool task --list +# (.*)`).FindStringSubmatch(string(readme))
