@@ -25,11 +25,22 @@
 # messages written several per write make its CPU per unit look cheap.
 # PROD_FLAGS adds flags to the production gateway only (PROD_FLAGS="--write-delay 20ms"
 # BASE=bin compares a gateway setting against the same build without it).
+# PHP_GW=DIR adds "php": PHP GatewayWorker itself (php/bench/gatewayworker/start.php:
+# Register, one Gateway process, 2 BusinessWorker processes, the bench protocol in
+# Events.php), what the production shape replaces; DIR holds its libraries (see
+# start.php), php-cli must be installed; its CPU is all its processes' (the
+# master's included), "gateway" its Gateway process. Ports: PROD_PORT+4 (Register)
+# and from PROD_PORT+10 (the Gateway's internal ports).
 # PROD_GOMAXPROCS=N runs the three production processes with GOMAXPROCS=N,
 # BASE_GOMAXPROCS the baseline's (the reference and gwbench keep Go's
 # default): BASE=BINDIR BASE_GOMAXPROCS=1 compares GOMAXPROCS settings. Exits 1 when a run FAILED.
 set -euo pipefail
 bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group|rooms ...]}
+here=$(cd "$(dirname "$0")" && pwd)
+if [ -n "${PHP_GW:-}" ] && ! command -v php >/dev/null; then
+  echo "prod.sh: PHP_GW needs php-cli (apt-get install php-cli)" >&2
+  exit 2
+fi
 shift
 shapes=${*:-echo}
 rounds=${ROUNDS:-2}
@@ -42,7 +53,8 @@ profile=${PROFILE:-}
 hz=$(getconf CLK_TCK)
 token=prodbench-$$-$RANDOM
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+master=""
+trap '[ -n "$master" ] && kill -INT "$master" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 calls="write read writev epoll_wait epoll_pwait futex nanosleep sched_yield"
@@ -58,10 +70,28 @@ up() { # wait until addr accepts connections, or fail
 }
 
 start() { # start the servers of $1; sets names and pids
-  names=() pids=()
+  names=() pids=() master=""
   if [ "$1" = reference ]; then
     "$bin/gwbench" refserver --addr "127.0.0.1:$port" >/dev/null 2>&1 &
     names=(reference) pids=($!)
+  elif [ "$1" = php ]; then
+    PHP_GW=$PHP_GW WS_ADDR="127.0.0.1:$port" REGISTER_PORT=$((port + 4)) START_PORT=$((port + 10)) \
+      php "$here/../../php/bench/gatewayworker/start.php" start >/dev/null 2>&1 &
+    master=$!
+    up "127.0.0.1:$port"
+    sleep 1 # the BusinessWorkers find the Gateway through the Register
+    names=(master) pids=("$master")
+    local p title
+    for p in $(pgrep -P "$master"); do
+      title=$(tr '\0' ' ' <"/proc/$p/cmdline")
+      case $title in
+        *BenchGateway*) names+=(gateway);;
+        *BenchBusinessWorker*) names+=(worker);;
+        *) names+=(register);;
+      esac
+      pids+=("$p")
+    done
+    return
   else
     local gw=$bin/gatewayworker procs=${PROD_GOMAXPROCS:+GOMAXPROCS=$PROD_GOMAXPROCS} nats="nats://127.0.0.1:$nats_port" common=(--nats-token "$token" --log-level warn)
     if [ "$1" = baseline ]; then
@@ -96,8 +126,8 @@ for round in $(seq 1 "$rounds"); do
       rooms) args="group --groups 5000 --members 2 --rate 2000 --duration $dur"; unit=delivery units=deliveries;;
       *) echo "prod.sh: unknown shape $shape (echo, broadcast, group, rooms)" >&2; exit 2;;
     esac
-    order="reference production${BASE:+ baseline}"
-    [ $((round % 2)) = 0 ] && order="${BASE:+baseline }production reference"
+    order="reference production${BASE:+ baseline}${PHP_GW:+ php}"
+    [ $((round % 2)) = 0 ] && order="${PHP_GW:+php }${BASE:+baseline }production reference"
     for who in $order; do
       start "$who"
       before=() curls=()
@@ -156,29 +186,32 @@ for round in $(seq 1 "$rounds"); do
       printf 'round %s %-9s %-10s %9.0f %s/s  p99 %7.3f ms  CPU us per %s:%s (total %s)%s\n' \
         "$round" "$shape" "$who" "$r" "$units" "$q" "$unit" "$line" "$total" "$behind"
       echo "  peak RSS MiB:$peak"
-      kill "${pids[@]}" 2>/dev/null || true
-      wait "${pids[@]}" 2>/dev/null || true
+      if [ -n "$master" ]; then
+        # workerman's master forks a killed child again: it stops them all itself
+        kill -INT "$master" 2>/dev/null || true
+        wait "$master" 2>/dev/null || true
+      else
+        kill "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+      fi
     done
   done
 done
-echo "## ratios, production shape / reference (same round)${BASE:+, and production / baseline}"
+ratio() { # ROUND SHAPE LABEL A B: A's rate, p99 and CPU per unit over B's
+  awk -v r="$1" -v s="$2" -v label="$3" \
+    -v ra="${rate[$1,$2,$4]}" -v rb="${rate[$1,$2,$5]}" \
+    -v qa="${p99[$1,$2,$4]}" -v qb="${p99[$1,$2,$5]}" \
+    -v ca="${cpu[$1,$2,$4]}" -v cb="${cpu[$1,$2,$5]}" \
+    -v ga="${cpu[$1,$2,$4,gateway]}" -v gb="${cpu[$1,$2,$5,gateway]:-${cpu[$1,$2,$5]}}" \
+    'function d(x, y) { return y ? x / y : 0 }
+    BEGIN{printf "round %s %-9s %srate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, label, d(ra, rb), d(qa, qb), d(ca, cb), d(ga, gb)}'
+}
+echo "## ratios, production shape / reference (same round)${BASE:+, and production / baseline}${PHP_GW:+, and production / php (PHP GatewayWorker)}"
 for round in $(seq 1 "$rounds"); do
   for shape in $shapes; do
-    awk -v r="$round" -v s="$shape" \
-      -v ra="${rate[$round,$shape,production]}" -v rb="${rate[$round,$shape,reference]}" \
-      -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,reference]}" \
-      -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,reference]}" \
-      -v cg="${cpu[$round,$shape,production,gateway]}" \
-      'function d(x, y) { return y ? x / y : 0 }
-      BEGIN{printf "round %s %-9s rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway alone %.2fx\n", r, s, d(ra, rb), d(qa, qb), d(ca, cb), d(cg, cb)}'
-    [ -z "${BASE:-}" ] && continue
-    awk -v r="$round" -v s="$shape" \
-      -v ra="${rate[$round,$shape,production]}" -v rb="${rate[$round,$shape,baseline]}" \
-      -v qa="${p99[$round,$shape,production]}" -v qb="${p99[$round,$shape,baseline]}" \
-      -v ca="${cpu[$round,$shape,production]}" -v cb="${cpu[$round,$shape,baseline]}" \
-      -v ga="${cpu[$round,$shape,production,gateway]}" -v gb="${cpu[$round,$shape,baseline,gateway]}" \
-      'function d(x, y) { return y ? x / y : 0 }
-      BEGIN{printf "round %s %-9s production / baseline: rate %.2fx  p99 %.2fx  CPU per unit: all processes %.2fx, gateway %.2fx\n", r, s, d(ra, rb), d(qa, qb), d(ca, cb), d(ga, gb)}'
+    ratio "$round" "$shape" "" production reference
+    [ -n "${BASE:-}" ] && ratio "$round" "$shape" "production / baseline: " production baseline
+    [ -n "${PHP_GW:-}" ] && ratio "$round" "$shape" "production / php: " production php
   done
 done
 if [ "$failed" = 1 ]; then
