@@ -37,9 +37,15 @@
 set -euo pipefail
 bin=${1:?usage: cmd/gwbench/prod.sh BINDIR [echo|broadcast|group|rooms ...]}
 here=$(cd "$(dirname "$0")" && pwd)
-if [ -n "${PHP_GW:-}" ] && ! command -v php >/dev/null; then
-  echo "prod.sh: PHP_GW needs php-cli (apt-get install php-cli)" >&2
-  exit 2
+if [ -n "${PHP_GW:-}" ]; then
+  if ! command -v php >/dev/null; then
+    echo "prod.sh: PHP_GW needs php-cli (apt-get install php-cli)" >&2
+    exit 2
+  fi
+  if [ ! -f "$PHP_GW/vendor/autoload.php" ] && { [ ! -f "$PHP_GW/workerman/Worker.php" ] || [ ! -d "$PHP_GW/gateway-worker/src" ]; }; then
+    echo "prod.sh: PHP_GW=$PHP_GW holds neither vendor/autoload.php nor workerman/ (v4) and gateway-worker/ checkouts (php/bench/gatewayworker/start.php)" >&2
+    exit 2
+  fi
 fi
 shift
 shapes=${*:-echo}
